@@ -1,0 +1,1 @@
+"""Aggregate run folders (see the run-folder contract) into tables and plots."""

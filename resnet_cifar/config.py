@@ -1,0 +1,171 @@
+"""The typed config schema (single source of keys, types and allowed values).
+
+Values live in the YAML tree under conf/; this module only says what may be
+there. Hydra merges the YAML into ``BaseConfig``, so an unknown key, a wrong
+type or a value outside an Enum fails at composition, before any work.
+``validate`` adds the checks a type cannot express (depth 6n+2, positive
+rates, increasing milestones...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List
+from enum import Enum
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from .errors import ConfigError
+
+
+class Arch(Enum):
+    resnet = "resnet"
+    plain = "plain"
+
+
+class Shortcut(Enum):
+    A = "A"  # identity; zero-padded, strided identity where dimensions grow (the paper's CIFAR choice)
+    B = "B"  # 1x1 projection where dimensions grow, identity elsewhere
+    C = "C"  # projection on every block
+
+
+class Normalization(Enum):
+    per_pixel_mean = "per_pixel_mean"  # the paper: subtract the mean image
+    channel_stats = "channel_stats"  # per-channel mean/std
+    imagenet = "imagenet"  # ImageNet mean/std (the seed README's original mistake)
+    unit = "unit"  # x / 255
+    raw = "raw"  # 0..255 as is
+
+
+class Dataset(Enum):
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+
+
+class OptimizerName(Enum):
+    sgd = "sgd"
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class DataConfig:
+    name: Dataset = MISSING
+    root: str = MISSING
+    download: bool = MISSING
+    batch_size: int = MISSING
+    augment: bool = MISSING
+    val_size: int = MISSING
+
+
+@dataclass
+class NormalizationConfig:
+    name: Normalization = MISSING
+
+
+@dataclass
+class WarmupConfig:
+    """The paper's warm-up for ResNet-110/1202: a low lr until training error drops."""
+
+    min_depth: int = MISSING  # nets at least this deep warm up (the paper: 110 and 1202)
+    max_iters: int = MISSING  # cap on the warm-up's length
+    lr: float = MISSING
+    until_train_error: float = MISSING  # percent, running over the last `window` iterations
+    window: int = MISSING
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    milestones: List[int] = MISSING  # iterations at which lr is multiplied by gamma
+    gamma: float = MISSING
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+
+
+@dataclass
+class TrainerConfig:
+    device: Device = MISSING
+    max_iters: int = MISSING
+    eval_every: int = MISSING
+    checkpoint_every: int = MISSING
+    eval_batch_size: int = MISSING
+    channels_last: bool = MISSING
+
+
+@dataclass
+class BaseConfig:
+    arch: Arch = MISSING
+    depth: int = MISSING
+    shortcut: Shortcut = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = MISSING
+
+
+SCHEMA_NAME = "base_config"
+
+
+# Stored under its own name; conf/config.yaml extends it explicitly from its defaults list.
+ConfigStore.instance().store(name=SCHEMA_NAME, node=BaseConfig)
+
+
+def check_depth(depth: int) -> int:
+    """Return n for a CIFAR depth 6n+2, or refuse it."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ConfigError(
+            f"depth={depth} is not allowed: depth must be 6n+2 with n >= 1 "
+            f"(8, 14, 20, 26, 32, ...; the paper used 20, 32, 44, 56, 110, 1202)"
+        )
+    return (depth - 2) // 6
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: BaseConfig) -> None:
+    """Checks that types cannot express; raises ConfigError naming the value and the rule."""
+    check_depth(cfg.depth)
+    _require(
+        cfg.arch is Arch.resnet or cfg.shortcut is Shortcut.A,
+        f"shortcut={cfg.shortcut.value} has no meaning for arch=plain (a plain net has no "
+        "shortcuts); use arch=resnet, or keep the default shortcut=A with arch=plain",
+    )
+    d, o, w, t = cfg.data, cfg.optimizer, cfg.optimizer.warmup, cfg.trainer
+    _require(d.batch_size > 0, f"data.batch_size={d.batch_size} is not allowed: it must be > 0")
+    _require(d.val_size >= 0, f"data.val_size={d.val_size} is not allowed: it must be >= 0")
+    _require(o.lr > 0, f"optimizer.lr={o.lr} is not allowed: it must be > 0")
+    _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} is not allowed: it must be in [0, 1)")
+    _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} is not allowed: it must be >= 0")
+    _require(0 < o.gamma <= 1, f"optimizer.gamma={o.gamma} is not allowed: it must be in (0, 1]")
+    for name in ("max_iters", "eval_every", "checkpoint_every", "eval_batch_size"):
+        value = getattr(t, name)
+        _require(value > 0, f"trainer.{name}={value} is not allowed: it must be > 0")
+    m = list(o.milestones)
+    _require(
+        all(a < b for a, b in zip([0] + m, m)),
+        f"optimizer.milestones={m} is not allowed: they must be positive and strictly increasing",
+    )
+    _require(
+        not m or m[-1] < t.max_iters,
+        f"optimizer.milestones={m} is not allowed: every milestone must be below "
+        f"trainer.max_iters={t.max_iters}",
+    )
+    _require(w.min_depth >= 0, f"optimizer.warmup.min_depth={w.min_depth} is not allowed: it must be >= 0")
+    _require(w.max_iters > 0, f"optimizer.warmup.max_iters={w.max_iters} is not allowed: it must be > 0")
+    _require(w.lr > 0, f"optimizer.warmup.lr={w.lr} is not allowed: it must be > 0")
+    _require(
+        0 < w.until_train_error <= 100,
+        f"optimizer.warmup.until_train_error={w.until_train_error} is not allowed: it is a percentage in (0, 100]",
+    )
+    _require(w.window > 0, f"optimizer.warmup.window={w.window} is not allowed: it must be > 0")

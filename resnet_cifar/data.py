@@ -1,0 +1,261 @@
+"""CIFAR from the official python pickles to normalized batches on the training device.
+
+The whole split lives on the device as one uint8 NHWC tensor (as in airbench's
+loader); each step indexes a batch and does the paper's augmentation (pad 4,
+random 32x32 crop, random horizontal flip) for the whole batch in one gather.
+No PIL, no per-image Python work.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import Dataset, Normalization
+from .errors import ConfigError, DataError
+
+IMAGE_SHAPE = (32, 32, 3)  # H, W, C as held on the device
+PAD = 4  # the paper's augmentation: 4 pixels on each side
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+VAL_SPLIT_SEED = 0  # the same hold-out for every run and seed, as the paper's one 45k/5k split
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """Where a data set's official python release keeps what."""
+
+    folder: str
+    train: tuple[str, ...]
+    test: str
+    meta: str
+    label_key: str
+    names_key: str
+    num_classes: int
+    torchvision_class: str  # its url, filename and md5 are torchvision's
+
+
+DATASETS = {
+    Dataset.cifar10: DatasetFiles(
+        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
+        "batches.meta", "labels", "label_names", 10, "CIFAR10",
+    ),
+    Dataset.cifar100: DatasetFiles(
+        "cifar-100-python", ("train",), "test", "meta", "fine_labels", "fine_label_names", 100, "CIFAR100",
+    ),
+}
+
+
+@dataclass
+class CifarArrays:
+    """A data set as numpy arrays: images uint8 (N, 32, 32, 3), labels int64 (N,)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")
+    except Exception as e:  # truncated, not a pickle, unreadable: all the same to the user
+        raise DataError(f"{path} cannot be read as a CIFAR pickle ({type(e).__name__}: {e}); "
+                        "replace it with a fresh copy of the data set") from e
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} holds a {type(obj).__name__}, not the dict of the official CIFAR layout")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def read_batch(path: Path, files: DatasetFiles) -> tuple[np.ndarray, np.ndarray]:
+    """One pickle of the official layout -> (uint8 NHWC images, int64 labels), checked."""
+    batch = _unpickle(path)
+    if files.label_key not in batch:
+        other = next((f for f in DATASETS.values() if f.label_key in batch), None)
+        hint = f" (it looks like a {other.folder} file)" if other else ""
+        raise DataError(f"{path} has no '{files.label_key}' entry{hint}; keys: {sorted(batch)}")
+    data, labels = batch.get("data"), np.asarray(batch[files.label_key])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), found {desc}")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: expected {len(data)} integer labels, found {labels.dtype} {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= files.num_classes):
+        raise DataError(f"{path}: labels must lie in 0..{files.num_classes - 1}, "
+                        f"found {labels.min()}..{labels.max()}")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes R, G, B -> NHWC
+    return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def _read_split(folder: Path, names: tuple[str, ...], files: DatasetFiles) -> tuple[np.ndarray, np.ndarray]:
+    parts = [read_batch(folder / name, files) for name in names]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _missing(folder: Path, files: DatasetFiles) -> list[str]:
+    return [n for n in (*files.train, files.test, files.meta) if not (folder / n).is_file()]
+
+
+def download(dataset: Dataset, root: Path) -> None:
+    """Fetch and unpack the official archive with torchvision's downloader (checks its md5)."""
+    import torchvision.datasets as tvd
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    cls = getattr(tvd, DATASETS[dataset].torchvision_class)
+    try:
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    except Exception as e:
+        raise DataError(f"downloading {dataset.value} from {cls.url} into {root} failed "
+                        f"({type(e).__name__}: {e}); put the files there by hand") from e
+
+
+def load_cifar(dataset: Dataset, root: str | Path, allow_download: bool) -> CifarArrays:
+    """Read a data set from `root`/<official folder>, downloading first when allowed."""
+    files = DATASETS[dataset]
+    root = Path(root).expanduser().resolve()
+    folder = root / files.folder
+    if _missing(folder, files) and allow_download:
+        download(dataset, root)
+    missing = _missing(folder, files)
+    if missing:
+        others = [d for d, f in DATASETS.items() if d is not dataset and (root / f.folder).is_dir()]
+        hint = "".join(f" ({root} holds {DATASETS[d].folder}/: did you mean data={d.value}?)" for d in others[:1])
+        raise DataError(
+            f"{dataset.value} not found: expected {', '.join(missing)} in {folder}{hint}. "
+            f"Either set data.root to the folder that holds {files.folder}/, "
+            f"or add data.download=true to fetch it (needs internet)."
+        )
+    train_images, train_labels = _read_split(folder, files.train, files)
+    test_images, test_labels = _read_split(folder, (files.test,), files)
+    return CifarArrays(train_images, train_labels, test_images, test_labels, files.num_classes)
+
+
+def split_validation(labels: np.ndarray, val_size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced hold-out, the same for every run: (train indices, val indices)."""
+    if val_size == 0:
+        return np.arange(len(labels)), np.arange(0)
+    per_class = val_size // num_classes
+    counts = np.bincount(labels, minlength=num_classes)
+    if val_size % num_classes or per_class >= counts.min():
+        raise ConfigError(
+            f"data.val_size={val_size} is not allowed: it must be a multiple of the {num_classes} classes "
+            f"and leave training images in every class (at most {(counts.min() - 1) * num_classes} here)"
+        )
+    rng = np.random.default_rng(VAL_SPLIT_SEED)
+    val = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(num_classes)])
+    is_val = np.zeros(len(labels), dtype=bool)
+    is_val[val] = True
+    return np.flatnonzero(~is_val), np.sort(val)
+
+
+def _pixel_moments(images: np.ndarray, chunk: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean and mean square (float64, HWC), in chunks to bound memory."""
+    total, total_sq = np.zeros(IMAGE_SHAPE), np.zeros(IMAGE_SHAPE)
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk].astype(np.float64)
+        total += part.sum(0)
+        total_sq += np.square(part).sum(0)
+    return total / len(images), total_sq / len(images)
+
+
+def normalization_stats(kind: Normalization, train_images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) in pixel units (0..255), broadcastable to HWC; from the training split only."""
+    if kind is Normalization.per_pixel_mean:
+        return _pixel_moments(train_images)[0], np.full(3, 255.0)
+    if kind is Normalization.channel_stats:
+        mean, mean_sq = (m.mean((0, 1)) for m in _pixel_moments(train_images))
+        return mean, np.sqrt(mean_sq - mean**2)
+    if kind is Normalization.imagenet:
+        return np.array(IMAGENET_MEAN) * 255, np.array(IMAGENET_STD) * 255
+    if kind is Normalization.unit:
+        return np.zeros(3), np.full(3, 255.0)
+    return np.zeros(3), np.ones(3)  # raw
+
+
+class Normalize:
+    """uint8 NHWC batch -> float NCHW model input (channels_last strides unless asked otherwise)."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, device: torch.device, channels_last: bool) -> None:
+        self.scale = torch.as_tensor(1.0 / std, dtype=torch.float32, device=device)
+        self.shift = torch.as_tensor(-mean / std, dtype=torch.float32, device=device)
+        self.channels_last = channels_last
+
+    def __call__(self, images: Tensor) -> Tensor:
+        x = torch.addcmul(self.shift, images.float(), self.scale).permute(0, 3, 1, 2)
+        return x if self.channels_last else x.contiguous()
+
+
+def random_crop_flip(images: Tensor, generator: torch.Generator, pad: int = PAD) -> Tensor:
+    """Zero-pad each side by `pad`, crop a random HxW window per image, flip half of them.
+
+    One gather for the whole batch: row and column indices per image, the
+    column indices reversed for the flipped ones.
+    """
+    b, h, w, _ = images.shape
+    device = images.device
+    padded = torch.nn.functional.pad(images, (0, 0, pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=device)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=device)
+    flip = torch.rand(b, 1, generator=generator, device=device) < 0.5
+    rows = dy + torch.arange(h, device=device)
+    cols = dx + torch.arange(w, device=device)
+    cols = torch.where(flip, cols.flip(1), cols)
+    batch = torch.arange(b, device=device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
+class CifarLoader:
+    """The training stream: a fresh seeded permutation each epoch, full batches only.
+
+    Its state (epoch, position, permutation, generator) goes into checkpoints,
+    so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, normalize: Normalize,
+                 generator: torch.Generator, augment: bool) -> None:
+        if batch_size > len(images):
+            raise ConfigError(f"data.batch_size={batch_size} is larger than the {len(images)} training images")
+        self.images, self.labels = images, labels
+        self.batch_size, self.normalize = batch_size, normalize
+        self.generator, self.augment = generator, augment
+        self.epoch, self.position, self.perm = 0, 0, None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.images) // self.batch_size
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        if self.perm is None or self.position + self.batch_size > len(self.images):
+            if self.perm is not None:
+                self.epoch += 1
+            self.perm = torch.randperm(len(self.images), generator=self.generator, device=self.images.device)
+            self.position = 0
+        index = self.perm[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        x = self.images[index]
+        if self.augment:
+            x = random_crop_flip(x, self.generator)
+        return self.normalize(x), self.labels[index]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position,
+                "perm": None if self.perm is None else self.perm.cpu(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+        self.perm = None if state["perm"] is None else state["perm"].to(self.images.device)
+        self.generator.set_state(state["generator"])
+
+
+def eval_batches(images: Tensor, labels: Tensor, batch_size: int, normalize: Normalize) -> Iterator[tuple[Tensor, Tensor]]:
+    """The single original view of every image, in order, last batch included."""
+    for start in range(0, len(images), batch_size):
+        yield normalize(images[start:start + batch_size]), labels[start:start + batch_size]

@@ -1,0 +1,333 @@
+"""The training loop of section 4.2; knows nothing of Hydra.
+
+The hot loop does no host-device synchronisation: running loss and error are
+accumulated on the device and read once per evaluation (and, during the
+warm-up of deep nets, once per warm-up window).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import signal
+import time
+from bisect import bisect_right
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from .config import BaseConfig, Device, OptimizerConfig
+from .data import CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
+from .errors import ConfigError
+from .models import build_model, count_parameters
+from .run_folder import (
+    CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, MetricsLog, Status, check_same_config, read_summary,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+# Test hook: SIGKILL this process right after the given iteration, to prove resume.
+KILL_AT_ITERATION_ENV = "RESNET_CIFAR_TEST_KILL_AT_ITERATION"
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(device: Device) -> torch.device:
+    if device is Device.cuda and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda is not allowed here: no CUDA device is available "
+                          "(use trainer.device=cpu or auto)")
+    if device is Device.auto:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device.value)
+
+
+class LrSchedule:
+    """lr divided by 1/gamma at each milestone; before that, the paper's warm-up if switched on.
+
+    Warm-up (nets of at least `min_depth` layers; the paper: ResNet-110/1202):
+    warmup.lr until the training error over the last `window` iterations falls
+    below `until_train_error`, or `max_iters` at most.
+    """
+
+    def __init__(self, cfg: OptimizerConfig, depth: int) -> None:
+        self.cfg = cfg
+        self.warming_up = depth >= cfg.warmup.min_depth
+        self.warmup_ended_at: int | None = None
+
+    def lr(self, iteration: int) -> float:
+        if self.warming_up:
+            return self.cfg.warmup.lr
+        return self.cfg.lr * self.cfg.gamma ** bisect_right(self.cfg.milestones, iteration)
+
+    def window_due(self, iterations_done: int) -> bool:
+        return self.warming_up and iterations_done % self.cfg.warmup.window == 0
+
+    def end_warmup_if_done(self, iterations_done: int, window_error: float) -> None:
+        w = self.cfg.warmup
+        if window_error < w.until_train_error or iterations_done >= w.max_iters:
+            self.warming_up = False
+            self.warmup_ended_at = iterations_done
+            log.info("warm-up ended at iteration %d (train error %.1f%% over the last %d iterations)",
+                     iterations_done, window_error, w.window)
+
+    def state_dict(self) -> dict:
+        return {"warming_up": self.warming_up, "warmup_ended_at": self.warmup_ended_at}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.warming_up, self.warmup_ended_at = state["warming_up"], state["warmup_ended_at"]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int,
+             normalize: Normalize) -> tuple[float, float]:
+    """(mean loss, error %) over every image once, the single original view."""
+    model.eval()
+    loss = torch.zeros((), device=images.device)
+    wrong = torch.zeros((), dtype=torch.long, device=images.device)
+    for x, y in eval_batches(images, labels, batch_size, normalize):
+        out = model(x)
+        loss += F.cross_entropy(out, y, reduction="sum")
+        wrong += (out.argmax(1) != y).sum()
+    model.train()
+    return loss.item() / len(images), 100.0 * wrong.item() / len(images)
+
+
+def library_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "torchvision", "hydra-core", "omegaconf", "numpy", "resnet-cifar"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+class Trainer:
+    """One run: data on the device, model, optimizer, schedule, and the run folder it writes."""
+
+    def __init__(self, cfg: BaseConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        t = cfg.trainer
+        self.device = resolve_device(t.device)
+        data = load_cifar(cfg.data.name, cfg.data.root, cfg.data.download)
+        train_idx, val_idx = split_validation(data.train_labels, cfg.data.val_size, data.num_classes)
+        mean, std = normalization_stats(cfg.normalization.name, data.train_images[train_idx])
+        self.normalize = Normalize(mean, std, self.device, t.channels_last)
+
+        def on_device(array) -> Tensor:
+            return torch.from_numpy(array).to(self.device)
+
+        self.val = (on_device(data.train_images[val_idx]), on_device(data.train_labels[val_idx]))
+        self.test = (on_device(data.test_images), on_device(data.test_labels))
+        generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.loader = CifarLoader(on_device(data.train_images[train_idx]), on_device(data.train_labels[train_idx]),
+                                  cfg.data.batch_size, self.normalize, generator, cfg.data.augment)
+
+        torch.manual_seed(cfg.seed)  # the same initial weights on every device
+        self.model = build_model(cfg.arch, cfg.depth, cfg.shortcut, data.num_classes)
+        self.params = count_parameters(self.model)
+        memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=memory_format)
+        o = cfg.optimizer
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                         weight_decay=o.weight_decay)
+        self.schedule = LrSchedule(o, cfg.depth)
+        self.metrics = MetricsLog(run_dir / METRICS_FILE)
+
+        self.iteration = 0
+        self.elapsed_s = 0.0  # wall time of training and evaluation, summed over resumes
+        self.train_s = 0.0  # wall time of training steps only
+        self._reset_running()
+
+    def _reset_running(self) -> None:
+        zero = torch.zeros((), device=self.device)
+        self.loss_sum, self.wrong, self.window_wrong = zero.clone(), zero.clone(), zero.clone()
+        self.steps = 0  # since the last evaluation
+        self.interval_train_s = 0.0
+
+    # -- checkpoints -------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "iteration": self.iteration, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "loader": self.loader.state_dict(), "rng": rng,
+            "running": {"loss_sum": self.loss_sum, "wrong": self.wrong, "window_wrong": self.window_wrong,
+                        "steps": self.steps, "interval_train_s": self.interval_train_s},
+            "elapsed_s": self.elapsed_s, "train_s": self.train_s,
+        }
+
+    def load_state_dict(self, state: dict, source: Path) -> None:
+        load_model_state(self.model, state["model"], source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        r = state["running"]
+        self.loss_sum, self.wrong = r["loss_sum"].to(self.device), r["wrong"].to(self.device)
+        self.window_wrong = r["window_wrong"].to(self.device)
+        self.steps, self.interval_train_s = r["steps"], r["interval_train_s"]
+        self.iteration, self.elapsed_s, self.train_s = state["iteration"], state["elapsed_s"], state["train_s"]
+
+    def save_checkpoint(self) -> None:
+        save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT_FILE)
+
+    def resume_if_possible(self) -> None:
+        path = self.run_dir / CHECKPOINT_FILE
+        if path.exists():
+            self.load_state_dict(load_checkpoint(path), path)
+            self.metrics.keep_until(self.iteration)
+            log.info("resuming from %s at iteration %d", path, self.iteration)
+
+    # -- the loop ------------------------------------------------------------
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _step(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.loader.next_batch()
+        out = self.model(x)
+        loss = F.cross_entropy(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        wrong = (out.detach().argmax(1) != y).sum()
+        self.loss_sum += loss.detach()
+        self.wrong += wrong
+        if self.schedule.warming_up:
+            self.window_wrong += wrong
+
+    def _evaluate(self, lr: float) -> dict:
+        t = self.cfg.trainer
+        batch = self.cfg.data.batch_size
+        train_loss = self.loss_sum.item() / self.steps
+        if not math.isfinite(train_loss):
+            raise Diverged(f"the training loss became {train_loss} before iteration {self.iteration}")
+        test_loss, test_error = evaluate(self.model, *self.test, t.eval_batch_size, self.normalize)
+        val_error = (evaluate(self.model, *self.val, t.eval_batch_size, self.normalize)[1]
+                     if len(self.val[0]) else None)
+        return {
+            "iteration": self.iteration,
+            "epoch": round(self.iteration / self.loader.batches_per_epoch, 4),
+            "lr": float(f"{lr:.10g}"),  # no 0.010000000000000002 in the CSV
+            "train_loss": round(train_loss, 6),
+            "train_error": round(100.0 * self.wrong.item() / (self.steps * batch), 4),
+            "test_loss": round(test_loss, 6),
+            "test_error": round(test_error, 4),
+            "val_error": None if val_error is None else round(val_error, 4),
+            "elapsed_s": None,  # filled in after the evaluation is timed
+            "images_per_s": round(self.steps * batch / self.interval_train_s, 1),
+        }
+
+    def _lap(self, clock: float) -> float:
+        """Book training time up to now (after the device caught up); return now."""
+        self._sync()
+        now = time.perf_counter()
+        self.interval_train_s += now - clock
+        self.train_s += now - clock
+        self.elapsed_s += now - clock
+        return now
+
+    def fit(self, progress: tqdm) -> dict:
+        t, warmup = self.cfg.trainer, self.cfg.optimizer.warmup
+        kill_at = int(os.environ.get(KILL_AT_ITERATION_ENV, -1))
+        row: dict = {}
+        clock = time.perf_counter()
+        while self.iteration < t.max_iters:
+            lr = self.schedule.lr(self.iteration)
+            self._step(lr)
+            self.iteration += 1
+            self.steps += 1
+            progress.update()
+            if self.schedule.window_due(self.iteration):
+                window_error = 100.0 * self.window_wrong.item() / (warmup.window * self.cfg.data.batch_size)
+                self.window_wrong.zero_()
+                self.schedule.end_warmup_if_done(self.iteration, window_error)
+            done = self.iteration == t.max_iters
+            if done or self.iteration % t.eval_every == 0:
+                clock = self._lap(clock)
+                row = self._evaluate(lr)
+                self.elapsed_s += time.perf_counter() - clock
+                row["elapsed_s"] = round(self.elapsed_s, 2)
+                self.metrics.append(row)
+                self._log_row(row)
+                progress.set_postfix(test_error=f"{row['test_error']:.2f}%", refresh=False)
+                self._reset_running()
+                clock = time.perf_counter()
+            if done or self.iteration % t.checkpoint_every == 0:
+                clock = self._lap(clock)
+                self.save_checkpoint()
+                self.elapsed_s += time.perf_counter() - clock
+                clock = time.perf_counter()
+            if self.iteration == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return row
+
+    def _log_row(self, row: dict) -> None:
+        val = "" if row["val_error"] is None else f" val err {row['val_error']:.2f}%"
+        log.info("iter %d/%d (epoch %.2f) lr %g | train loss %.4f err %.2f%% | test loss %.4f err %.2f%%%s | %.0f img/s",
+                 row["iteration"], self.cfg.trainer.max_iters, row["epoch"], row["lr"], row["train_loss"],
+                 row["train_error"], row["test_loss"], row["test_error"], val, row["images_per_s"])
+
+
+def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str]) -> dict:
+    """Train (or resume, or skip if completed) the run in `run_dir`; return its summary."""
+    summary = read_summary(run_dir)
+    if summary:
+        check_same_config(summary, config, run_dir)
+    if summary and summary.get("status") == Status.completed:
+        log.info("%s is already completed (test error %.2f%%); nothing to do", run_dir, summary["test_error"])
+        return summary
+    trainer = Trainer(cfg, run_dir)
+    trainer.resume_if_possible()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    summary = {
+        "status": Status.running, "iteration": trainer.iteration, "max_iters": cfg.trainer.max_iters,
+        "params": trainer.params, "device": str(trainer.device),
+        "device_name": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else platform.processor() or platform.machine(),
+        "num_threads": torch.get_num_threads(), "versions": library_versions(),
+        "started_at": (summary or {}).get("started_at", started), "config": config, "overrides": overrides,
+    }
+    write_json(run_dir / SUMMARY_FILE, summary)
+    log.info("%s-%d (shortcut %s), %d parameters, on %s; run folder %s", cfg.arch.value, cfg.depth,
+             cfg.shortcut.value, trainer.params, trainer.device, run_dir)
+    try:
+        with logging_redirect_tqdm(), tqdm(total=cfg.trainer.max_iters, initial=trainer.iteration, disable=None,
+                                           dynamic_ncols=True, desc="train", unit="it") as progress:
+            final = trainer.fit(progress)
+    except BaseException as e:
+        status = (Status.diverged if isinstance(e, Diverged)
+                  else Status.interrupted if isinstance(e, KeyboardInterrupt) else Status.failed)
+        summary.update(status=status, iteration=trainer.iteration, error=f"{type(e).__name__}: {e}")
+        write_json(run_dir / SUMMARY_FILE, summary)
+        raise
+    torch.save(trainer.model.state_dict(), run_dir / MODEL_FILE)
+    summary.update(
+        status=Status.completed, iteration=trainer.iteration,
+        **{k: final[k] for k in ("test_error", "test_loss", "train_error", "train_loss", "val_error")},
+        wall_time_s=round(trainer.elapsed_s, 2),
+        images_per_s=round(trainer.iteration * cfg.data.batch_size / trainer.train_s, 1),
+        warmup_ended_at=trainer.schedule.warmup_ended_at,
+        ended_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    write_json(run_dir / SUMMARY_FILE, summary)
+    log.info("completed: test error %.2f%% after %d iterations, %.1f min", final["test_error"],
+             trainer.iteration, trainer.elapsed_s / 60)
+    return summary

@@ -1,0 +1,17 @@
+"""Errors the user can fix; the entry point prints them as one line, no traceback."""
+
+
+class UserError(Exception):
+    """Bad input: a config value, a data file or a run folder that cannot be used."""
+
+
+class ConfigError(UserError):
+    """A config value outside what is allowed."""
+
+
+class DataError(UserError):
+    """Data files missing, unreadable or of the wrong shape."""
+
+
+class RunFolderError(UserError):
+    """A run folder that cannot be resumed as asked."""

@@ -1,0 +1,117 @@
+"""The run folder's files (the contract in ARCHITECTURE.md), written so a crash never leaves a half file."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from .errors import RunFolderError
+
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+METRIC_COLUMNS = (
+    "iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
+    "val_error", "elapsed_s", "images_per_s",
+)
+
+
+class Status:
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    diverged = "diverged"
+    interrupted = "interrupted"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(path: Path, write) -> None:
+    """Call write(temp_path), then rename over `path`: readers see the old or the new file, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_json(path: Path, data: dict) -> None:
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    path = run_dir / SUMMARY_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{path} is unreadable ({e}); move the run folder aside or delete the file") from e
+
+
+def _diff(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new))
+                for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
+class ConfigMismatch(RunFolderError):
+    """The run folder was started with another config; `summary` holds the original."""
+
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def check_same_config(summary: dict, config: dict, run_dir: Path) -> None:
+    """Refuse to continue a run folder with a config other than the one it was started with."""
+    changes = _diff(summary.get("config"), config)
+    if changes:
+        raise ConfigMismatch(
+            f"{run_dir} holds a run made with another config ({'; '.join(changes)}); "
+            "start the new config in a new folder, or repeat the original command to resume",
+            summary,
+        )
+
+
+class MetricsLog:
+    """metrics.csv: one row per evaluation, appended and flushed to disk at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, row: dict) -> None:
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def keep_until(self, iteration: int) -> None:
+        """On resume: drop rows after the checkpoint's iteration (they will be written again)."""
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("iteration", "").isdigit()
+                    and int(r["iteration"]) <= iteration and None not in r.values()]
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        replace_atomically(self.path, write)

@@ -1,0 +1,85 @@
+"""Tiny CIFAR sets in the official python layout, written by the tests, and a way to run the CLI."""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Few iterations on tiny data: every evaluation and checkpoint path runs in seconds.
+TINY_BUDGET = (
+    "depth=8", "data.batch_size=32", "trainer.max_iters=12", "trainer.eval_every=4",
+    "trainer.checkpoint_every=4", "trainer.eval_batch_size=64", "optimizer.milestones=[6,9]",
+)
+
+
+def make_images(labels: np.ndarray, rng: np.random.Generator, learnable: bool) -> np.ndarray:
+    """N x 3072 uint8 rows (R, G, B planes). Learnable: each class has its own colour under the noise."""
+    n = len(labels)
+    if not learnable:
+        return rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    palette = np.random.default_rng(1234).integers(40, 216, (10, 3))  # the same in train and test
+    colour = palette[labels % 10][:, :, None]  # (N, 3, 1)
+    noise = rng.integers(-40, 41, (n, 3, 1024))
+    return np.clip(colour + noise, 0, 255).astype(np.uint8).reshape(n, 3072)
+
+
+def dump(obj: dict, path: Path, bytes_keys: bool = False) -> None:
+    if bytes_keys:  # as the official (Python 2) files load with encoding="bytes"
+        obj = {k.encode(): v for k, v in obj.items()}
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def write_cifar10(root: Path, n_train: int = 320, n_test: int = 100, learnable: bool = True,
+                  seed: int = 0, bytes_keys: bool = False) -> Path:
+    """root/cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.arange(n_train) % 10
+    images = make_images(labels, rng, learnable)
+    for i, part in enumerate(np.array_split(np.arange(n_train), 5), start=1):
+        dump({"batch_label": f"training batch {i} of 5", "labels": labels[part].tolist(),
+              "data": images[part], "filenames": [f"{j}.png" for j in part]}, folder / f"data_batch_{i}", bytes_keys)
+    test_labels = np.arange(n_test) % 10
+    dump({"batch_label": "testing batch 1 of 1", "labels": test_labels.tolist(),
+          "data": make_images(test_labels, rng, learnable), "filenames": []}, folder / "test_batch", bytes_keys)
+    dump({"label_names": [f"class{c}" for c in range(10)], "num_cases_per_batch": n_train // 5,
+          "num_vis": 3072}, folder / "batches.meta", bytes_keys)
+    return root
+
+
+def write_cifar100(root: Path, n_train: int = 400, n_test: int = 200, seed: int = 0) -> Path:
+    """root/cifar-100-python/ with train, test and meta (fine and coarse labels)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = np.arange(n) % 100
+        dump({"fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist(),
+              "data": make_images(fine, rng, learnable=False), "filenames": []}, folder / name)
+    dump({"fine_label_names": [f"f{c}" for c in range(100)], "coarse_label_names": [f"c{c}" for c in range(20)]},
+         folder / "meta")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar10(tmp_path_factory) -> Path:
+    """A learnable 320/100-image CIFAR-10 in the official layout; do not modify (shared)."""
+    return write_cifar10(tmp_path_factory.mktemp("tiny_cifar10"))
+
+
+def run_train(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m resnet_cifar.train OVERRIDES` in a real process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_cifar.train", *overrides],
+        cwd=cwd, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
+    )

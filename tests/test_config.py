@@ -1,0 +1,113 @@
+"""Real Hydra composition of conf/ (as installed), the schema, and the checks beyond types."""
+import itertools
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException, HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from resnet_cifar.config import Arch, BaseConfig, Normalization, Shortcut, validate
+from resnet_cifar.engine import LrSchedule
+from resnet_cifar.errors import ConfigError
+
+
+def load(*overrides: str) -> BaseConfig:
+    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    typed = OmegaConf.to_object(cfg)
+    validate(typed)
+    return typed
+
+
+def test_defaults_are_the_papers_recipe():
+    cfg = load()
+    assert (cfg.arch, cfg.depth, cfg.shortcut) == (Arch.resnet, 20, Shortcut.A)
+    assert cfg.normalization.name is Normalization.per_pixel_mean
+    o = cfg.optimizer
+    assert (o.lr, o.momentum, o.weight_decay, list(o.milestones), o.gamma) == (0.1, 0.9, 1e-4, [32000, 48000], 0.1)
+    assert (o.warmup.lr, o.warmup.until_train_error, o.warmup.min_depth) == (0.01, 80.0, 110)
+    assert cfg.trainer.max_iters == 64000
+    d = cfg.data
+    assert (d.batch_size, d.augment, d.val_size, d.download) == (128, True, 0, False)
+    assert cfg.trainer.channels_last is True
+
+
+def test_every_group_option_composes():
+    for arch, normalization, data in itertools.product(
+            ["resnet", "plain"], [n.value for n in Normalization], ["cifar10", "cifar100"]):
+        cfg = load(f"arch={arch}", f"normalization={normalization}", f"data={data}")
+        assert (cfg.arch.value, cfg.normalization.name.value, cfg.data.name.value) == (arch, normalization, data)
+    for shortcut in "ABC":
+        assert load(f"shortcut={shortcut}", "depth=56").shortcut.value == shortcut
+
+
+def test_quick_preset_scales_the_budget_and_keeps_the_shape():
+    cfg = load("+experiment=quick", "depth=110")
+    assert cfg.trainer.max_iters == 1564
+    assert list(cfg.optimizer.milestones) == [1564 // 2, 1564 * 3 // 4]
+    assert cfg.optimizer.lr == 0.1 and cfg.depth == 110
+
+
+def test_any_6n_plus_2_depth_by_override():
+    assert load("depth=14").depth == 14
+    assert load("depth=1202").depth == 1202
+
+
+@pytest.mark.parametrize("override", ["trainer.no_such_key=1", "shortcut=D", "arch=wide",
+                                      "normalization=zca", "data=svhn", "optimizer=adam",
+                                      "trainer.device=tpu", "depth=twenty", "+experiment=nope"])
+def test_unknown_keys_options_and_types_fail_at_composition(override):
+    with pytest.raises((ConfigCompositionException, HydraException, OmegaConfBaseException)):
+        load(override)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("depth=21", r"depth=21 is not allowed: depth must be 6n\+2"),
+    ("depth=2", r"depth must be 6n\+2"),
+    ("data.batch_size=0", "data.batch_size=0"),
+    ("data.val_size=-5", "data.val_size=-5"),
+    ("optimizer.lr=0", "optimizer.lr=0.0"),
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1"),
+    ("optimizer.momentum=1.5", "optimizer.momentum=1.5"),
+    ("optimizer.milestones=[48000,32000]", "strictly increasing"),
+    ("optimizer.milestones=[32000,70000]", "below trainer.max_iters=64000"),
+    ("trainer.max_iters=0", "trainer.max_iters=0"),
+    ("trainer.eval_every=-1", "trainer.eval_every=-1"),
+    ("trainer.checkpoint_every=0", "trainer.checkpoint_every=0"),
+    ("optimizer.warmup.until_train_error=150", "until_train_error=150"),
+])
+def test_values_outside_the_rules_are_refused_with_the_value(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load(override)
+
+
+def test_plain_net_with_a_projection_shortcut_is_refused():
+    with pytest.raises(ConfigError, match="shortcut=B has no meaning for arch=plain"):
+        load("arch=plain", "shortcut=B")
+
+
+# -- the learning-rate schedule -----------------------------------------------------
+
+def test_step_schedule_divides_by_ten_at_the_milestones():
+    s = LrSchedule(load().optimizer, depth=20)
+    assert not s.warming_up
+    lrs = [s.lr(i) for i in (0, 31999, 32000, 47999, 48000, 63999)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_deep_nets_warm_up_until_the_training_error_falls_below_80_percent():
+    s = LrSchedule(load("depth=110").optimizer, depth=110)
+    assert s.warming_up and s.lr(0) == 0.01
+    s.end_warmup_if_done(100, window_error=85.0)
+    assert s.warming_up and s.lr(100) == 0.01
+    s.end_warmup_if_done(200, window_error=79.0)
+    assert not s.warming_up and s.lr(200) == 0.1 and s.warmup_ended_at == 200
+
+
+def test_warm_up_ends_at_its_cap_even_if_the_error_stays_high():
+    s = LrSchedule(load("depth=110", "optimizer.warmup.max_iters=300").optimizer, depth=110)
+    s.end_warmup_if_done(200, window_error=90.0)
+    assert s.warming_up
+    s.end_warmup_if_done(300, window_error=90.0)
+    assert not s.warming_up and s.lr(300) == 0.1

@@ -1,0 +1,230 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import dump, write_cifar10, write_cifar100
+from resnet_cifar.config import Dataset, Normalization
+from resnet_cifar.data import (
+    IMAGENET_MEAN, PAD, CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats,
+    random_crop_flip, split_validation,
+)
+from resnet_cifar.errors import ConfigError, DataError
+
+CPU = torch.device("cpu")
+
+
+# -- reading the official layout ----------------------------------------------
+
+@pytest.mark.parametrize("bytes_keys", [False, True])
+def test_reads_the_official_cifar10_layout(tmp_path, bytes_keys):
+    write_cifar10(tmp_path, n_train=50, n_test=20, learnable=False, bytes_keys=bytes_keys)
+    raw = pickle.load(open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb"), encoding="latin1")
+    raw = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    d = load_cifar(Dataset.cifar10, tmp_path, allow_download=False)
+    assert d.train_images.shape == (50, 32, 32, 3) and d.train_images.dtype == np.uint8
+    assert d.test_images.shape == (20, 32, 32, 3)
+    assert d.train_labels.dtype == np.int64 and d.num_classes == 10
+    # planes R, G, B of the row become the last (channel) axis
+    first = raw["data"][0]
+    assert np.array_equal(d.train_images[0, :, :, 0], first[:1024].reshape(32, 32))
+    assert np.array_equal(d.train_images[0, :, :, 2], first[2048:].reshape(32, 32))
+    assert d.train_labels[: len(raw["labels"])].tolist() == raw["labels"]
+
+
+def test_reads_cifar100_fine_labels(tmp_path):
+    write_cifar100(tmp_path)
+    d = load_cifar(Dataset.cifar100, tmp_path, allow_download=False)
+    assert d.num_classes == 100 and d.train_images.shape == (400, 32, 32, 3)
+    assert d.train_labels.max() == 99
+
+
+def test_missing_folder_names_path_and_both_fixes(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_cifar(Dataset.cifar10, tmp_path / "nowhere", allow_download=False)
+    message = str(e.value)
+    assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in message
+    assert "data.root" in message and "data.download=true" in message
+
+
+def test_cifar100_files_under_a_cifar10_setting_are_named(tmp_path):
+    write_cifar100(tmp_path)
+    with pytest.raises(DataError, match="did you mean data=cifar100"):
+        load_cifar(Dataset.cifar10, tmp_path, allow_download=False)
+    # and a CIFAR-100 file put in the CIFAR-10 folder
+    write_cifar10(tmp_path, n_train=50, n_test=20)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(
+        (tmp_path / "cifar-100-python" / "train").read_bytes())
+    with pytest.raises(DataError, match="no 'labels' entry.*cifar-100-python"):
+        load_cifar(Dataset.cifar10, tmp_path, allow_download=False)
+
+
+def corrupt(folder, how):
+    path = folder / "data_batch_2"
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif how == "not a pickle":
+        path.write_text("hello, I am not a pickle")
+    else:
+        batch = pickle.load(open(path, "rb"))
+        if how == "wrong shape":
+            batch["data"] = batch["data"][:, :1024]
+        elif how == "wrong dtype":
+            batch["data"] = batch["data"].astype(np.float32)
+        elif how == "labels out of range":
+            batch["labels"][0] = 10
+        elif how == "label count":
+            batch["labels"] = batch["labels"][:-1]
+        dump(batch, path)
+
+
+@pytest.mark.parametrize("how,message", [
+    ("truncated", "cannot be read as a CIFAR pickle"),
+    ("not a pickle", "cannot be read as a CIFAR pickle"),
+    ("wrong shape", r"shape \(N, 3072\), found uint8 \(64, 1024\)"),
+    ("wrong dtype", r"must be a uint8 array .*found float32"),
+    ("labels out of range", r"labels must lie in 0..9, found 0..10"),
+    ("label count", "expected 64 integer labels"),
+])
+def test_broken_batch_files_are_refused_clearly(tmp_path, how, message):
+    write_cifar10(tmp_path, n_train=320, n_test=20)
+    corrupt(tmp_path / "cifar-10-batches-py", how)
+    with pytest.raises(DataError, match=message) as e:
+        load_cifar(Dataset.cifar10, tmp_path, allow_download=False)
+    assert "data_batch_2" in str(e.value)
+
+
+# -- validation split -----------------------------------------------------------
+
+def test_validation_split_is_class_balanced_disjoint_and_fixed():
+    labels = np.repeat(np.arange(10), 50)
+    np.random.default_rng(1).shuffle(labels)
+    train, val = split_validation(labels, 100, 10)
+    assert np.bincount(labels[val], minlength=10).tolist() == [10] * 10
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 500
+    again = split_validation(labels, 100, 10)
+    assert np.array_equal(val, again[1])
+    assert len(split_validation(labels, 0, 10)[1]) == 0
+
+
+@pytest.mark.parametrize("val_size", [105, 500, 5000])
+def test_impossible_validation_sizes_are_refused(val_size):
+    with pytest.raises(ConfigError, match=f"data.val_size={val_size}"):
+        split_validation(np.repeat(np.arange(10), 50), val_size, 10)
+
+
+# -- normalization ------------------------------------------------------------------
+
+def test_normalization_statistics_come_from_the_training_split():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
+    mean, std = normalization_stats(Normalization.per_pixel_mean, images)
+    assert mean.shape == (32, 32, 3)
+    assert np.allclose(mean, images.mean(0))
+    mean, std = normalization_stats(Normalization.channel_stats, images)
+    assert np.allclose(mean, images.reshape(-1, 3).mean(0))
+    assert np.allclose(std, images.reshape(-1, 3).std(0))
+    mean, std = normalization_stats(Normalization.imagenet, images)
+    assert np.allclose(mean / 255, IMAGENET_MEAN)
+
+
+def test_per_pixel_mean_centres_every_pixel():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    norm = Normalize(*normalization_stats(Normalization.per_pixel_mean, images), CPU, channels_last=True)
+    x = norm(torch.from_numpy(images))
+    assert x.shape == (64, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
+    assert x.mean(0).abs().max() < 1e-5
+    assert x.abs().max() <= 1.0
+    plain = Normalize(*normalization_stats(Normalization.raw, images), CPU, channels_last=False)(torch.from_numpy(images))
+    assert plain.is_contiguous() and torch.equal(plain, torch.from_numpy(images).permute(0, 3, 1, 2).float())
+
+
+# -- augmentation -------------------------------------------------------------------
+
+def coordinate_images(n: int) -> torch.Tensor:
+    """Channel 0 = row + 1, channel 1 = column + 1, channel 2 = image id + 1 (0 only in the padding)."""
+    rows = torch.arange(1, 33).view(1, 32, 1).expand(n, 32, 32)
+    cols = torch.arange(1, 33).view(1, 1, 32).expand(n, 32, 32)
+    ids = torch.arange(1, n + 1).view(n, 1, 1).expand(n, 32, 32)
+    return torch.stack([rows, cols, ids], dim=-1).to(torch.uint8)
+
+
+def recover_window(out: torch.Tensor) -> tuple[int, int, bool]:
+    """(dy, dx, flipped) of one cropped image, checking every pixel agrees with one window."""
+    r, c = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    inside = out[:, :, 0] > 0
+    dy = {int(v) for v in (out[:, :, 0].long() - 1 - r + PAD)[inside]}
+    for flipped in (False, True):
+        cc = 31 - c if flipped else c
+        dx = {int(v) for v in (out[:, :, 1].long() - 1 - cc + PAD)[inside]}
+        if len(dx) == 1:
+            break
+    assert len(dy) == 1 and len(dx) == 1, "pixels of one image come from more than one window"
+    return dy.pop(), dx.pop(), flipped
+
+
+def test_crops_vary_per_image_stay_in_bounds_and_half_are_flipped():
+    images = coordinate_images(255)  # ids fit in uint8
+    out = random_crop_flip(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    windows = [recover_window(o) for o in out]
+    dys, dxs, flips = zip(*windows)
+    assert min(dys) >= 0 and max(dys) <= 2 * PAD and min(dxs) >= 0 and max(dxs) <= 2 * PAD
+    assert len(set(dys)) == 2 * PAD + 1 and len(set(dxs)) == 2 * PAD + 1  # every offset occurs
+    assert 0.4 < sum(flips) / len(flips) < 0.6
+    # each crop comes from its own image; padding is zeros
+    ids = out[:, :, :, 2].long()
+    assert all(set(ids[i].unique().tolist()) <= {0, i + 1} for i in range(len(out)))
+    # a centred crop (offset PAD) reproduces the original view
+    centred = [i for i, (dy, dx, f) in enumerate(windows) if dy == dx == PAD and not f]
+    assert centred and all(torch.equal(out[i], images[i]) for i in centred)
+
+
+def make_loader(n=100, batch=16, augment=True, seed=0):
+    images = coordinate_images(n)
+    labels = torch.arange(n)
+    norm = Normalize(np.zeros(3), np.ones(3), CPU, channels_last=True)
+    return CifarLoader(images, labels, batch, norm, torch.Generator().manual_seed(seed), augment)
+
+
+def test_each_epoch_is_a_fresh_permutation_of_full_batches():
+    loader = make_loader(n=100, batch=16, augment=False)
+    assert loader.batches_per_epoch == 6
+    epochs = []
+    for _ in range(2):
+        seen = [loader.next_batch()[1] for _ in range(6)]
+        epochs.append(torch.cat(seen))
+    for labels in epochs:
+        assert len(labels) == 96 and len(labels.unique()) == 96  # distinct images, last 4 dropped
+    assert not torch.equal(epochs[0], epochs[1])
+    x, y = loader.next_batch()
+    assert loader.epoch == 2
+    # without augmentation the training view is the original image
+    assert torch.equal(x, coordinate_images(100)[y].permute(0, 3, 1, 2).float())
+
+
+def test_loader_resumes_exactly_from_its_state():
+    a = make_loader()
+    for _ in range(9):  # past an epoch boundary
+        a.next_batch()
+    state = a.state_dict()
+    expected = [a.next_batch() for _ in range(5)]
+    b = make_loader(seed=123)
+    b.load_state_dict(state)
+    for (xa, ya), (xb, yb) in zip(expected, (b.next_batch() for _ in range(5))):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_evaluation_sees_every_original_image_once():
+    images = coordinate_images(70)
+    norm = Normalize(np.zeros(3), np.ones(3), CPU, channels_last=True)
+    batches = list(eval_batches(images, torch.arange(70), 32, norm))
+    assert [len(y) for _, y in batches] == [32, 32, 6]
+    assert torch.equal(torch.cat([x for x, _ in batches]), images.permute(0, 3, 1, 2).float())
+
+
+def test_batch_larger_than_the_data_is_refused():
+    with pytest.raises(ConfigError, match="data.batch_size=200"):
+        make_loader(n=100, batch=200)

@@ -1,0 +1,33 @@
+"""A non-editable install finds the config tree as package data, from any working directory."""
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_carries_conf_and_runs_from_a_foreign_folder(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("resnet_cifar-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    conf = {n for n in names if n.startswith("resnet_cifar/conf/") and n.endswith(".yaml")}
+    shipped = {f"resnet_cifar/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
+    assert conf == shipped and "resnet_cifar/conf/config.yaml" in conf
+
+    # a fresh venv that sees the heavy dependencies of this interpreter but not the checkout
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
+                   capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(python), "-c", "import resnet_cifar; print(resnet_cifar.__file__)"],
+                           cwd=elsewhere, capture_output=True, text=True, check=True).stdout
+    assert str(venv) in where, where
+    job = subprocess.run([str(python), "-m", "resnet_cifar.train", "--cfg", "job", "depth=56", "arch=plain"],
+                         cwd=elsewhere, capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr
+    assert "depth: 56" in job.stdout and "arch: plain" in job.stdout and "max_iters: 64000" in job.stdout
