@@ -103,6 +103,18 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int,
     return loss.item() / len(images), 100.0 * wrong.item() / len(images)
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model, for the summary: figures mean little without it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return f"{models[0]} ({os.cpu_count()} logical cores)"
+    except (OSError, IndexError):
+        return platform.processor() or platform.machine()
+
+
 def library_versions() -> dict:
     versions = {"python": platform.python_version()}
     for dist in ("torch", "torchvision", "hydra-core", "omegaconf", "numpy", "resnet-cifar"):
@@ -301,7 +313,7 @@ def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str]) ->
     summary = {
         "status": Status.running, "iteration": trainer.iteration, "max_iters": cfg.trainer.max_iters,
         "params": trainer.params, "device": str(trainer.device),
-        "device_name": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": device_name(trainer.device),
         "num_threads": torch.get_num_threads(), "versions": library_versions(),
         "started_at": (summary or {}).get("started_at", started), "config": config, "overrides": overrides,
     }

@@ -1,4 +1,9 @@
+import functools
+import hashlib
+import http.server
 import pickle
+import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -228,3 +233,40 @@ def test_evaluation_sees_every_original_image_once():
 def test_batch_larger_than_the_data_is_refused():
     with pytest.raises(ConfigError, match="data.batch_size=200"):
         make_loader(n=100, batch=200)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def local_http(tmp_path):
+    """Serve tmp_path/www on a loopback port (the machines here have no internet)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=root))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_goes_through_torchvisions_downloader(tmp_path, monkeypatch, local_http):
+    """The real download path: torchvision fetches the archive over HTTP, checks its md5, unpacks it."""
+    import torchvision.datasets as tvd
+
+    www, url = local_http
+    write_cifar10(tmp_path / "src", n_train=50, n_test=20)
+    archive = www / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    monkeypatch.setattr(tvd.CIFAR10, "url", f"{url}/{archive.name}")
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    d = load_cifar(Dataset.cifar10, tmp_path / "root", allow_download=True)
+    assert d.train_images.shape == (50, 32, 32, 3)
+    assert (tmp_path / "root" / "cifar-10-batches-py" / "test_batch").is_file()
+
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", "0" * 32)  # a corrupted download is refused
+    with pytest.raises(DataError, match="downloading cifar10 from .* failed"):
+        load_cifar(Dataset.cifar10, tmp_path / "other", allow_download=True)
