@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import BaseConfig, Device, OptimizerConfig
 from .data import CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
-from .errors import ConfigError
+from .errors import ConfigError, Diverged
 from .models import build_model, count_parameters
 from .run_folder import (
     CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, MetricsLog, Status, check_same_config, read_summary,
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 # Test hook: SIGKILL this process right after the given iteration, to prove resume.
 KILL_AT_ITERATION_ENV = "RESNET_CIFAR_TEST_KILL_AT_ITERATION"
-
-
-class Diverged(Exception):
-    """The training loss became NaN or infinite."""
 
 
 def resolve_device(device: Device) -> torch.device:
@@ -300,7 +296,10 @@ class Trainer:
 
 
 def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str]) -> dict:
-    """Train (or resume, or skip if completed) the run in `run_dir`; return its summary."""
+    """Train (or resume, or skip if completed) the run in `run_dir`; return its summary.
+
+    The caller holds the folder (run_folder.exclusive).
+    """
     summary = read_summary(run_dir)
     if summary:
         check_same_config(summary, config, run_dir)

@@ -15,3 +15,7 @@ class DataError(UserError):
 
 class RunFolderError(UserError):
     """A run folder that cannot be resumed as asked."""
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""

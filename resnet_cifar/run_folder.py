@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from .errors import RunFolderError
+from .errors import Diverged, RunFolderError
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
+LOCK_FILE = ".lock"
 METRIC_COLUMNS = (
     "iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
     "val_error", "elapsed_s", "images_per_s",
@@ -56,6 +61,35 @@ def read_summary(run_dir: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise RunFolderError(f"{path} is unreadable ({e}); move the run folder aside or delete the file") from e
+
+
+def record_failure(run_dir: Path, error: Exception, config: dict, overrides: list[str]) -> None:
+    """Record in summary.json how a run ended on an exception, keeping what it already says."""
+    summary = read_summary(run_dir) or {"config": config, "overrides": overrides}
+    status = Status.diverged if isinstance(error, Diverged) else Status.failed
+    summary.update(status=status, error=f"{type(error).__name__}: {error}")
+    write_json(run_dir / SUMMARY_FILE, summary)
+
+
+@contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process, so that two processes never write into one folder.
+
+    The lock is released by the kernel when the process dies, however it dies.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RunFolderError(f"{run_dir} is in use by another process ({f.read().strip() or 'unknown'}); "
+                                 "wait for it to finish or use another folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
 
 
 def _diff(old, new, prefix: str = "") -> list[str]:

@@ -42,8 +42,8 @@ def test_every_group_option_composes():
         assert load(f"shortcut={shortcut}", "depth=56").shortcut.value == shortcut
 
 
-def test_quick_preset_scales_the_budget_and_keeps_the_shape():
-    cfg = load("+experiment=quick", "depth=110")
+def test_quick_budget_scales_the_length_and_keeps_the_shape():
+    cfg = load("budget=quick", "depth=110")
     assert cfg.trainer.max_iters == 1564
     assert list(cfg.optimizer.milestones) == [1564 // 2, 1564 * 3 // 4]
     assert cfg.optimizer.lr == 0.1 and cfg.depth == 110
@@ -56,7 +56,8 @@ def test_any_6n_plus_2_depth_by_override():
 
 @pytest.mark.parametrize("override", ["trainer.no_such_key=1", "shortcut=D", "arch=wide",
                                       "normalization=zca", "data=svhn", "optimizer=adam",
-                                      "trainer.device=tpu", "depth=twenty", "+experiment=nope"])
+                                      "trainer.device=tpu", "depth=twenty", "+experiment=nope",
+                                      "budget=forever"])
 def test_unknown_keys_options_and_types_fail_at_composition(override):
     with pytest.raises((ConfigCompositionException, HydraException, OmegaConfBaseException)):
         load(override)

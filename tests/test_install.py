@@ -1,4 +1,5 @@
 """A non-editable install finds the config tree as package data, from any working directory."""
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -8,8 +9,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_carries_conf_and_runs_from_a_foreign_folder(tmp_path):
+    src = tmp_path / "src"  # a clean copy: setuptools writes build/ beside the sources
+    for name in ("conf", "resnet_cifar", "multirun_analysis"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True)
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("resnet_cifar-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     conf = {n for n in names if n.startswith("resnet_cifar/conf/") and n.endswith(".yaml")}

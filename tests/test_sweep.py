@@ -1,0 +1,138 @@
+"""Multiruns: presets, folders named by overrides, relaunch after a kill, failures, launchers."""
+import json
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
+
+from conftest import run_train
+from resnet_cifar.engine import KILL_AT_ITERATION_ENV
+from resnet_cifar.run_folder import exclusive
+from resnet_cifar.sweep import job_dirs, job_overrides
+
+# Two iterations, one evaluation: a job in about a second.
+SWEEP_BUDGET = ("data.batch_size=16", "trainer.max_iters=2", "trainer.eval_every=2",
+                "trainer.checkpoint_every=1", "optimizer.milestones=[1]", "trainer.eval_batch_size=100")
+
+
+def sweep(*overrides, data, sweep_dir, env=None):
+    return run_train("-m", *overrides, *SWEEP_BUDGET, f"data.root={data}", f"hydra.sweep.dir={sweep_dir}",
+                     cwd=sweep_dir.parent, env=env)
+
+
+def summaries(sweep_dir):
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
+
+
+def grid(*overrides):
+    """The job overrides of `python -m resnet_cifar.train -m OVERRIDES`, composed as Hydra's multirun does."""
+    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+        loader = GlobalHydra.instance().config_loader()
+        cfg = loader.load_configuration("config", list(overrides), run_mode=RunMode.MULTIRUN)
+    return [dict(o.split("=", 1) for o in job) for job in job_overrides(cfg)], cfg
+
+
+@pytest.mark.parametrize("preset,size,varying", [
+    ("table6", 25, {"depth": {"20", "32", "44", "56", "110"}, "seed": {"0", "1", "2", "3", "4"}}),
+    ("fig6", 8, {"arch": {"plain", "resnet"}, "depth": {"20", "32", "44", "56"}}),
+    ("shortcuts", 6, {"shortcut": {"A", "B", "C"}, "depth": {"20", "56"}}),
+    ("normalization", 5, {"normalization": {"per_pixel_mean", "channel_stats", "imagenet", "unit", "raw"}}),
+    ("batch", 2, {"data.batch_size": {"128", "256"}}),
+])
+def test_presets_expand_to_their_grid(preset, size, varying):
+    jobs, _ = grid(f"+experiment={preset}")
+    assert len(jobs) == size
+    for key, values in varying.items():
+        assert {job[key] for job in jobs} == values
+    assert all(job["+experiment"] == preset for job in jobs)
+
+
+def test_command_line_overrides_combine_with_a_preset():
+    jobs, _ = grid("+experiment=table6", "seed=0,1", "budget=quick")
+    assert len(jobs) == 10
+    assert {job["seed"] for job in jobs} == {"0", "1"}
+    assert all(job["budget"] == "quick" and job["shortcut"] == "A" for job in jobs)
+
+
+def test_job_folders_are_named_by_overrides_whatever_the_order(tmp_path):
+    _, cfg = grid("depth=20,56", "arch=plain,resnet", f"hydra.sweep.dir={tmp_path}", "data.root=/somewhere")
+    _, reordered = grid("arch=resnet,plain", "depth=56,20", f"hydra.sweep.dir={tmp_path}")
+    names = [d.name for d in job_dirs(cfg)]
+    assert names[0] == "arch=plain,depth=20"  # data.root does not name the experiment
+    assert sorted(names) == sorted(d.name for d in job_dirs(reordered))
+
+
+def test_the_users_command_runs_every_job(tiny_cifar10, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = sweep("depth=20,32,44,56", "arch=plain,resnet", data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert result.returncode == 0, result.stderr
+    assert "sweep of 8 jobs" in result.stderr and "0 done, 0 to resume, 8 new" in result.stderr
+    done = summaries(sweep_dir)
+    assert len(done) == 8 and all(s["status"] == "completed" for s in done.values())
+    for name in done:
+        assert {"metrics.csv", "model.pt", "checkpoint.pt", "train.log"} <= {p.name for p in (sweep_dir / name).iterdir()}
+    assert "arch=plain,data.batch_size=16,depth=56," in " ".join(done)
+
+
+def test_a_killed_sweep_relaunched_skips_finished_jobs_and_resumes_the_rest(tiny_cifar10, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    first = sweep("depth=8", "arch=plain,resnet", data=tiny_cifar10, sweep_dir=sweep_dir)  # two jobs of the grid
+    assert first.returncode == 0, first.stderr
+    finished = {name: (sweep_dir / name / "metrics.csv").read_bytes() for name in summaries(sweep_dir)}
+
+    grid_args = ("depth=8,14", "arch=plain,resnet")
+    killed = sweep(*grid_args, data=tiny_cifar10, sweep_dir=sweep_dir, env={KILL_AT_ITERATION_ENV: "1"})
+    assert killed.returncode == -9  # the whole sweep process died in the first job it trained
+    assert "2 done, 0 to resume, 2 new" in killed.stderr
+
+    again = sweep(*grid_args, data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert again.returncode == 0, again.stderr
+    assert "2 done, 1 to resume, 1 new" in again.stderr
+    assert again.stderr.count("already completed") == 2 and "resuming from" in again.stderr
+    done = summaries(sweep_dir)
+    assert len(done) == 4 and all(s["status"] == "completed" for s in done.values())
+    assert all((sweep_dir / name / "metrics.csv").read_bytes() == data for name, data in finished.items())
+
+
+def test_a_failing_job_is_recorded_and_the_others_complete(tiny_cifar10, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = sweep("depth=8", "arch=plain,resnet", "shortcut=B", data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert result.returncode == 1
+    assert "1 of 2 jobs did not complete" in result.stderr and "arch=plain" in result.stderr
+    done = summaries(sweep_dir)
+    plain = next(s for name, s in done.items() if "arch=plain" in name)
+    resnet = next(s for name, s in done.items() if "arch=resnet" in name)
+    assert plain["status"] == "failed" and "shortcut=B has no meaning for arch=plain" in plain["error"]
+    assert resnet["status"] == "completed"
+
+
+def test_a_run_folder_in_use_is_refused(tiny_cifar10, tmp_path):
+    run_dir = tmp_path / "run"
+    with exclusive(run_dir):
+        result = run_train(*SWEEP_BUDGET, "depth=8", f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}",
+                           cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is in use by another process (pid" in result.stderr
+    assert not (run_dir / "summary.json").exists()
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_and_cluster_launchers_complete_a_sweep(tiny_cifar10, tmp_path, launcher):
+    sweep_dir = tmp_path / "sweep"
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=5"]
+    result = sweep("depth=8", "arch=plain,resnet", f"hydra/launcher={launcher}", *extra,
+                   data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert result.returncode == 0, result.stderr
+    done = summaries(sweep_dir)
+    assert len(done) == 2 and all(s["status"] == "completed" for s in done.values())
+    if launcher == "joblib":  # two jobs at once on 2 cores: one thread each, no oversubscription
+        assert all(s["num_threads"] == 1 for s in done.values()), [s["num_threads"] for s in done.values()]
+
+
+def test_slurm_preset_composes_with_requeue():
+    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.max_num_timeout > 0
