@@ -1,0 +1,92 @@
+"""python -m multirun_analysis.report [SWEEP_OR_RUN_DIR ...] [--out DIR] [--readme README.md]
+
+Turns run folders into runs.csv, curves.csv, table.md and the figures, and
+optionally puts the table into a README between the results markers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+from .collect import collect
+from .plots import draw_all
+from .table import aggregate, paper_recipe, to_markdown, varying_factors
+
+DEFAULT_DIRS = ("multirun", "outputs")  # where Hydra puts sweeps and single runs
+MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+
+
+class ReportError(Exception):
+    """Nothing to report, or a README that cannot take the report."""
+
+
+def update_readme(readme: Path, text: str) -> None:
+    """Replace what lies between the markers; everything else stays byte for byte."""
+    if not readme.is_file():
+        raise ReportError(f"--readme {readme}: no such file")
+    content = readme.read_text()
+    start, end = MARKERS
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if len(pattern.findall(content)) != 1:
+        raise ReportError(f"--readme {readme}: needs exactly one '{start}' ... '{end}' pair")
+    readme.write_text(pattern.sub(lambda _: f"{start}\n{text}{end}", content))
+
+
+def report(paths: list[Path], out: Path, readme: Path | None = None) -> str:
+    """Write the report files into `out`; return a one-paragraph account of what was read."""
+    missing = [p for p in paths if not p.is_dir()]
+    if missing:
+        raise ReportError(f"no such folder: {', '.join(map(str, missing))}")
+    found = collect(paths)
+    if found.runs.empty:
+        broken = "".join(f"\n  {run}: {why}" for run, why in found.broken.items())
+        raise ReportError(f"no readable run folders under {', '.join(map(str, paths))}{broken}")
+    out.mkdir(parents=True, exist_ok=True)
+    runs, curves = found.runs, found.curves
+    runs.to_csv(out / "runs.csv", index=False)
+    curves.to_csv(out / "curves.csv", index=False)
+
+    completed = runs[runs["status"] == "completed"]
+    factors = varying_factors(completed if len(completed) else runs, found.config_columns)
+    table = aggregate(runs, factors, paper_recipe())
+    markdown = to_markdown(table, factors, runs[runs["status"] != "completed"])
+    (out / "table.md").write_text(markdown)
+    figures = draw_all(curves, runs, factors, out)
+
+    if readme is not None:
+        links = "".join(f"![{f.stem}]({os.path.relpath(f, readme.resolve().parent)})\n" for f in figures)
+        update_readme(readme, f"{markdown}\n{links}")
+
+    counts = runs["status"].value_counts().to_dict()
+    account = (f"read {len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) "
+               f"from {', '.join(map(str, paths))}; wrote {out}/: runs.csv, curves.csv, table.md, "
+               f"{', '.join(f.name for f in figures)}")
+    for run, why in found.broken.items():
+        account += f"\nskipped {run}: {why}"
+    return account
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m multirun_analysis.report", description=__doc__.split("\n\n")[1])
+    parser.add_argument("dirs", nargs="*", type=Path, help="sweep or run folders (default: multirun/ and outputs/)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="where to write (default: reports/)")
+    parser.add_argument("--readme", type=Path, help="a README whose results markers get the table and figures")
+    args = parser.parse_args(argv)
+    dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
+    if not dirs:
+        print(f"error: no run folders given and none of {', '.join(DEFAULT_DIRS)}/ here ({Path.cwd()})",
+              file=sys.stderr)
+        return 2
+    try:
+        print(report(dirs, args.out, args.readme))
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
