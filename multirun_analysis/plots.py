@@ -16,7 +16,9 @@ import seaborn as sns  # noqa: E402
 
 # File names for the factors the seed README compared; others use their key.
 FACTOR_FILES = {"normalization.name": "normalization", "data.batch_size": "batch", "shortcut": "shortcut",
-                "data.augment": "augmentation", "optimizer.lr": "lr", "data.name": "dataset"}
+                "data.augment": "augmentation", "optimizer.lr": "lr", "data.name": "dataset",
+                "trainer.nproc_per_node": "processes", "trainer.batch_semantics": "batch_semantics",
+                "trainer.sync_bn": "sync_bn"}
 METRIC_LABELS = {"train_error": "train", "test_error": "test"}
 WIDTH_IN = 10  # inches: a README column at 100 dpi
 

@@ -20,6 +20,8 @@ PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61, 1202: 7.93}
 NOT_FACTORS = {"seed", "data.root", "data.download", "trainer.device", "trainer.eval_batch_size",
                "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last"}
 ROW_KEYS = ["depth", "arch"]
+# The paper trained on two GPUs with per-GPU BN; one process or several both count as its recipe.
+NOT_RECIPE = NOT_FACTORS | {"depth", "trainer.nproc_per_node", "trainer.nnodes"}
 
 
 def paper_recipe() -> dict:
@@ -36,10 +38,11 @@ def varying_factors(runs: pd.DataFrame, config_columns: list[str]) -> list[str]:
 
 
 def is_paper_recipe(runs: pd.DataFrame, recipe: dict) -> pd.Series:
-    """Per run: every key that defines the experiment, except depth, has the paper's value."""
+    """Per run: every key that defines the experiment, except depth and the process count, has the
+    paper's value."""
     ok = pd.Series(True, index=runs.index)
     for key, value in recipe.items():
-        if key in NOT_FACTORS or key == "depth":
+        if key in NOT_RECIPE:
             continue
         ok &= runs[key].astype(str) == str(value) if key in runs else False
     return ok

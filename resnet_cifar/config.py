@@ -89,9 +89,18 @@ class OptimizerConfig:
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
 
+# How data.batch_size is read with N processes: the total (each process takes batch/N, as the
+# authors' Torch code split 128 over two GPUs), or each process's own (the total is N times larger).
+BATCH_SEMANTICS = ("global", "per_process")  # "global" cannot be an Enum member name
+
+
 @dataclass
 class TrainerConfig:
     device: Device = MISSING
+    nproc_per_node: int = MISSING
+    nnodes: int = MISSING
+    batch_semantics: str = MISSING
+    sync_bn: bool = MISSING
     max_iters: int = MISSING
     eval_every: int = MISSING
     checkpoint_every: int = MISSING
@@ -148,9 +157,17 @@ def validate(cfg: BaseConfig) -> None:
     _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} is not allowed: it must be in [0, 1)")
     _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} is not allowed: it must be >= 0")
     _require(0 < o.gamma <= 1, f"optimizer.gamma={o.gamma} is not allowed: it must be in (0, 1]")
-    for name in ("max_iters", "eval_every", "checkpoint_every", "eval_batch_size"):
+    for name in ("max_iters", "eval_every", "checkpoint_every", "eval_batch_size", "nproc_per_node", "nnodes"):
         value = getattr(t, name)
         _require(value > 0, f"trainer.{name}={value} is not allowed: it must be > 0")
+    _require(t.batch_semantics in BATCH_SEMANTICS, f"trainer.batch_semantics={t.batch_semantics} is not allowed: "
+             f"it must be one of {', '.join(BATCH_SEMANTICS)}")
+    processes = t.nproc_per_node * t.nnodes
+    _require(
+        t.batch_semantics != "global" or d.batch_size % processes == 0,
+        f"data.batch_size={d.batch_size} is not allowed with {processes} processes and "
+        "trainer.batch_semantics=global: the global batch must divide by the number of processes",
+    )
     m = list(o.milestones)
     _require(
         all(a < b for a, b in zip([0] + m, m)),

@@ -192,8 +192,17 @@ class Normalize:
         return x if self.channels_last else x.contiguous()
 
 
-def random_crop_flip(images: Tensor, generator: torch.Generator, pad: int = PAD) -> Tensor:
-    """Zero-pad each side by `pad`, crop a random HxW window per image, flip half of them.
+def draw_crops(n: int, generator: torch.Generator, device: torch.device,
+               pad: int = PAD) -> tuple[Tensor, Tensor, Tensor]:
+    """Random (row offset, column offset, flip) for n images, each (n, 1)."""
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=device)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=device)
+    flip = torch.rand(n, 1, generator=generator, device=device) < 0.5
+    return dy, dx, flip
+
+
+def crop_flip(images: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int = PAD) -> Tensor:
+    """Zero-pad each side by `pad` and cut each image's window, flipped where asked.
 
     One gather for the whole batch: row and column indices per image, the
     column indices reversed for the flipped ones.
@@ -201,9 +210,6 @@ def random_crop_flip(images: Tensor, generator: torch.Generator, pad: int = PAD)
     b, h, w, _ = images.shape
     device = images.device
     padded = torch.nn.functional.pad(images, (0, 0, pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=device)
-    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator, device=device)
-    flip = torch.rand(b, 1, generator=generator, device=device) < 0.5
     rows = dy + torch.arange(h, device=device)
     cols = dx + torch.arange(w, device=device)
     cols = torch.where(flip, cols.flip(1), cols)
@@ -211,20 +217,32 @@ def random_crop_flip(images: Tensor, generator: torch.Generator, pad: int = PAD)
     return padded[batch, rows[:, :, None], cols[:, None, :]]
 
 
-class CifarLoader:
-    """The training stream: a fresh seeded permutation each epoch, full batches only.
+def random_crop_flip(images: Tensor, generator: torch.Generator, pad: int = PAD) -> Tensor:
+    """The paper's augmentation: pad 4, a random 32x32 crop and a random horizontal flip per image."""
+    return crop_flip(images, *draw_crops(len(images), generator, images.device, pad), pad)
 
+
+class CifarLoader:
+    """The training stream: a fresh seeded permutation each epoch, full global batches only.
+
+    With several processes every one draws the same permutation and the same
+    crops (same seed) for the whole global batch and keeps its own slice
+    (`shard` = (rank, processes)): one step consumes one global batch of
+    distinct images, augmented exactly as one process would augment it.
     Its state (epoch, position, permutation, generator) goes into checkpoints,
     so a resumed run sees exactly the batches an uninterrupted one would.
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, normalize: Normalize,
-                 generator: torch.Generator, augment: bool) -> None:
+                 generator: torch.Generator, augment: bool, shard: tuple[int, int] = (0, 1)) -> None:
         if batch_size > len(images):
-            raise ConfigError(f"data.batch_size={batch_size} is larger than the {len(images)} training images")
+            raise ConfigError(f"data.batch_size gives a global batch of {batch_size}, more than the {len(images)} training images")
         self.images, self.labels = images, labels
         self.batch_size, self.normalize = batch_size, normalize
         self.generator, self.augment = generator, augment
+        rank, processes = shard
+        local = batch_size // processes
+        self.own = slice(rank * local, (rank + 1) * local)
         self.epoch, self.position, self.perm = 0, 0, None
 
     @property
@@ -237,11 +255,12 @@ class CifarLoader:
                 self.epoch += 1
             self.perm = torch.randperm(len(self.images), generator=self.generator, device=self.images.device)
             self.position = 0
-        index = self.perm[self.position:self.position + self.batch_size]
+        index = self.perm[self.position:self.position + self.batch_size][self.own]
         self.position += self.batch_size
         x = self.images[index]
         if self.augment:
-            x = random_crop_flip(x, self.generator)
+            crops = draw_crops(self.batch_size, self.generator, x.device)
+            x = crop_flip(x, *(c[self.own] for c in crops))
         return self.normalize(x), self.labels[index]
 
     def state_dict(self) -> dict:

@@ -18,14 +18,17 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import BaseConfig, Device, OptimizerConfig
 from .data import CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
+from .distributed import World, convert_sync_batchnorm, init_process_group, share_cores
 from .errors import ConfigError, Diverged
 from .models import build_model, count_parameters
 from .run_folder import (
@@ -35,17 +38,26 @@ from .run_folder import (
 
 log = logging.getLogger(__name__)
 
-# Test hook: SIGKILL this process right after the given iteration, to prove resume.
+# Test hook: SIGKILL this process right after iteration N ("N"), or only the process of rank R ("N:R").
 KILL_AT_ITERATION_ENV = "RESNET_CIFAR_TEST_KILL_AT_ITERATION"
 
 
-def resolve_device(device: Device) -> torch.device:
+def test_kill_iteration(world: World) -> int:
+    iteration, _, rank = os.environ.get(KILL_AT_ITERATION_ENV, "-1").partition(":")
+    return int(iteration) if rank in ("", str(world.rank)) else -1
+
+
+def resolve_device(device: Device, world: World) -> torch.device:
+    """The device of this process: with several processes on a node, GPU i for local rank i."""
     if device is Device.cuda and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda is not allowed here: no CUDA device is available "
                           "(use trainer.device=cpu or auto)")
-    if device is Device.auto:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device.value)
+    if device is Device.cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if world.local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"{world.local_world_size} processes per node but only {torch.cuda.device_count()} "
+                          "GPUs here: lower trainer.nproc_per_node (or torchrun's --nproc_per_node)")
+    return torch.device("cuda", world.local_rank)
 
 
 class LrSchedule:
@@ -86,17 +98,22 @@ class LrSchedule:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int,
-             normalize: Normalize) -> tuple[float, float]:
-    """(mean loss, error %) over every image once, the single original view."""
+             normalize: Normalize, world: World = World()) -> tuple[float, float]:
+    """(mean loss, error %) over every image exactly once, the single original view.
+
+    Each process evaluates its own contiguous share; the sums are added up.
+    """
     model.eval()
-    loss = torch.zeros((), device=images.device)
-    wrong = torch.zeros((), dtype=torch.long, device=images.device)
-    for x, y in eval_batches(images, labels, batch_size, normalize):
+    share = -(-len(images) // world.world_size)
+    own = slice(world.rank * share, (world.rank + 1) * share)
+    totals = torch.zeros(2, dtype=torch.float64, device=images.device)  # loss sum, wrong count
+    for x, y in eval_batches(images[own], labels[own], batch_size, normalize):
         out = model(x)
-        loss += F.cross_entropy(out, y, reduction="sum")
-        wrong += (out.argmax(1) != y).sum()
+        totals[0] += F.cross_entropy(out, y, reduction="sum")
+        totals[1] += (out.argmax(1) != y).sum()
     model.train()
-    return loss.item() / len(images), 100.0 * wrong.item() / len(images)
+    loss, wrong = world.sum_(totals).tolist()
+    return loss / len(images), 100.0 * wrong / len(images)
 
 
 def device_name(device: torch.device) -> str:
@@ -124,10 +141,13 @@ def library_versions() -> dict:
 class Trainer:
     """One run: data on the device, model, optimizer, schedule, and the run folder it writes."""
 
-    def __init__(self, cfg: BaseConfig, run_dir: Path) -> None:
-        self.cfg, self.run_dir = cfg, run_dir
+    def __init__(self, cfg: BaseConfig, run_dir: Path, world: World = World()) -> None:
+        self.cfg, self.run_dir, self.world = cfg, run_dir, world
         t = cfg.trainer
-        self.device = resolve_device(t.device)
+        self.device = resolve_device(t.device, world)
+        init_process_group(world)
+        if self.device.type == "cpu":
+            share_cores(world)
         data = load_cifar(cfg.data.name, cfg.data.root, cfg.data.download)
         train_idx, val_idx = split_validation(data.train_labels, cfg.data.val_size, data.num_classes)
         mean, std = normalization_stats(cfg.normalization.name, data.train_images[train_idx])
@@ -138,15 +158,24 @@ class Trainer:
 
         self.val = (on_device(data.train_images[val_idx]), on_device(data.train_labels[val_idx]))
         self.test = (on_device(data.test_images), on_device(data.test_labels))
-        generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        generator = torch.Generator(self.device).manual_seed(cfg.seed)  # the same on every process
+        per_process = t.batch_semantics == "per_process"
+        self.global_batch = cfg.data.batch_size * (world.world_size if per_process else 1)
         self.loader = CifarLoader(on_device(data.train_images[train_idx]), on_device(data.train_labels[train_idx]),
-                                  cfg.data.batch_size, self.normalize, generator, cfg.data.augment)
+                                  self.global_batch, self.normalize, generator, cfg.data.augment,
+                                  shard=(world.rank, world.world_size))
 
         torch.manual_seed(cfg.seed)  # the same initial weights on every device
         self.model = build_model(cfg.arch, cfg.depth, cfg.shortcut, data.num_classes)
         self.params = count_parameters(self.model)
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=memory_format)
+        self.net: nn.Module = self.model  # what the training step calls
+        if world.distributed:
+            if t.sync_bn:
+                self.model = convert_sync_batchnorm(self.model, self.device)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=device_ids)
         o = cfg.optimizer
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                          weight_decay=o.weight_decay)
@@ -164,8 +193,14 @@ class Trainer:
         self.steps = 0  # since the last evaluation
         self.interval_train_s = 0.0
 
+    def _running_totals(self) -> Tensor:
+        """Loss sum, wrong count and warm-up window wrong count, added up over the processes."""
+        return self.world.sum_(torch.stack([self.loss_sum, self.wrong, self.window_wrong]).double())
+
     # -- checkpoints -------------------------------------------------------
     def state_dict(self) -> dict:
+        """The whole state (collective: every process must call it); plain keys, no `module.`."""
+        loss_sum, wrong, window_wrong = self._running_totals().float()
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -173,7 +208,7 @@ class Trainer:
             "iteration": self.iteration, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "loader": self.loader.state_dict(), "rng": rng,
-            "running": {"loss_sum": self.loss_sum, "wrong": self.wrong, "window_wrong": self.window_wrong,
+            "running": {"loss_sum": loss_sum, "wrong": wrong, "window_wrong": window_wrong,
                         "steps": self.steps, "interval_train_s": self.interval_train_s},
             "elapsed_s": self.elapsed_s, "train_s": self.train_s,
         }
@@ -186,20 +221,24 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        r = state["running"]
-        self.loss_sum, self.wrong = r["loss_sum"].to(self.device), r["wrong"].to(self.device)
-        self.window_wrong = r["window_wrong"].to(self.device)
+        r = state["running"]  # totals over all processes: the first process carries them on
+        keep = 1.0 if self.world.is_main else 0.0
+        self.loss_sum, self.wrong = r["loss_sum"].to(self.device) * keep, r["wrong"].to(self.device) * keep
+        self.window_wrong = r["window_wrong"].to(self.device) * keep
         self.steps, self.interval_train_s = r["steps"], r["interval_train_s"]
         self.iteration, self.elapsed_s, self.train_s = state["iteration"], state["elapsed_s"], state["train_s"]
 
     def save_checkpoint(self) -> None:
-        save_checkpoint(self.state_dict(), self.run_dir / CHECKPOINT_FILE)
+        state = self.state_dict()
+        if self.world.is_main:
+            save_checkpoint(state, self.run_dir / CHECKPOINT_FILE)
 
     def resume_if_possible(self) -> None:
         path = self.run_dir / CHECKPOINT_FILE
         if path.exists():
             self.load_state_dict(load_checkpoint(path), path)
-            self.metrics.keep_until(self.iteration)
+            if self.world.is_main:
+                self.metrics.keep_until(self.iteration)
             log.info("resuming from %s at iteration %d", path, self.iteration)
 
     # -- the loop ------------------------------------------------------------
@@ -211,7 +250,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = self.loader.next_batch()
-        out = self.model(x)
+        out = self.net(x)
         loss = F.cross_entropy(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -223,25 +262,28 @@ class Trainer:
             self.window_wrong += wrong
 
     def _evaluate(self, lr: float) -> dict:
-        t = self.cfg.trainer
-        batch = self.cfg.data.batch_size
-        train_loss = self.loss_sum.item() / self.steps
+        t, world = self.cfg.trainer, self.world
+        loss_sum, wrong, _ = self._running_totals().tolist()
+        train_loss = loss_sum / (self.steps * world.world_size)  # each process's loss is a mean over its share
         if not math.isfinite(train_loss):
             raise Diverged(f"the training loss became {train_loss} before iteration {self.iteration}")
-        test_loss, test_error = evaluate(self.model, *self.test, t.eval_batch_size, self.normalize)
-        val_error = (evaluate(self.model, *self.val, t.eval_batch_size, self.normalize)[1]
+        if world.distributed:  # evaluate everywhere with the first process's BN statistics, as saved
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
+        test_loss, test_error = evaluate(self.model, *self.test, t.eval_batch_size, self.normalize, world)
+        val_error = (evaluate(self.model, *self.val, t.eval_batch_size, self.normalize, world)[1]
                      if len(self.val[0]) else None)
         return {
             "iteration": self.iteration,
             "epoch": round(self.iteration / self.loader.batches_per_epoch, 4),
             "lr": float(f"{lr:.10g}"),  # no 0.010000000000000002 in the CSV
             "train_loss": round(train_loss, 6),
-            "train_error": round(100.0 * self.wrong.item() / (self.steps * batch), 4),
+            "train_error": round(100.0 * wrong / (self.steps * self.global_batch), 4),
             "test_loss": round(test_loss, 6),
             "test_error": round(test_error, 4),
             "val_error": None if val_error is None else round(val_error, 4),
             "elapsed_s": None,  # filled in after the evaluation is timed
-            "images_per_s": round(self.steps * batch / self.interval_train_s, 1),
+            "images_per_s": round(self.steps * self.global_batch / self.interval_train_s, 1),
         }
 
     def _lap(self, clock: float) -> float:
@@ -255,7 +297,7 @@ class Trainer:
 
     def fit(self, progress: tqdm) -> dict:
         t, warmup = self.cfg.trainer, self.cfg.optimizer.warmup
-        kill_at = int(os.environ.get(KILL_AT_ITERATION_ENV, -1))
+        kill_at = test_kill_iteration(self.world)
         row: dict = {}
         clock = time.perf_counter()
         while self.iteration < t.max_iters:
@@ -265,7 +307,8 @@ class Trainer:
             self.steps += 1
             progress.update()
             if self.schedule.window_due(self.iteration):
-                window_error = 100.0 * self.window_wrong.item() / (warmup.window * self.cfg.data.batch_size)
+                window_wrong = self.world.sum_(self.window_wrong.clone()).item()
+                window_error = 100.0 * window_wrong / (warmup.window * self.global_batch)
                 self.window_wrong.zero_()
                 self.schedule.end_warmup_if_done(self.iteration, window_error)
             done = self.iteration == t.max_iters
@@ -274,7 +317,8 @@ class Trainer:
                 row = self._evaluate(lr)
                 self.elapsed_s += time.perf_counter() - clock
                 row["elapsed_s"] = round(self.elapsed_s, 2)
-                self.metrics.append(row)
+                if self.world.is_main:
+                    self.metrics.append(row)
                 self._log_row(row)
                 progress.set_postfix(test_error=f"{row['test_error']:.2f}%", refresh=False)
                 self._reset_running()
@@ -295,50 +339,66 @@ class Trainer:
                  row["train_error"], row["test_loss"], row["test_error"], val, row["images_per_s"])
 
 
-def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str]) -> dict:
-    """Train (or resume, or skip if completed) the run in `run_dir`; return its summary.
-
-    The caller holds the folder (run_folder.exclusive).
-    """
+def completed_summary(run_dir: Path, config: dict) -> dict | None:
+    """The summary of a completed run in `run_dir`, None if there is work to do; refuses another config."""
     summary = read_summary(run_dir)
     if summary:
         check_same_config(summary, config, run_dir)
     if summary and summary.get("status") == Status.completed:
         log.info("%s is already completed (test error %.2f%%); nothing to do", run_dir, summary["test_error"])
         return summary
-    trainer = Trainer(cfg, run_dir)
+    return None
+
+
+def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str], world: World = World()) -> dict:
+    """Train (or resume, or skip if completed) the run in `run_dir`; return its summary.
+
+    Every process of a data-parallel run calls it; only the first writes the
+    run folder. The caller holds the folder (run_folder.exclusive).
+    """
+    done = completed_summary(run_dir, config)
+    if done:
+        return done
+    summary = read_summary(run_dir)
+    trainer = Trainer(cfg, run_dir, world)
     trainer.resume_if_possible()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     summary = {
         "status": Status.running, "iteration": trainer.iteration, "max_iters": cfg.trainer.max_iters,
-        "params": trainer.params, "device": str(trainer.device),
-        "device_name": device_name(trainer.device),
+        "params": trainer.params, "device": str(trainer.device), "device_name": device_name(trainer.device),
+        "processes": world.world_size, "global_batch": trainer.global_batch,
         "num_threads": torch.get_num_threads(), "versions": library_versions(),
         "started_at": (summary or {}).get("started_at", started), "config": config, "overrides": overrides,
     }
-    write_json(run_dir / SUMMARY_FILE, summary)
-    log.info("%s-%d (shortcut %s), %d parameters, on %s; run folder %s", cfg.arch.value, cfg.depth,
-             cfg.shortcut.value, trainer.params, trainer.device, run_dir)
+
+    def record(**changes) -> None:
+        summary.update(changes)
+        if world.is_main:
+            write_json(run_dir / SUMMARY_FILE, summary)
+
+    record()
+    log.info("%s-%d (shortcut %s), %d parameters, on %s x %d; run folder %s", cfg.arch.value, cfg.depth,
+             cfg.shortcut.value, trainer.params, trainer.device, world.world_size, run_dir)
     try:
-        with logging_redirect_tqdm(), tqdm(total=cfg.trainer.max_iters, initial=trainer.iteration, disable=None,
+        with logging_redirect_tqdm(), tqdm(total=cfg.trainer.max_iters, initial=trainer.iteration,
+                                           disable=None if world.is_main else True,
                                            dynamic_ncols=True, desc="train", unit="it") as progress:
             final = trainer.fit(progress)
     except BaseException as e:
         status = (Status.diverged if isinstance(e, Diverged)
                   else Status.interrupted if isinstance(e, KeyboardInterrupt) else Status.failed)
-        summary.update(status=status, iteration=trainer.iteration, error=f"{type(e).__name__}: {e}")
-        write_json(run_dir / SUMMARY_FILE, summary)
+        record(status=status, iteration=trainer.iteration, error=f"{type(e).__name__}: {e}")
         raise
-    torch.save(trainer.model.state_dict(), run_dir / MODEL_FILE)
-    summary.update(
+    if world.is_main:
+        torch.save(trainer.model.state_dict(), run_dir / MODEL_FILE)
+    record(
         status=Status.completed, iteration=trainer.iteration,
         **{k: final[k] for k in ("test_error", "test_loss", "train_error", "train_loss", "val_error")},
         wall_time_s=round(trainer.elapsed_s, 2),
-        images_per_s=round(trainer.iteration * cfg.data.batch_size / trainer.train_s, 1),
+        images_per_s=round(trainer.iteration * trainer.global_batch / trainer.train_s, 1),
         warmup_ended_at=trainer.schedule.warmup_ended_at,
         ended_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    write_json(run_dir / SUMMARY_FILE, summary)
     log.info("completed: test error %.2f%% after %d iterations, %.1f min", final["test_error"],
              trainer.iteration, trainer.elapsed_s / 60)
     return summary

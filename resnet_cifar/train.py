@@ -5,20 +5,28 @@ Examples:
     python -m resnet_cifar.train depth=56 arch=plain budget=quick
     python -m resnet_cifar.train -m depth=20,32,44,56 arch=plain,resnet
     python -m resnet_cifar.train -m +experiment=table6 hydra.sweep.dir=multirun/table6
+    python -m resnet_cifar.train depth=110 trainer.nproc_per_node=2     # DDP, workers started here
+    torchrun --nproc_per_node=2 -m resnet_cifar.train depth=110        # DDP, workers started by torchrun
 """
 from __future__ import annotations
 
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
+import torch.distributed as dist
+from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import setup_globals
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from . import config as schema
-from .engine import train
+from .distributed import World, check_world, init_process_group, launch, world_from_env
+from .engine import completed_summary, train
 from .errors import Diverged, UserError
 from .run_folder import ConfigMismatch, exclusive, record_failure
 
@@ -26,6 +34,7 @@ log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's
 
 
 def restore_hydra_files(run_dir: Path, summary: dict) -> None:
@@ -33,6 +42,35 @@ def restore_hydra_files(run_dir: Path, summary: dict) -> None:
     hydra_dir = run_dir / ".hydra"
     OmegaConf.save(OmegaConf.create(summary["config"]), hydra_dir / "config.yaml")
     OmegaConf.save(OmegaConf.create(summary.get("overrides", [])), hydra_dir / "overrides.yaml")
+
+
+def run_worker(config: dict, run_dir: str, overrides: list[str]) -> None:
+    """One process of a job's DDP group, started by `distributed.launch` (no Hydra in here)."""
+    world = world_from_env()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if world.is_main:
+        handlers.append(logging.FileHandler(Path(run_dir) / "train.log"))
+    logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING, format=LOG_FORMAT,
+                        handlers=handlers, force=True)
+    typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema.BaseConfig), config))
+    try:
+        train(typed, Path(run_dir), config, overrides, world)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_job(typed: schema.BaseConfig, run_dir: Path, config: dict, overrides: list[str], world: World) -> None:
+    """Train in this process, as one of torchrun's workers, or by starting this job's own workers."""
+    t = typed.trainer
+    if world.distributed:
+        check_world(world, t.nproc_per_node, t.nnodes)
+        train(typed, run_dir, config, overrides, world)
+    elif t.nproc_per_node * t.nnodes > 1:
+        if completed_summary(run_dir, config) is None:  # a finished job starts no workers
+            launch(t.nproc_per_node, t.nnodes, run_worker, config, str(run_dir), overrides)
+    else:
+        train(typed, run_dir, config, overrides)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://resnet_cifar.conf", config_name="config")
@@ -44,18 +82,21 @@ def main(cfg: DictConfig) -> None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     overrides = list(hydra_cfg.overrides.task)
+    world = world_from_env()
     exit_code = 0
     try:
-        with exclusive(run_dir):
+        with exclusive(run_dir) if world.is_main else nullcontext():
             try:
                 typed: schema.BaseConfig = OmegaConf.to_object(cfg)
                 schema.validate(typed)
-                train(typed, run_dir, config, overrides)
+                run_job(typed, run_dir, config, overrides, world)
             except ConfigMismatch as e:  # the folder belongs to another run: touch nothing
-                restore_hydra_files(run_dir, e.summary)
+                if world.is_main:
+                    restore_hydra_files(run_dir, e.summary)
                 raise
             except Exception as e:
-                if in_sweep:  # alone, the exit status and the message say it; bad input leaves the folder as it was
+                # alone, bad input leaves the folder as it was; a dead worker is always recorded
+                if world.is_main and (in_sweep or isinstance(e, ChildFailedError)):
                     record_failure(run_dir, e, config, overrides)
                 raise
     except UserError as e:
@@ -64,6 +105,9 @@ def main(cfg: DictConfig) -> None:
     except Diverged as e:  # engine.train has recorded it
         log.error("diverged: %s", e)
         exit_code = EXIT_DIVERGED
+    except ChildFailedError as e:
+        log.error("a worker of this job failed, so the job was stopped:\n%s", e)
+        exit_code = 1
     except Exception:
         if not in_sweep:
             raise
@@ -72,5 +116,49 @@ def main(cfg: DictConfig) -> None:
         sys.exit(exit_code)
 
 
+def torchrun_arguments(args: list[str], world: World) -> list[str]:
+    """Under torchrun every process runs Hydra: give them the first one's run folder and the
+    process counts torchrun chose, and let only the first write .hydra/ and train.log."""
+    if any(a in ("-m", "--multirun") for a in args):
+        sys.exit("error: a sweep cannot run under torchrun; run `python -m resnet_cifar.train -m ... "
+                 "trainer.nproc_per_node=N` and each job starts its own N processes")
+    init_process_group(world)
+    extra = []
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        chosen: list[str | None] = [None]
+        if world.is_main:
+            try:  # resolve the configured folder pattern (${now:...}) once, here
+                setup_globals()
+                with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+                    cfg = compose("config", [a for a in args if not a.startswith("-")], return_hydra_config=True)
+                chosen = [str(cfg.hydra.run.dir)]
+            except Exception:
+                pass  # Hydra will report the bad command line itself, below
+        dist.broadcast_object_list(chosen, src=0)
+        if chosen[0] is not None:
+            extra.append(f"hydra.run.dir={chosen[0]}")
+        elif not world.is_main:
+            sys.exit(EXIT_BAD_INPUT)
+    for key, value in (("trainer.nproc_per_node", world.local_world_size),
+                       ("trainer.nnodes", world.world_size // world.local_world_size)):
+        if not any(a.startswith(f"{key}=") for a in args):
+            extra.append(f"{key}={value}")
+    if not world.is_main:
+        extra += ["hydra.output_subdir=null", "hydra.job_logging.root.level=WARNING",
+                  "hydra.job_logging.root.handlers=[console]"]
+    return args + extra
+
+
+def cli() -> None:
+    world = world_from_env()
+    if world.distributed:  # started by torchrun
+        sys.argv[1:] = torchrun_arguments(sys.argv[1:], world)
+    try:
+        main()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -231,7 +231,7 @@ def test_evaluation_sees_every_original_image_once():
 
 
 def test_batch_larger_than_the_data_is_refused():
-    with pytest.raises(ConfigError, match="data.batch_size=200"):
+    with pytest.raises(ConfigError, match="data.batch_size gives a global batch of 200"):
         make_loader(n=100, batch=200)
 
 
@@ -270,3 +270,16 @@ def test_download_goes_through_torchvisions_downloader(tmp_path, monkeypatch, lo
     monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", "0" * 32)  # a corrupted download is refused
     with pytest.raises(DataError, match="downloading cifar10 from .* failed"):
         load_cifar(Dataset.cifar10, tmp_path / "other", allow_download=True)
+
+
+def test_shards_of_a_global_batch_equal_the_single_process_batch():
+    """Two processes each keep half of the same global batch, augmented as one process would."""
+    single = make_loader(n=100, batch=16)
+    shards = [CifarLoader(coordinate_images(100), torch.arange(100), 16,
+                          Normalize(np.zeros(3), np.ones(3), CPU, channels_last=True),
+                          torch.Generator().manual_seed(0), True, shard=(rank, 2)) for rank in range(2)]
+    for _ in range(8):  # across an epoch boundary
+        x, y = single.next_batch()
+        parts = [s.next_batch() for s in shards]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[1] for p in parts]), y)

@@ -168,3 +168,15 @@ def test_a_real_sweep_reports_end_to_end(tiny_cifar10, tmp_path):
     rows = table_rows(tmp_path / "reports")
     assert [(r["depth"], r["model"], r["runs"]) for r in rows] == [("8", "plain", "2"), ("8", "resnet", "2")]
     assert (tmp_path / "reports" / "fig6.png").stat().st_size > 10_000
+
+
+def test_runs_on_several_processes_still_count_as_the_papers_recipe(tmp_path):
+    root = tmp_path / "sweep"
+    write_run(root / "one", ["depth=20"], 8.0)
+    write_run(root / "two", ["depth=20", "trainer.nproc_per_node=2"], 9.0)
+    out = tmp_path / "out"
+    report([root], out)
+    rows = table_rows(out)
+    assert [r["trainer.nproc_per_node"] for r in rows] == ["1", "2"]
+    assert all(r["paper error %"] == "8.75" for r in rows)
+    assert (out / "processes.png").stat().st_size > 10_000

@@ -38,7 +38,7 @@ def grid(*overrides):
     ("fig6", 8, {"arch": {"plain", "resnet"}, "depth": {"20", "32", "44", "56"}}),
     ("shortcuts", 6, {"shortcut": {"A", "B", "C"}, "depth": {"20", "56"}}),
     ("normalization", 5, {"normalization": {"per_pixel_mean", "channel_stats", "imagenet", "unit", "raw"}}),
-    ("batch", 2, {"data.batch_size": {"128", "256"}}),
+    ("batch", 4, {"data.batch_size": {"128", "256"}, "trainer.nproc_per_node": {"1", "2"}}),
 ])
 def test_presets_expand_to_their_grid(preset, size, varying):
     jobs, _ = grid(f"+experiment={preset}")
@@ -130,9 +130,10 @@ def test_parallel_and_cluster_launchers_complete_a_sweep(tiny_cifar10, tmp_path,
         assert all(s["num_threads"] == 1 for s in done.values()), [s["num_threads"] for s in done.values()]
 
 
-def test_slurm_preset_composes_with_requeue():
+def test_slurm_preset_gives_each_job_its_gpus_and_requeues():
     with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "trainer.nproc_per_node=4"],
+                      return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert launcher.gpus_per_node == 1 and launcher.max_num_timeout > 0
+    assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 1 and launcher.max_num_timeout > 0

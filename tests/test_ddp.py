@@ -1,0 +1,114 @@
+"""Data-parallel training on the CPU: gloo, 2 processes, tiny data, real processes."""
+import csv
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import run_train
+from resnet_cifar.config import Arch, Shortcut
+from resnet_cifar.engine import KILL_AT_ITERATION_ENV
+from resnet_cifar.models import build_model
+
+DDP_BUDGET = ("depth=8", "data.batch_size=32", "trainer.max_iters=6", "trainer.eval_every=3",
+              "trainer.checkpoint_every=3", "optimizer.milestones=[4]", "trainer.eval_batch_size=64")
+
+
+def train_losses(run_dir, column="train_loss"):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [float(r[column]) for r in csv.DictReader(f)]
+
+
+def test_torchrun_with_two_processes_makes_one_run_folder(tiny_cifar10, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "resnet_cifar.train", *DDP_BUDGET, f"data.root={tiny_cifar10}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    run_dirs = [p.parent for p in (tmp_path / "outputs").rglob("summary.json")]
+    assert len(run_dirs) == 1 and len(list((tmp_path / "outputs").glob("*/*"))) == 1
+    run_dir = run_dirs[0]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["processes"] == 2 and summary["global_batch"] == 32
+    assert summary["config"]["trainer"]["nproc_per_node"] == 2
+    assert len(train_losses(run_dir)) == 2
+    assert (run_dir / "train.log").read_text().count("completed: test error") == 1  # the first process logs
+    # plain state_dict keys: a DDP checkpoint loads into a single-process model
+    model = build_model(Arch.resnet, 8, Shortcut.A, 10)
+    model.load_state_dict(torch.load(run_dir / "model.pt"))
+    model.load_state_dict(torch.load(run_dir / "checkpoint.pt")["model"])
+
+
+def test_a_sweep_runs_each_job_as_a_ddp_job(tiny_cifar10, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_train("-m", *DDP_BUDGET, "arch=plain,resnet", "trainer.nproc_per_node=2",
+                       f"data.root={tiny_cifar10}", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")]
+    assert len(summaries) == 2
+    assert all(s["status"] == "completed" and s["processes"] == 2 for s in summaries)
+    assert all(s["num_threads"] == 1 for s in summaries)  # 2 processes share the 2 cores
+
+
+@pytest.mark.parametrize("augment", ["false", "true"])
+def test_two_processes_of_16_follow_one_process_of_32(tiny_cifar10, tmp_path, augment):
+    """Same data order, same crops, same initial weights; with sync_bn the same BN statistics."""
+    budget = ("depth=8", "data.batch_size=32", "trainer.max_iters=3", "trainer.eval_every=1",
+              "trainer.checkpoint_every=3", "optimizer.milestones=[2]", f"data.augment={augment}",
+              f"data.root={tiny_cifar10}")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_train(*budget, f"hydra.run.dir={one}", cwd=tmp_path).returncode == 0
+    result = run_train(*budget, "trainer.nproc_per_node=2", "trainer.sync_bn=true", f"hydra.run.dir={two}",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    single, double = train_losses(one), train_losses(two)
+    assert single[0] == pytest.approx(double[0], rel=1e-5)  # before any update
+    assert single == pytest.approx(double, rel=2e-3)
+    # the split evaluation counts every test image once, as one process does
+    assert train_losses(one, "test_loss") == pytest.approx(train_losses(two, "test_loss"), rel=2e-3)
+
+
+def test_per_process_batch_semantics_doubles_the_global_batch(tiny_cifar10, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(*DDP_BUDGET, "data.batch_size=16", "trainer.batch_semantics=per_process",
+                       "trainer.nproc_per_node=2", f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_batch"] == 32 and summary["processes"] == 2
+
+
+def test_a_global_batch_that_does_not_divide_is_refused(tiny_cifar10, tmp_path):
+    result = run_train(*DDP_BUDGET, "data.batch_size=33", "trainer.nproc_per_node=2",
+                       f"data.root={tiny_cifar10}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "data.batch_size=33 is not allowed with 2 processes" in result.stderr
+
+
+def test_a_dead_worker_fails_the_job_in_bounded_time(tiny_cifar10, tmp_path):
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    result = run_train(*DDP_BUDGET, "trainer.max_iters=40", "trainer.nproc_per_node=2",
+                       f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+                       env={KILL_AT_ITERATION_ENV: "4:1"})  # only the second process dies
+    assert time.monotonic() - started < 120
+    assert result.returncode == 1
+    assert "a worker of this job failed" in result.stderr and "SIGKILL" in result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "ChildFailedError" in summary["error"]
+
+
+def test_a_killed_ddp_run_resumes_from_its_checkpoint(tiny_cifar10, tmp_path):
+    args = (*DDP_BUDGET, "trainer.nproc_per_node=2", f"data.root={tiny_cifar10}")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_train(*args, f"hydra.run.dir={straight}", cwd=tmp_path).returncode == 0
+    killed = run_train(*args, f"hydra.run.dir={resumed}", cwd=tmp_path, env={KILL_AT_ITERATION_ENV: "4"})
+    assert killed.returncode == 1  # both processes died after iteration 4; the checkpoint is at 3
+    again = run_train(*args, f"hydra.run.dir={resumed}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resuming from" in again.stderr
+    assert train_losses(resumed) == pytest.approx(train_losses(straight), rel=1e-6)
+    assert json.loads((resumed / "summary.json").read_text())["status"] == "completed"
