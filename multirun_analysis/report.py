@@ -23,16 +23,23 @@ class ReportError(Exception):
     """Nothing to report, or a README that cannot take the report."""
 
 
-def update_readme(readme: Path, text: str) -> None:
-    """Replace what lies between the markers; everything else stays byte for byte."""
+MARKED = re.compile(re.escape(MARKERS[0]) + r".*?" + re.escape(MARKERS[1]), re.DOTALL)
+
+
+def check_readme(readme: Path) -> str:
+    """The README's text, if it has exactly one pair of markers (checked before anything is written)."""
     if not readme.is_file():
         raise ReportError(f"--readme {readme}: no such file")
     content = readme.read_text()
-    start, end = MARKERS
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-    if len(pattern.findall(content)) != 1:
-        raise ReportError(f"--readme {readme}: needs exactly one '{start}' ... '{end}' pair")
-    readme.write_text(pattern.sub(lambda _: f"{start}\n{text}{end}", content))
+    if len(MARKED.findall(content)) != 1 or content.count(MARKERS[0]) != 1:
+        raise ReportError(f"--readme {readme}: needs exactly one '{MARKERS[0]}' ... '{MARKERS[1]}' pair")
+    return content
+
+
+def update_readme(readme: Path, text: str) -> None:
+    """Replace what lies between the markers; everything else stays byte for byte."""
+    content = check_readme(readme)
+    readme.write_text(MARKED.sub(lambda _: f"{MARKERS[0]}\n{text}{MARKERS[1]}", content))
 
 
 def report(paths: list[Path], out: Path, readme: Path | None = None) -> str:
@@ -40,6 +47,8 @@ def report(paths: list[Path], out: Path, readme: Path | None = None) -> str:
     missing = [p for p in paths if not p.is_dir()]
     if missing:
         raise ReportError(f"no such folder: {', '.join(map(str, missing))}")
+    if readme is not None:
+        check_readme(readme)
     found = collect(paths)
     if found.runs.empty:
         broken = "".join(f"\n  {run}: {why}" for run, why in found.broken.items())

@@ -46,6 +46,11 @@ class OptimizerName(Enum):
     sgd = "sgd"
 
 
+class Precision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast: convolutions and the linear layer in bfloat16; BN statistics, weights and loss in fp32
+
+
 class Device(Enum):
     auto = "auto"
     cpu = "cpu"
@@ -97,6 +102,7 @@ BATCH_SEMANTICS = ("global", "per_process")  # "global" cannot be an Enum member
 @dataclass
 class TrainerConfig:
     device: Device = MISSING
+    precision: Precision = MISSING
     nproc_per_node: int = MISSING
     nnodes: int = MISSING
     batch_semantics: str = MISSING

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from .config import BaseConfig, Device, OptimizerConfig
+from .config import BaseConfig, Device, OptimizerConfig, Precision
 from .data import CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
 from .distributed import World, convert_sync_batchnorm, init_process_group, share_cores
 from .errors import ConfigError, Diverged
@@ -96,9 +96,14 @@ class LrSchedule:
         self.warming_up, self.warmup_ended_at = state["warming_up"], state["warmup_ended_at"]
 
 
+def autocast(device: torch.device, precision: Precision):
+    """bf16 autocast for the forward pass, or nothing; the loss is taken outside, in fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision is Precision.bf16)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int,
-             normalize: Normalize, world: World = World()) -> tuple[float, float]:
+def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, normalize: Normalize,
+             world: World = World(), precision: Precision = Precision.fp32) -> tuple[float, float]:
     """(mean loss, error %) over every image exactly once, the single original view.
 
     Each process evaluates its own contiguous share; the sums are added up.
@@ -108,7 +113,8 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int,
     own = slice(world.rank * share, (world.rank + 1) * share)
     totals = torch.zeros(2, dtype=torch.float64, device=images.device)  # loss sum, wrong count
     for x, y in eval_batches(images[own], labels[own], batch_size, normalize):
-        out = model(x)
+        with autocast(images.device, precision):
+            out = model(x).float()
         totals[0] += F.cross_entropy(out, y, reduction="sum")
         totals[1] += (out.argmax(1) != y).sum()
     model.train()
@@ -246,11 +252,13 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _step(self, lr: float) -> None:
+    def step(self, lr: float) -> None:
+        """One SGD step on the next global batch (also what the benchmark times)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = self.loader.next_batch()
-        out = self.net(x)
+        with autocast(self.device, self.cfg.trainer.precision):
+            out = self.net(x).float()
         loss = F.cross_entropy(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,6 +269,10 @@ class Trainer:
         if self.schedule.warming_up:
             self.window_wrong += wrong
 
+    def evaluate(self, images: Tensor, labels: Tensor) -> tuple[float, float]:
+        t = self.cfg.trainer
+        return evaluate(self.model, images, labels, t.eval_batch_size, self.normalize, self.world, t.precision)
+
     def _evaluate(self, lr: float) -> dict:
         t, world = self.cfg.trainer, self.world
         loss_sum, wrong, _ = self._running_totals().tolist()
@@ -270,9 +282,8 @@ class Trainer:
         if world.distributed:  # evaluate everywhere with the first process's BN statistics, as saved
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
-        test_loss, test_error = evaluate(self.model, *self.test, t.eval_batch_size, self.normalize, world)
-        val_error = (evaluate(self.model, *self.val, t.eval_batch_size, self.normalize, world)[1]
-                     if len(self.val[0]) else None)
+        test_loss, test_error = self.evaluate(*self.test)
+        val_error = self.evaluate(*self.val)[1] if len(self.val[0]) else None
         return {
             "iteration": self.iteration,
             "epoch": round(self.iteration / self.loader.batches_per_epoch, 4),
@@ -302,7 +313,7 @@ class Trainer:
         clock = time.perf_counter()
         while self.iteration < t.max_iters:
             lr = self.schedule.lr(self.iteration)
-            self._step(lr)
+            self.step(lr)
             self.iteration += 1
             self.steps += 1
             progress.update()

@@ -148,11 +148,12 @@ def test_nothing_to_report_is_a_clear_error(tmp_path, args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_readme_without_markers_is_refused(sweep_dir, tmp_path):
+@pytest.mark.parametrize("text", ["no markers\n", f"{MARKERS[0]}\na\n{MARKERS[1]}\n{MARKERS[0]}\nb\n{MARKERS[1]}\n"])
+def test_readme_without_one_marker_pair_is_refused_before_anything_is_written(sweep_dir, tmp_path, text):
     readme = tmp_path / "README.md"
-    readme.write_text("no markers\n")
+    readme.write_text(text)
     assert main([str(sweep_dir), "--out", str(tmp_path / "r"), "--readme", str(readme)]) == 2
-    assert readme.read_text() == "no markers\n"
+    assert readme.read_text() == text and not (tmp_path / "r").exists()
 
 
 def test_a_real_sweep_reports_end_to_end(tiny_cifar10, tmp_path):

@@ -65,6 +65,18 @@ def test_the_loss_falls_on_a_learnable_set(tiny_cifar10, tmp_path):
     assert float(rows[-1]["test_error"]) < 30.0  # chance is 90%
 
 
+def test_bf16_autocast_learns_too(tiny_cifar10, tmp_path):
+    run_dir = tmp_path / "run"
+    train_ok("depth=8", "data.batch_size=32", "trainer.max_iters=60", "trainer.eval_every=30",
+             "trainer.checkpoint_every=60", "optimizer.milestones=[40]", "trainer.precision=bf16",
+             f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    rows = read_metrics(run_dir)
+    assert float(rows[-1]["test_error"]) < 30.0
+    # the weights stay fp32: the model loads into an fp32 net as it is
+    state = torch.load(run_dir / "model.pt")
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
+
+
 def test_resume_after_a_kill_writes_the_same_metrics(tiny_cifar10, tmp_path):
     budget = [*TINY_BUDGET, "trainer.eval_every=3", "trainer.checkpoint_every=4", f"data.root={tiny_cifar10}"]
     straight = tmp_path / "straight"

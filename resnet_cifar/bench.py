@@ -1,0 +1,224 @@
+"""python -m resnet_cifar.bench: training and evaluation throughput, ours against the standard pipeline.
+
+"Ours" is the training step of resnet_cifar.train itself (Trainer.step: batch
+sampling, augmentation on the device, forward, backward, SGD step). The
+standard pipeline is what most reproductions run: a CIFAR10-style dataset
+with PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
+ToTensor, Normalize) through a DataLoader, the same model in NCHW eager fp32.
+Both train on the same images; their timed windows alternate, so a busy
+machine slows both alike. The ratio ours/standard is the figure to report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .config import Arch, BaseConfig, Shortcut, validate
+from .config import Dataset as DatasetName
+from .data import DATASETS, load_cifar
+from .engine import Trainer, device_name
+from .models import build_model
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+class PilCifar(Dataset):
+    """torchvision's CIFAR10 without its md5 check: one PIL image per __getitem__."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def write_synthetic_cifar10(root: Path, n_train: int = 50_000, n_test: int = 10_000) -> Path:
+    """Random images in the official layout, for machines without the data set."""
+    rng = np.random.default_rng(0)
+    folder = root / DATASETS[DatasetName.cifar10].folder
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, n: int) -> None:
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, n).tolist()}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=4)
+
+    for i in range(1, 6):
+        dump(f"data_batch_{i}", n_train // 5)
+    dump("test_batch", n_test)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(c) for c in range(10)]}, f)
+    return root
+
+
+class Standard:
+    """The standard pipeline for one depth: PIL transforms, DataLoader, NCHW eager fp32."""
+
+    def __init__(self, data, depth: int, batch: int, workers: int, device: torch.device) -> None:
+        from torchvision import transforms as T
+
+        normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
+        train = PilCifar(data.train_images, data.train_labels,
+                         T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), normalize]))
+        self.test = PilCifar(data.test_images, data.test_labels, T.Compose([T.ToTensor(), normalize]))
+        self.loader = DataLoader(train, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
+                                 persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+        self.batches = iter(self.loader)
+        self.workers, self.device = workers, device
+        torch.manual_seed(0)
+        self.model = build_model(Arch.resnet, depth, Shortcut.A, 10).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def step(self) -> None:
+        try:
+            x, y = next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            x, y = next(self.batches)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        loss = F.cross_entropy(self.model(x), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def evaluate(self) -> None:
+        self.model.eval()
+        for x, _ in DataLoader(self.test, batch_size=1000, num_workers=self.workers):
+            self.model(x.to(self.device))
+        self.model.train()
+
+
+def ours(root: Path, depth: int, precision: str, batch: int, device: str, run_dir: Path) -> Trainer:
+    """A Trainer built exactly as `python -m resnet_cifar.train` builds it."""
+    overrides = [f"depth={depth}", f"trainer.precision={precision}", f"data.root={root}",
+                 f"data.batch_size={batch}", f"trainer.device={device}"]
+    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+        cfg: BaseConfig = OmegaConf.to_object(compose("config", overrides))
+    validate(cfg)
+    return Trainer(cfg, run_dir)
+
+
+def time_windows(steps: dict[str, Callable[[], None]], batch: int, per_window: int, windows: int,
+                 warmup: int, sync: Callable[[], None]) -> dict[str, list[float]]:
+    """images/s of each step function, windows alternating between them, warm-up excluded."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    sync()
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(windows):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(per_window):
+                step()
+            sync()
+            rates[name].append(batch * per_window / (time.perf_counter() - start))
+    return rates
+
+
+def eval_rate(evaluate: Callable[[], None], images: int, sync: Callable[[], None], repeats: int = 2) -> float:
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        evaluate()
+        sync()
+        rates.append(images / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (MB)."""
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+    return kb / 1024
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m resnet_cifar.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--data", type=Path, default=Path("data"),
+                        help="folder holding cifar-10-batches-py/ (random images of that shape if missing)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10, help="training steps per timed window")
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per pipeline; the median is reported")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="DataLoader workers of the standard pipeline")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", type=Path, help="write the numbers here")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.data if (args.data / DATASETS[DatasetName.cifar10].folder).is_dir() else None
+        data_desc = f"CIFAR-10 files in {args.data}" if root else "random images (no data set found)"
+        root = root or write_synthetic_cifar10(Path(tmp) / "data")
+        data = load_cifar(DatasetName.cifar10, root, allow_download=False)
+        results = []
+        for depth in args.depths:
+            trainers = {p: ours(root, depth, p, args.batch, args.device, Path(tmp)) for p in args.precisions}
+            device = next(iter(trainers.values())).device
+            sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+            standard = Standard(data, depth, args.batch, args.workers, device)
+            steps = {"standard": standard.step, **{p: (lambda t=t: t.step(0.1)) for p, t in trainers.items()}}
+            rates = time_windows(steps, args.batch, args.steps, args.windows, args.warmup, sync)
+            train = {name: statistics.median(r) for name, r in rates.items()}
+            n_test = len(data.test_images)
+            evals = {"standard": eval_rate(standard.evaluate, n_test, sync),
+                     **{p: eval_rate(lambda t=t: t.evaluate(*t.test), n_test, sync) for p, t in trainers.items()}}
+            for name in steps:
+                results.append({
+                    "depth": depth, "pipeline": name, "train_images_per_s": round(train[name], 1),
+                    "train_windows": [round(r, 1) for r in rates[name]],
+                    "ratio_vs_standard": round(train[name] / train["standard"], 3),
+                    "eval_images_per_s": round(evals[name], 1),
+                })
+            del trainers, standard
+        report = {
+            "device": str(device), "device_name": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "data": data_desc,
+            "batch": args.batch, "steps_per_window": args.steps, "windows": args.windows,
+            "workers": args.workers, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "rss_mb_now": round(rss_mb()),
+            "peak_device_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
+            "results": results,
+        }
+    print_table(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def print_table(report: dict) -> None:
+    print(f"{report['device_name']} ({report['device']}), torch {report['torch']}, {report['threads']} threads; "
+          f"{report['data']}; batch {report['batch']}, median of {report['windows']} windows of "
+          f"{report['steps_per_window']} steps")
+    print(f"{'depth':>5} {'pipeline':>9} {'train img/s':>12} {'x standard':>11} {'eval img/s':>11}")
+    for r in report["results"]:
+        print(f"{r['depth']:>5} {r['pipeline']:>9} {r['train_images_per_s']:>12.0f} "
+              f"{r['ratio_vs_standard']:>10.2f}x {r['eval_images_per_s']:>11.0f}")
+    device = f", device peak {report['peak_device_mb']} MB" if report["peak_device_mb"] is not None else ""
+    print(f"host RSS peak {report['peak_rss_mb']} MB{device}")
+
+
+if __name__ == "__main__":
+    main()
