@@ -217,11 +217,6 @@ def crop_flip(images: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int = P
     return padded[batch, rows[:, :, None], cols[:, None, :]]
 
 
-def random_crop_flip(images: Tensor, generator: torch.Generator, pad: int = PAD) -> Tensor:
-    """The paper's augmentation: pad 4, a random 32x32 crop and a random horizontal flip per image."""
-    return crop_flip(images, *draw_crops(len(images), generator, images.device, pad), pad)
-
-
 class CifarLoader:
     """The training stream: a fresh seeded permutation each epoch, full global batches only.
 

@@ -136,11 +136,11 @@ def device_name(device: torch.device) -> str:
 
 def library_versions() -> dict:
     versions = {"python": platform.python_version()}
-    for dist in ("torch", "torchvision", "hydra-core", "omegaconf", "numpy", "resnet-cifar"):
+    for package in ("torch", "torchvision", "hydra-core", "omegaconf", "numpy", "resnet-cifar"):
         try:
-            versions[dist] = metadata.version(dist)
+            versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
-            versions[dist] = None
+            versions[package] = None
     return versions
 
 
@@ -274,7 +274,7 @@ class Trainer:
         return evaluate(self.model, images, labels, t.eval_batch_size, self.normalize, self.world, t.precision)
 
     def _evaluate(self, lr: float) -> dict:
-        t, world = self.cfg.trainer, self.world
+        world = self.world
         loss_sum, wrong, _ = self._running_totals().tolist()
         train_loss = loss_sum / (self.steps * world.world_size)  # each process's loss is a mean over its share
         if not math.isfinite(train_loss):

@@ -13,7 +13,7 @@ from conftest import dump, write_cifar10, write_cifar100
 from resnet_cifar.config import Dataset, Normalization
 from resnet_cifar.data import (
     IMAGENET_MEAN, PAD, CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats,
-    random_crop_flip, split_validation,
+    crop_flip, draw_crops, split_validation,
 )
 from resnet_cifar.errors import ConfigError, DataError
 
@@ -172,7 +172,7 @@ def recover_window(out: torch.Tensor) -> tuple[int, int, bool]:
 
 def test_crops_vary_per_image_stay_in_bounds_and_half_are_flipped():
     images = coordinate_images(255)  # ids fit in uint8
-    out = random_crop_flip(images, torch.Generator().manual_seed(0))
+    out = crop_flip(images, *draw_crops(len(images), torch.Generator().manual_seed(0), CPU))
     assert out.shape == images.shape and out.dtype == torch.uint8
     windows = [recover_window(o) for o in out]
     dys, dxs, flips = zip(*windows)
