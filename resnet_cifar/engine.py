@@ -350,15 +350,19 @@ class Trainer:
                  row["train_error"], row["test_loss"], row["test_error"], val, row["images_per_s"])
 
 
-def completed_summary(run_dir: Path, config: dict) -> dict | None:
-    """The summary of a completed run in `run_dir`, None if there is work to do; refuses another config."""
+def previous_summary(run_dir: Path, config: dict) -> dict | None:
+    """What `run_dir` holds of an earlier start of this run (None if nothing); refuses another config."""
     summary = read_summary(run_dir)
     if summary:
         check_same_config(summary, config, run_dir)
+    return summary
+
+
+def already_completed(summary: dict | None, run_dir: Path) -> bool:
     if summary and summary.get("status") == Status.completed:
         log.info("%s is already completed (test error %.2f%%); nothing to do", run_dir, summary["test_error"])
-        return summary
-    return None
+        return True
+    return False
 
 
 def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str], world: World = World()) -> dict:
@@ -367,10 +371,9 @@ def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str], wo
     Every process of a data-parallel run calls it; only the first writes the
     run folder. The caller holds the folder (run_folder.exclusive).
     """
-    done = completed_summary(run_dir, config)
-    if done:
-        return done
-    summary = read_summary(run_dir)
+    summary = previous_summary(run_dir, config)
+    if already_completed(summary, run_dir):
+        return summary
     trainer = Trainer(cfg, run_dir, world)
     trainer.resume_if_possible()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -26,7 +26,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from . import config as schema
 from .distributed import World, check_world, init_process_group, launch, world_from_env
-from .engine import completed_summary, train
+from .engine import already_completed, previous_summary, train
 from .errors import Diverged, UserError
 from .run_folder import ConfigMismatch, exclusive, record_failure
 
@@ -67,7 +67,7 @@ def run_job(typed: schema.BaseConfig, run_dir: Path, config: dict, overrides: li
         check_world(world, t.nproc_per_node, t.nnodes)
         train(typed, run_dir, config, overrides, world)
     elif t.nproc_per_node * t.nnodes > 1:
-        if completed_summary(run_dir, config) is None:  # a finished job starts no workers
+        if not already_completed(previous_summary(run_dir, config), run_dir):  # a finished job starts no workers
             launch(t.nproc_per_node, t.nnodes, run_worker, config, str(run_dir), overrides)
     else:
         train(typed, run_dir, config, overrides)
