@@ -47,13 +47,17 @@ def job_dirs(cfg: DictConfig) -> list[Path]:
     return dirs
 
 
+def job_summary(run_dir: Path) -> dict:
+    """The job's summary.json, or a stand-in whose status says why there is none."""
+    try:
+        return read_summary(run_dir) or {"status": "not started"}
+    except RunFolderError as e:
+        return {"status": "unreadable", "error": str(e)}
+
+
 def job_state(run_dir: Path) -> str:
     """completed, resume (a checkpoint to continue from), or new."""
-    try:
-        summary = read_summary(run_dir)
-    except RunFolderError:
-        summary = None
-    if summary and summary.get("status") == Status.completed:
+    if job_summary(run_dir)["status"] == Status.completed:
         return Status.completed
     return "resume" if (run_dir / CHECKPOINT_FILE).exists() else "new"
 
@@ -75,10 +79,7 @@ class SweepAccount(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failed = []
         for run_dir in self.dirs:
-            try:
-                summary = read_summary(run_dir) or {"status": "not started"}
-            except RunFolderError as e:
-                summary = {"status": "unreadable", "error": str(e)}
+            summary = job_summary(run_dir)
             if summary.get("status") != Status.completed:
                 failed.append(f"  {run_dir}: {summary.get('status')}: {summary.get('error', '')}")
         if failed:
