@@ -18,7 +18,8 @@ PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61, 1202: 7.93}
 
 # Keys that say where or how a run was executed, not what was trained.
 NOT_FACTORS = {"seed", "data.root", "data.download", "trainer.device", "trainer.eval_batch_size",
-               "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last"}
+               "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last",
+               "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode"}
 ROW_KEYS = ["depth", "arch"]
 # The paper trained on two GPUs with per-GPU BN; one process or several both count as its recipe.
 NOT_RECIPE = NOT_FACTORS | {"depth", "trainer.nproc_per_node", "trainer.nnodes"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import pickle
 import resource
@@ -108,10 +109,22 @@ class Standard:
         self.model.train()
 
 
-def ours(root: Path, depth: int, precision: str, batch: int, device: str, run_dir: Path) -> Trainer:
+def variant_overrides(variant: str) -> list[str]:
+    """'bf16+graph' -> the overrides of resnet_cifar.train that make it (every fast path named, on
+    or off, so that no default decides); refuses an unknown part."""
+    precision, *extras = variant.split("+")
+    if precision not in ("fp32", "bf16") or not set(extras) <= {"graph", "compile"}:
+        raise argparse.ArgumentTypeError(
+            f"variant {variant!r} is not allowed: it is fp32 or bf16, then optionally +graph and/or +compile "
+            "(e.g. bf16+graph)")
+    return [f"trainer.precision={precision}", f"trainer.cuda_graph={'graph' in extras}".lower(),
+            f"trainer.compile={'compile' in extras}".lower()]
+
+
+def ours(root: Path, depth: int, variant: str, batch: int, device: str, run_dir: Path) -> Trainer:
     """A Trainer built exactly as `python -m resnet_cifar.train` builds it."""
-    overrides = [f"depth={depth}", f"trainer.precision={precision}", f"data.root={root}",
-                 f"data.batch_size={batch}", f"trainer.device={device}"]
+    overrides = [f"depth={depth}", f"data.root={root}", f"data.batch_size={batch}", f"trainer.device={device}",
+                 *variant_overrides(variant)]
     with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
         cfg: BaseConfig = OmegaConf.to_object(compose("config", overrides))
     validate(cfg)
@@ -137,6 +150,7 @@ def time_windows(steps: dict[str, Callable[[], None]], batch: int, per_window: i
 
 
 def eval_rate(evaluate: Callable[[], None], images: int, sync: Callable[[], None], repeats: int = 2) -> float:
+    evaluate()  # untimed: cuDNN picks its algorithms for the evaluation shapes here
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -153,21 +167,61 @@ def rss_mb() -> float:
     return kb / 1024
 
 
+def concurrent_worker(args: tuple) -> tuple[float, float]:
+    """One of N training processes started together: (start, end) of its timed steps, wall clock."""
+    root, depth, variant, batch, device, steps, warmup, barrier = args
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = ours(root, depth, variant, batch, device, Path(tmp))
+        sync = (lambda: torch.cuda.synchronize(trainer.device)) if trainer.device.type == "cuda" else (lambda: None)
+        for _ in range(warmup):
+            trainer.step(0.1)
+        sync()
+        barrier.wait()
+        start = time.time()
+        for _ in range(steps):
+            trainer.step(0.1)
+        sync()
+        return start, time.time()
+
+
+def concurrent_rate(n: int, root: Path, depth: int, variant: str, batch: int, device: str, steps: int,
+                    warmup: int) -> float:
+    """Aggregate images/s of n separate training processes on one device, timed from the first
+    start to the last end (the way several sweep jobs would share a GPU)."""
+    context = mp.get_context("spawn")
+    with context.Manager() as manager, context.Pool(n) as pool:
+        barrier = manager.Barrier(n)
+        spans = pool.map(concurrent_worker, [(root, depth, variant, batch, device, steps, warmup, barrier)] * n)
+    return n * steps * batch / (max(end for _, end in spans) - min(start for start, _ in spans))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m resnet_cifar.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], type=str,
+                        help="our training step in these forms: fp32 or bf16, optionally +graph (trainer.cuda_graph) "
+                             "and +compile (trainer.compile), e.g. bf16+graph")
     parser.add_argument("--data", type=Path, default=Path("data"),
                         help="folder holding cifar-10-batches-py/ (random images of that shape if missing)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10, help="training steps per timed window")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per pipeline; the median is reported")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers of the standard pipeline")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-standard", action="store_true", help="time our variants only (no ratio)")
+    parser.add_argument("--concurrent", type=int, nargs="*", default=[],
+                        help="also: aggregate images/s of this many separate training processes at once "
+                             "(first depth, first variant), e.g. 1 2 4")
+    parser.add_argument("--concurrent-steps", type=int, default=500, help="timed steps of each concurrent process")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     args = parser.parse_args(argv)
+    for variant in args.variants:
+        try:
+            variant_overrides(variant)
+        except argparse.ArgumentTypeError as e:
+            parser.error(str(e))
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data if (args.data / DATASETS[DatasetName.cifar10].folder).is_dir() else None
@@ -176,31 +230,39 @@ def main(argv: list[str] | None = None) -> dict:
         data = load_cifar(DatasetName.cifar10, root, allow_download=False)
         results = []
         for depth in args.depths:
-            trainers = {p: ours(root, depth, p, args.batch, args.device, Path(tmp)) for p in args.precisions}
+            trainers = {v: ours(root, depth, v, args.batch, args.device, Path(tmp)) for v in args.variants}
             device = next(iter(trainers.values())).device
             sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-            standard = Standard(data, depth, args.batch, args.workers, device)
-            steps = {"standard": standard.step, **{p: (lambda t=t: t.step(0.1)) for p, t in trainers.items()}}
+            standard = None if args.no_standard else Standard(data, depth, args.batch, args.workers, device)
+            steps = {**({"standard": standard.step} if standard else {}),
+                     **{v: (lambda t=t: t.step(0.1)) for v, t in trainers.items()}}
             rates = time_windows(steps, args.batch, args.steps, args.windows, args.warmup, sync)
             train = {name: statistics.median(r) for name, r in rates.items()}
             n_test = len(data.test_images)
-            evals = {"standard": eval_rate(standard.evaluate, n_test, sync),
-                     **{p: eval_rate(lambda t=t: t.evaluate(*t.test), n_test, sync) for p, t in trainers.items()}}
+            evals = {**({"standard": eval_rate(standard.evaluate, n_test, sync)} if standard else {}),
+                     **{v: eval_rate(lambda t=t: t.evaluate(*t.test), n_test, sync) for v, t in trainers.items()}}
             for name in steps:
                 results.append({
                     "depth": depth, "pipeline": name, "train_images_per_s": round(train[name], 1),
                     "train_windows": [round(r, 1) for r in rates[name]],
-                    "ratio_vs_standard": round(train[name] / train["standard"], 3),
+                    "ratio_vs_standard": round(train[name] / train["standard"], 3) if standard else None,
                     "eval_images_per_s": round(evals[name], 1),
                 })
             del trainers, standard
+        concurrent = []
+        for n in args.concurrent:
+            rate = concurrent_rate(n, root, args.depths[0], args.variants[0], args.batch, args.device,
+                                   args.concurrent_steps, args.warmup)
+            concurrent.append({"processes": n, "depth": args.depths[0], "variant": args.variants[0],
+                               "aggregate_images_per_s": round(rate, 1)})
         report = {
-            "device": str(device), "device_name": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "data": data_desc,
+            "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "data": data_desc,
             "batch": args.batch, "steps_per_window": args.steps, "windows": args.windows,
             "workers": args.workers, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "rss_mb_now": round(rss_mb()),
             "peak_device_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
-            "results": results,
+            "results": results, "concurrent": concurrent,
         }
     print_table(report)
     if args.json:
@@ -212,10 +274,14 @@ def print_table(report: dict) -> None:
     print(f"{report['device_name']} ({report['device']}), torch {report['torch']}, {report['threads']} threads; "
           f"{report['data']}; batch {report['batch']}, median of {report['windows']} windows of "
           f"{report['steps_per_window']} steps")
-    print(f"{'depth':>5} {'pipeline':>9} {'train img/s':>12} {'x standard':>11} {'eval img/s':>11}")
+    print(f"{'depth':>5} {'pipeline':>18} {'train img/s':>12} {'x standard':>11} {'eval img/s':>11}")
     for r in report["results"]:
-        print(f"{r['depth']:>5} {r['pipeline']:>9} {r['train_images_per_s']:>12.0f} "
-              f"{r['ratio_vs_standard']:>10.2f}x {r['eval_images_per_s']:>11.0f}")
+        ratio = "" if r["ratio_vs_standard"] is None else f"{r['ratio_vs_standard']:.2f}x"
+        print(f"{r['depth']:>5} {r['pipeline']:>18} {r['train_images_per_s']:>12.0f} "
+              f"{ratio:>11} {r['eval_images_per_s']:>11.0f}")
+    for c in report["concurrent"]:
+        print(f"{c['processes']} concurrent processes (depth {c['depth']}, {c['variant']}): "
+              f"{c['aggregate_images_per_s']:.0f} img/s in all")
     device = f", device peak {report['peak_device_mb']} MB" if report["peak_device_mb"] is not None else ""
     print(f"host RSS peak {report['peak_rss_mb']} MB{device}")
 

@@ -9,7 +9,7 @@ rates, increasing milestones...).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 from enum import Enum
 
 from hydra.core.config_store import ConfigStore
@@ -97,6 +97,9 @@ class OptimizerConfig:
 # How data.batch_size is read with N processes: the total (each process takes batch/N, as the
 # authors' Torch code split 128 over two GPUs), or each process's own (the total is N times larger).
 BATCH_SEMANTICS = ("global", "per_process")  # "global" cannot be an Enum member name
+# torch.compile's modes (hyphenated, so not Enum names); the two marked capture CUDA graphs themselves.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES_WITH_CUDA_GRAPHS = ("reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -112,6 +115,9 @@ class TrainerConfig:
     checkpoint_every: int = MISSING
     eval_batch_size: int = MISSING
     channels_last: bool = MISSING
+    cuda_graph: Optional[bool] = MISSING  # None: wherever it applies (see uses_cuda_graph)
+    compile: bool = MISSING
+    compile_mode: str = MISSING
 
 
 @dataclass
@@ -131,6 +137,14 @@ SCHEMA_NAME = "base_config"
 
 # Stored under its own name; conf/config.yaml extends it explicitly from its defaults list.
 ConfigStore.instance().store(name=SCHEMA_NAME, node=BaseConfig)
+
+
+def uses_cuda_graph(t: TrainerConfig, on_gpu: bool, processes: int) -> bool:
+    """trainer.cuda_graph=null (the default) captures the step wherever that is possible and the
+    result is the same arithmetic: one process on a GPU, no torch.compile mode that captures itself."""
+    if t.cuda_graph is not None:
+        return t.cuda_graph
+    return on_gpu and processes == 1 and not (t.compile and t.compile_mode in COMPILE_MODES_WITH_CUDA_GRAPHS)
 
 
 def check_depth(depth: int) -> int:
@@ -174,6 +188,16 @@ def validate(cfg: BaseConfig) -> None:
         f"data.batch_size={d.batch_size} is not allowed with {processes} processes and "
         "trainer.batch_semantics=global: the global batch must divide by the number of processes",
     )
+    _require(t.compile_mode in COMPILE_MODES, f"trainer.compile_mode={t.compile_mode} is not allowed: "
+             f"it must be one of {', '.join(COMPILE_MODES)}")
+    if t.cuda_graph is True:  # asked for explicitly: refused where it cannot apply
+        _require(t.device is not Device.cpu, "trainer.cuda_graph=true is not allowed with trainer.device=cpu: "
+                 "CUDA graphs need a GPU")
+        _require(processes == 1, f"trainer.cuda_graph=true is not allowed with {processes} processes: "
+                 "the captured step is single-process only (use trainer.cuda_graph=false for DDP)")
+        _require(not t.compile or t.compile_mode not in COMPILE_MODES_WITH_CUDA_GRAPHS,
+                 f"trainer.compile_mode={t.compile_mode} is not allowed with trainer.cuda_graph=true: that mode "
+                 "captures CUDA graphs itself; use compile_mode=default or max-autotune-no-cudagraphs")
     m = list(o.milestones)
     _require(
         all(a < b for a, b in zip([0] + m, m)),

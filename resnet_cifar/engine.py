@@ -16,6 +16,7 @@ from bisect import bisect_right
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from .config import BaseConfig, Device, OptimizerConfig, Precision
+from .config import BaseConfig, Device, OptimizerConfig, Precision, uses_cuda_graph
 from .data import CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
 from .distributed import World, convert_sync_batchnorm, init_process_group, share_cores
 from .errors import ConfigError, Diverged
@@ -97,8 +98,13 @@ class LrSchedule:
 
 
 def autocast(device: torch.device, precision: Precision):
-    """bf16 autocast for the forward pass, or nothing; the loss is taken outside, in fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision is Precision.bf16)
+    """bf16 autocast for the forward pass, or nothing; the loss is taken outside, in fp32.
+
+    No cast cache: each weight is cast once per forward anyway, and a CUDA
+    graph capture must not keep casts made outside it.
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision is Precision.bf16,
+                          cache_enabled=False)
 
 
 @torch.no_grad()
@@ -144,6 +150,44 @@ def library_versions() -> dict:
     return versions
 
 
+class CapturedStep:
+    """A training step run eagerly a few times, then captured once as a CUDA graph and replayed.
+
+    Replay launches the whole forward, backward and optimizer step at once,
+    with the very same kernels, so the arithmetic is that of the eager step.
+    Everything the step touches must keep its address: the batch is copied
+    into static tensors, lr lives in a device tensor, running sums are
+    updated in place, and gradients stay allocated between steps.
+    """
+
+    EAGER_STEPS = 3  # on a side stream, as torch.cuda.graphs asks, before the capture
+
+    def __init__(self, update: Callable[[Tensor, Tensor], None]) -> None:
+        self.update = update
+        self.eager_left = self.EAGER_STEPS
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.x = self.y = None
+
+    def __call__(self, x: Tensor, y: Tensor) -> None:
+        if self.graph is not None:
+            self.x.copy_(x)
+            self.y.copy_(y)
+            self.graph.replay()
+        elif self.eager_left:
+            self.eager_left -= 1
+            current, side = torch.cuda.current_stream(), torch.cuda.Stream()
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                self.update(x, y)
+            current.wait_stream(side)
+        else:
+            self.x, self.y = x.clone(), y.clone()  # clone keeps channels_last strides
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.update(self.x, self.y)
+            self.graph.replay()  # capturing ran nothing: this is the step
+
+
 class Trainer:
     """One run: data on the device, model, optimizer, schedule, and the run folder it writes."""
 
@@ -154,6 +198,8 @@ class Trainer:
         init_process_group(world)
         if self.device.type == "cpu":
             share_cores(world)
+        else:  # fixed shapes: let cuDNN time its algorithms once and keep the fastest
+            torch.backends.cudnn.benchmark = True
         data = load_cifar(cfg.data.name, cfg.data.root, cfg.data.download)
         train_idx, val_idx = split_validation(data.train_labels, cfg.data.val_size, data.num_classes)
         mean, std = normalization_stats(cfg.normalization.name, data.train_images[train_idx])
@@ -182,20 +228,33 @@ class Trainer:
                 self.model = convert_sync_batchnorm(self.model, self.device)
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=device_ids)
+        if t.compile:
+            self.net = torch.compile(self.net, mode=t.compile_mode)
         o = cfg.optimizer
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                         weight_decay=o.weight_decay)
+        on_gpu = self.device.type == "cuda"
+        # On the GPU: one fused kernel per step, and lr as a device tensor so that the step never
+        # reads it on the host (and a captured step sees each new value).
+        self.lr = torch.tensor(o.lr, device=self.device) if on_gpu else None
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr if on_gpu else o.lr,
+                                         momentum=o.momentum, weight_decay=o.weight_decay, fused=on_gpu or None)
+        self.lr_value: float | None = None  # the lr last set
         self.schedule = LrSchedule(o, cfg.depth)
         self.metrics = MetricsLog(run_dir / METRICS_FILE)
+        if t.cuda_graph and (not on_gpu or world.distributed):
+            raise ConfigError("trainer.cuda_graph=true is not allowed here: it needs one process on a CUDA "
+                              f"device (this run: {world.world_size} process(es) on {self.device.type})")
+        self.graph = CapturedStep(self._update) if uses_cuda_graph(t, on_gpu, world.world_size) else None
 
         self.iteration = 0
         self.elapsed_s = 0.0  # wall time of training and evaluation, summed over resumes
         self.train_s = 0.0  # wall time of training steps only
+        zero = torch.zeros((), device=self.device)  # running sums, updated in place (a captured step holds them)
+        self.loss_sum, self.wrong, self.window_wrong = zero.clone(), zero.clone(), zero.clone()
         self._reset_running()
 
     def _reset_running(self) -> None:
-        zero = torch.zeros((), device=self.device)
-        self.loss_sum, self.wrong, self.window_wrong = zero.clone(), zero.clone(), zero.clone()
+        self.loss_sum.zero_()
+        self.wrong.zero_()
         self.steps = 0  # since the last evaluation
         self.interval_train_s = 0.0
 
@@ -210,9 +269,12 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        optimizer = self.optimizer.state_dict()
+        for group in optimizer["param_groups"]:  # a plain number, whatever device trained it
+            group["lr"] = float(group["lr"])
         return {
             "iteration": self.iteration, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "optimizer": optimizer, "schedule": self.schedule.state_dict(),
             "loader": self.loader.state_dict(), "rng": rng,
             "running": {"loss_sum": loss_sum, "wrong": wrong, "window_wrong": window_wrong,
                         "steps": self.steps, "interval_train_s": self.interval_train_s},
@@ -222,6 +284,10 @@ class Trainer:
     def load_state_dict(self, state: dict, source: Path) -> None:
         load_model_state(self.model, state["model"], source)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            self.lr_value = None
         self.schedule.load_state_dict(state["schedule"])
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -229,8 +295,8 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         r = state["running"]  # totals over all processes: the first process carries them on
         keep = 1.0 if self.world.is_main else 0.0
-        self.loss_sum, self.wrong = r["loss_sum"].to(self.device) * keep, r["wrong"].to(self.device) * keep
-        self.window_wrong = r["window_wrong"].to(self.device) * keep
+        for running, name in ((self.loss_sum, "loss_sum"), (self.wrong, "wrong"), (self.window_wrong, "window_wrong")):
+            running.copy_(r[name] * keep)
         self.steps, self.interval_train_s = r["steps"], r["interval_train_s"]
         self.iteration, self.elapsed_s, self.train_s = state["iteration"], state["elapsed_s"], state["train_s"]
 
@@ -254,9 +320,21 @@ class Trainer:
 
     def step(self, lr: float) -> None:
         """One SGD step on the next global batch (also what the benchmark times)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        if lr != self.lr_value:
+            if self.lr is None:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+            else:
+                self.lr.fill_(lr)
+            self.lr_value = lr
         x, y = self.loader.next_batch()
+        if self.graph is None:
+            self._update(x, y)
+        else:
+            self.graph(x, y)
+
+    def _update(self, x: Tensor, y: Tensor) -> None:
+        """Forward, backward, SGD update and running sums: the part a CUDA graph can capture."""
         with autocast(self.device, self.cfg.trainer.precision):
             out = self.net(x).float()
         loss = F.cross_entropy(out, y)
@@ -266,8 +344,7 @@ class Trainer:
         wrong = (out.detach().argmax(1) != y).sum()
         self.loss_sum += loss.detach()
         self.wrong += wrong
-        if self.schedule.warming_up:
-            self.window_wrong += wrong
+        self.window_wrong += wrong  # read (and zeroed) only during the warm-up of deep nets
 
     def evaluate(self, images: Tensor, labels: Tensor) -> tuple[float, float]:
         t = self.cfg.trainer
@@ -380,7 +457,7 @@ def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str], wo
     summary = {
         "status": Status.running, "iteration": trainer.iteration, "max_iters": cfg.trainer.max_iters,
         "params": trainer.params, "device": str(trainer.device), "device_name": device_name(trainer.device),
-        "processes": world.world_size, "global_batch": trainer.global_batch,
+        "processes": world.world_size, "global_batch": trainer.global_batch, "cuda_graph": trainer.graph is not None,
         "num_threads": torch.get_num_threads(), "versions": library_versions(),
         "started_at": (summary or {}).get("started_at", started), "config": config, "overrides": overrides,
     }

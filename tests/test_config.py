@@ -31,6 +31,17 @@ def test_defaults_are_the_papers_recipe():
     d = cfg.data
     assert (d.batch_size, d.augment, d.val_size, d.download) == (128, True, 0, False)
     assert cfg.trainer.channels_last is True
+    assert cfg.trainer.cuda_graph is None and cfg.trainer.compile is False  # graphs wherever they apply
+
+
+def test_cuda_graph_by_default_only_where_it_applies():
+    from resnet_cifar.config import uses_cuda_graph
+    t = load().trainer
+    assert uses_cuda_graph(t, on_gpu=True, processes=1)
+    assert not uses_cuda_graph(t, on_gpu=False, processes=1)
+    assert not uses_cuda_graph(t, on_gpu=True, processes=2)
+    assert not uses_cuda_graph(load("trainer.compile=true", "trainer.compile_mode=reduce-overhead").trainer, True, 1)
+    assert not uses_cuda_graph(load("trainer.cuda_graph=false").trainer, on_gpu=True, processes=1)
 
 
 def test_every_group_option_composes():
@@ -77,10 +88,26 @@ def test_unknown_keys_options_and_types_fail_at_composition(override):
     ("trainer.eval_every=-1", "trainer.eval_every=-1"),
     ("trainer.checkpoint_every=0", "trainer.checkpoint_every=0"),
     ("optimizer.warmup.until_train_error=150", "until_train_error=150"),
+    ("trainer.compile_mode=fastest", "trainer.compile_mode=fastest is not allowed"),
 ])
 def test_values_outside_the_rules_are_refused_with_the_value(override, message):
     with pytest.raises(ConfigError, match=message):
         load(override)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["trainer.device=cpu"], "trainer.cuda_graph=true is not allowed with trainer.device=cpu"),
+    (["trainer.nproc_per_node=2"], "trainer.cuda_graph=true is not allowed with 2 processes"),
+    (["trainer.compile=true", "trainer.compile_mode=reduce-overhead"], "captures CUDA graphs itself"),
+])
+def test_cuda_graph_is_refused_where_it_cannot_apply(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load("trainer.cuda_graph=true", *overrides)
+
+
+def test_cuda_graph_composes_with_compile_modes_that_leave_graphs_to_it():
+    cfg = load("trainer.cuda_graph=true", "trainer.compile=true", "trainer.compile_mode=max-autotune-no-cudagraphs")
+    assert cfg.trainer.cuda_graph and cfg.trainer.compile
 
 
 def test_plain_net_with_a_projection_shortcut_is_refused():
