@@ -42,7 +42,23 @@ def update_readme(readme: Path, text: str) -> None:
     readme.write_text(MARKED.sub(lambda _: f"{MARKERS[0]}\n{text}{MARKERS[1]}", content))
 
 
-def report(paths: list[Path], out: Path, readme: Path | None = None) -> str:
+def figure7_if_possible(paths: list[Path], out: Path, data_root: str | None) -> tuple[list[Path], str]:
+    """Figure 7 for the runs that kept their models: ([fig7.png] or [], a line for the account)."""
+    from resnet_cifar.errors import UserError
+
+    from .responses import write_responses
+
+    try:
+        written = write_responses(paths, out, data_root)
+    except UserError as e:
+        return [], f"\nFigure 7 skipped: {e} (give the data folder with --data)"
+    if written is None:
+        return [], "\nFigure 7 skipped: no completed run kept a model.pt"
+    responses, figure = written
+    return [figure], f"\nFigure 7 from {responses['run'].nunique()} runs' models: responses.csv, {figure.name}"
+
+
+def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: str | None = None) -> str:
     """Write the report files into `out`; return a one-paragraph account of what was read."""
     missing = [p for p in paths if not p.is_dir()]
     if missing:
@@ -64,6 +80,8 @@ def report(paths: list[Path], out: Path, readme: Path | None = None) -> str:
     markdown = to_markdown(table, factors, runs[runs["status"] != "completed"])
     (out / "table.md").write_text(markdown)
     figures = draw_all(curves, runs, factors, out)
+    fig7, fig7_note = figure7_if_possible(paths, out, data_root)
+    figures += fig7
 
     if readme is not None:
         links = "".join(f"![{f.stem}]({os.path.relpath(f, readme.resolve().parent)})\n" for f in figures)
@@ -73,6 +91,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None) -> str:
     account = (f"read {len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) "
                f"from {', '.join(map(str, paths))}; wrote {out}/: runs.csv, curves.csv, table.md, "
                f"{', '.join(f.name for f in figures)}")
+    account += fig7_note
     for run, why in found.broken.items():
         account += f"\nskipped {run}: {why}"
     return account
@@ -83,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="*", type=Path, help="sweep or run folders (default: multirun/ and outputs/)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="where to write (default: reports/)")
     parser.add_argument("--readme", type=Path, help="a README whose results markers get the table and figures")
+    parser.add_argument("--data", help="data.root for Figure 7's test set (default: each run's own)")
     args = parser.parse_args(argv)
     dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
     if not dirs:
@@ -90,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        print(report(dirs, args.out, args.readme))
+        print(report(dirs, args.out, args.readme, args.data))
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

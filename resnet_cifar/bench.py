@@ -149,8 +149,10 @@ def time_windows(steps: dict[str, Callable[[], None]], batch: int, per_window: i
     return rates
 
 
-def eval_rate(evaluate: Callable[[], None], images: int, sync: Callable[[], None], repeats: int = 2) -> float:
-    evaluate()  # untimed: cuDNN picks its algorithms for the evaluation shapes here
+def eval_rate(evaluate: Callable[[], None], images: int, sync: Callable[[], None], warmup: bool,
+              repeats: int = 2) -> float:
+    if warmup:  # untimed: on a GPU, cuDNN picks its algorithms for the evaluation shapes here
+        evaluate()
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -239,8 +241,10 @@ def main(argv: list[str] | None = None) -> dict:
             rates = time_windows(steps, args.batch, args.steps, args.windows, args.warmup, sync)
             train = {name: statistics.median(r) for name, r in rates.items()}
             n_test = len(data.test_images)
-            evals = {**({"standard": eval_rate(standard.evaluate, n_test, sync)} if standard else {}),
-                     **{v: eval_rate(lambda t=t: t.evaluate(*t.test), n_test, sync) for v, t in trainers.items()}}
+            on_gpu = device.type == "cuda"
+            evals = {**({"standard": eval_rate(standard.evaluate, n_test, sync, on_gpu)} if standard else {}),
+                     **{v: eval_rate(lambda t=t: t.evaluate(*t.test), n_test, sync, on_gpu)
+                        for v, t in trainers.items()}}
             for name in steps:
                 results.append({
                     "depth": depth, "pipeline": name, "train_images_per_s": round(train[name], 1),

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import platform
-import signal
 import time
 from bisect import bisect_right
 from datetime import datetime, timezone
@@ -30,23 +29,16 @@ from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import BaseConfig, Device, OptimizerConfig, Precision, uses_cuda_graph
 from .data import CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
 from .distributed import World, convert_sync_batchnorm, init_process_group, share_cores
-from .errors import ConfigError, Diverged
+from . import faults
+from .errors import ConfigError, Diverged, RunFolderError
 from .models import build_model, count_parameters
+from .signals import Interrupted, StopRequest
 from .run_folder import (
     CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, MetricsLog, Status, check_same_config, read_summary,
     write_json,
 )
 
 log = logging.getLogger(__name__)
-
-# Test hook: SIGKILL this process right after iteration N ("N"), or only the process of rank R ("N:R").
-KILL_AT_ITERATION_ENV = "RESNET_CIFAR_TEST_KILL_AT_ITERATION"
-
-
-def test_kill_iteration(world: World) -> int:
-    iteration, _, rank = os.environ.get(KILL_AT_ITERATION_ENV, "-1").partition(":")
-    return int(iteration) if rank in ("", str(world.rank)) else -1
-
 
 def resolve_device(device: Device, world: World) -> torch.device:
     """The device of this process: with several processes on a node, GPU i for local rank i."""
@@ -245,6 +237,7 @@ class Trainer:
                               f"device (this run: {world.world_size} process(es) on {self.device.type})")
         self.graph = CapturedStep(self._update) if uses_cuda_graph(t, on_gpu, world.world_size) else None
 
+        self.stop = StopRequest()  # train() installs its signal handlers around fit()
         self.iteration = 0
         self.elapsed_s = 0.0  # wall time of training and evaluation, summed over resumes
         self.train_s = 0.0  # wall time of training steps only
@@ -266,6 +259,14 @@ class Trainer:
     def state_dict(self) -> dict:
         """The whole state (collective: every process must call it); plain keys, no `module.`."""
         loss_sum, wrong, window_wrong = self._running_totals().float()
+        # never save a state that a NaN or inf has reached: the last checkpoint stays the last good one
+        if not torch.isfinite(loss_sum):
+            raise Diverged(f"the training loss became {loss_sum.item()} before iteration {self.iteration}; "
+                           "the last checkpoint is the last good state")
+        model = self.model.state_dict()
+        if not torch.stack([torch.isfinite(v).all() for v in model.values() if v.is_floating_point()]).all():
+            raise Diverged(f"the weights or BN statistics became non-finite by iteration {self.iteration}; "
+                           "the last checkpoint is the last good state")
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -273,7 +274,7 @@ class Trainer:
         for group in optimizer["param_groups"]:  # a plain number, whatever device trained it
             group["lr"] = float(group["lr"])
         return {
-            "iteration": self.iteration, "model": self.model.state_dict(),
+            "iteration": self.iteration, "model": model,
             "optimizer": optimizer, "schedule": self.schedule.state_dict(),
             "loader": self.loader.state_dict(), "rng": rng,
             "running": {"loss_sum": loss_sum, "wrong": wrong, "window_wrong": window_wrong,
@@ -309,9 +310,9 @@ class Trainer:
         path = self.run_dir / CHECKPOINT_FILE
         if path.exists():
             self.load_state_dict(load_checkpoint(path), path)
-            if self.world.is_main:
-                self.metrics.keep_until(self.iteration)
             log.info("resuming from %s at iteration %d", path, self.iteration)
+        if self.world.is_main:  # rows past the checkpoint (all of them without one) will be written again
+            self.metrics.keep_until(self.iteration)
 
     # -- the loop ------------------------------------------------------------
     def _sync(self) -> None:
@@ -383,9 +384,22 @@ class Trainer:
         self.elapsed_s += now - clock
         return now
 
+    STOP_CHECK_EVERY = 20  # with several processes: steps between agreeing on a stop (one small all_reduce)
+
+    def _stop_requested(self) -> bool:
+        """A stop signal arrived; with several processes, every one stops at the same step."""
+        if not self.world.distributed:
+            return self.stop.signum is not None
+        if self.iteration % self.STOP_CHECK_EVERY:
+            return False
+        signum = torch.tensor(self.stop.signum or 0, device=self.device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        self.stop.signum = int(signum) or None
+        return self.stop.signum is not None
+
     def fit(self, progress: tqdm) -> dict:
         t, warmup = self.cfg.trainer, self.cfg.optimizer.warmup
-        kill_at = test_kill_iteration(self.world)
+        kill_at = faults.kill_iteration(self.world.rank)
         row: dict = {}
         clock = time.perf_counter()
         while self.iteration < t.max_iters:
@@ -417,7 +431,11 @@ class Trainer:
                 self.elapsed_s += time.perf_counter() - clock
                 clock = time.perf_counter()
             if self.iteration == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+                faults.kill()
+            if self._stop_requested():
+                clock = self._lap(clock)
+                self.save_checkpoint()
+                raise Interrupted(self.stop.signum, self.iteration)
         return row
 
     def _log_row(self, row: dict) -> None:
@@ -471,25 +489,32 @@ def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str], wo
     log.info("%s-%d (shortcut %s), %d parameters, on %s x %d; run folder %s", cfg.arch.value, cfg.depth,
              cfg.shortcut.value, trainer.params, trainer.device, world.world_size, run_dir)
     try:
-        with logging_redirect_tqdm(), tqdm(total=cfg.trainer.max_iters, initial=trainer.iteration,
-                                           disable=None if world.is_main else True,
-                                           dynamic_ncols=True, desc="train", unit="it") as progress:
+        with trainer.stop, logging_redirect_tqdm(), tqdm(
+                total=cfg.trainer.max_iters, initial=trainer.iteration, disable=None if world.is_main else True,
+                dynamic_ncols=True, desc="train", unit="it") as progress:
             final = trainer.fit(progress)
+        if not final and world.is_main:  # it had trained to the end; a crash kept that from being recorded
+            final = trainer.metrics.last_row()
     except BaseException as e:
         status = (Status.diverged if isinstance(e, Diverged)
-                  else Status.interrupted if isinstance(e, KeyboardInterrupt) else Status.failed)
-        record(status=status, iteration=trainer.iteration, error=f"{type(e).__name__}: {e}")
+                  else Status.interrupted if isinstance(e, (Interrupted, KeyboardInterrupt)) else Status.failed)
+        try:
+            record(status=status, iteration=trainer.iteration, error=f"{type(e).__name__}: {e}")
+        except RunFolderError as not_recorded:  # e.g. the disk that failed the run is still full
+            log.warning("%s", not_recorded)
+        if isinstance(e, Interrupted):
+            trainer.stop.pass_on()  # e.g. submitit's handler, which requeues the job
         raise
     if world.is_main:
         torch.save(trainer.model.state_dict(), run_dir / MODEL_FILE)
     record(
         status=Status.completed, iteration=trainer.iteration,
-        **{k: final[k] for k in ("test_error", "test_loss", "train_error", "train_loss", "val_error")},
+        **{k: final.get(k) for k in ("test_error", "test_loss", "train_error", "train_loss", "val_error")},
         wall_time_s=round(trainer.elapsed_s, 2),
         images_per_s=round(trainer.iteration * trainer.global_batch / trainer.train_s, 1),
         warmup_ended_at=trainer.schedule.warmup_ended_at,
         ended_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    log.info("completed: test error %.2f%% after %d iterations, %.1f min", final["test_error"],
+    log.info("completed: test error %s%% after %d iterations, %.1f min", final.get("test_error"),
              trainer.iteration, trainer.elapsed_s / 60)
     return summary

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from . import faults
 from .errors import Diverged, RunFolderError
 
 METRICS_FILE = "metrics.csv"
@@ -39,14 +41,30 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def write_failed(path: Path, error: Exception) -> RunFolderError:
+    reason = getattr(error, "strerror", None) or error
+    return RunFolderError(f"could not write {path} ({reason}); the files written before are "
+                          "intact: free space or fix the folder, then run the same command again to resume")
+
+
 def replace_atomically(path: Path, write) -> None:
-    """Call write(temp_path), then rename over `path`: readers see the old or the new file, never half."""
+    """Call write(temp_path), then rename over `path`: readers see the old or the new file, never half.
+
+    A failed write (full disk, unwritable folder) leaves `path` as it was.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        kill_during = faults.count_write(path.name)
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if kill_during:
+            faults.kill()
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise write_failed(path, e) from e
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -125,22 +143,43 @@ class MetricsLog:
         self.path = path
 
     def append(self, row: dict) -> None:
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one row; a row cut short by a crash is dropped by `keep_until` on resume."""
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS)
+        if not self.path.exists():
+            writer.writeheader()
+        writer.writerow(row)
+        try:
+            kill_during = faults.count_write(self.path.name)
+            with open(self.path, "a", newline="") as f:
+                if kill_during:
+                    f.write(text.getvalue()[:len(text.getvalue()) // 2])
+                    f.flush()
+                    faults.kill()
+                f.write(text.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise write_failed(self.path, e) from e
+
+    def last_row(self) -> dict:
+        """The last evaluation, as numbers (empty if there is none)."""
+        if not self.path.exists():
+            return {}
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return {k: float(v) if v else None for k, v in rows[-1].items()} if rows else {}
 
     def keep_until(self, iteration: int) -> None:
-        """On resume: drop rows after the checkpoint's iteration (they will be written again)."""
+        """On resume: drop rows after the checkpoint's iteration (they will be written again) and a
+        last row that a crash cut short (no line end)."""
         if not self.path.exists():
             return
-        with open(self.path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("iteration", "").isdigit()
-                    and int(r["iteration"]) <= iteration and None not in r.values()]
+        text = self.path.read_text()
+        if not text.endswith("\n"):
+            text = text[:text.rfind("\n") + 1]
+        rows = [r for r in csv.DictReader(io.StringIO(text)) if r.get("iteration", "").isdigit()
+                and int(r["iteration"]) <= iteration and None not in r.values()]
 
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="") as f:

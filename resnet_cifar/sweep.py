@@ -56,9 +56,10 @@ def job_summary(run_dir: Path) -> dict:
 
 
 def job_state(run_dir: Path) -> str:
-    """completed, resume (a checkpoint to continue from), or new."""
-    if job_summary(run_dir)["status"] == Status.completed:
-        return Status.completed
+    """completed, resume (a checkpoint to continue from), new, or unreadable (a damaged summary.json)."""
+    status = job_summary(run_dir)["status"]
+    if status in (Status.completed, "unreadable"):
+        return status
     return "resume" if (run_dir / CHECKPOINT_FILE).exists() else "new"
 
 
@@ -73,8 +74,10 @@ class SweepAccount(Callback):
             return  # another sweeper draws its own grid
         self.dirs = job_dirs(config)
         states = [job_state(d) for d in self.dirs]
-        log.info("sweep of %d jobs in %s: %d done, %d to resume, %d new", len(states), config.hydra.sweep.dir,
-                 states.count(Status.completed), states.count("resume"), states.count("new"))
+        unreadable = states.count("unreadable")
+        log.info("sweep of %d jobs in %s: %d done, %d to resume, %d new%s", len(states), config.hydra.sweep.dir,
+                 states.count(Status.completed), states.count("resume"), states.count("new"),
+                 f", {unreadable} with an unreadable summary.json (they will fail)" if unreadable else "")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failed = []

@@ -11,6 +11,8 @@ Examples:
 from __future__ import annotations
 
 import logging
+import shutil
+import signal
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,18 +24,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from . import config as schema
 from .distributed import World, check_world, init_process_group, launch, world_from_env
 from .engine import already_completed, previous_summary, train
-from .errors import Diverged, UserError
-from .run_folder import ConfigMismatch, exclusive, record_failure
+from .errors import Diverged, RunFolderError, UserError
+from .run_folder import LOCK_FILE, SUMMARY_FILE, ConfigMismatch, exclusive, record_failure
+from .signals import Interrupted
 
 log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_CTRL_C = 128 + signal.SIGINT
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's
 
 
@@ -42,6 +47,25 @@ def restore_hydra_files(run_dir: Path, summary: dict) -> None:
     hydra_dir = run_dir / ".hydra"
     OmegaConf.save(OmegaConf.create(summary["config"]), hydra_dir / "config.yaml")
     OmegaConf.save(OmegaConf.create(summary.get("overrides", [])), hydra_dir / "overrides.yaml")
+
+
+HYDRA_FILES = (".hydra", "train.log")  # what Hydra writes into a run folder before the task runs
+
+
+def discard_unstarted_run_folder(run_dir: Path) -> None:
+    """Bad input must leave no trace: remove what Hydra and the lock made in a folder where no run
+    started (no summary.json), and the folders above it that this leaves empty (up to the cwd)."""
+    if (run_dir / SUMMARY_FILE).exists():
+        return
+    for name in HYDRA_FILES:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    cwd = Path.cwd().resolve()
+    folder = run_dir.resolve()
+    while folder != cwd and cwd in folder.parents and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def run_worker(config: dict, run_dir: str, overrides: list[str]) -> None:
@@ -102,6 +126,19 @@ def main(cfg: DictConfig) -> None:
     except UserError as e:
         log.error("error: %s", e)
         exit_code = EXIT_BAD_INPUT
+        if not in_sweep and world.is_main and not isinstance(e, RunFolderError):
+            discard_unstarted_run_folder(run_dir)
+    except Interrupted as e:  # engine.train has saved a checkpoint and recorded it; a sweep ends here too
+        log.warning("%s", e)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        log.warning("stopped at once by a second Ctrl-C; the last checkpoint is kept: run the same "
+                    "command again to resume from it")
+        sys.exit(EXIT_CTRL_C)
+    except SignalException as e:  # the workers of this job were stopped by the signal and saved
+        log.warning("stopped by %s; the workers saved a checkpoint: run the same command again to resume",
+                    signal.Signals(e.sigval).name)
+        sys.exit(128 + e.sigval)
     except Diverged as e:  # engine.train has recorded it
         log.error("diverged: %s", e)
         exit_code = EXIT_DIVERGED

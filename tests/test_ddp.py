@@ -10,7 +10,7 @@ import torch
 
 from conftest import run_train
 from resnet_cifar.config import Arch, Shortcut
-from resnet_cifar.engine import KILL_AT_ITERATION_ENV
+from resnet_cifar.faults import KILL_AT_ITERATION_ENV
 from resnet_cifar.models import build_model
 
 DDP_BUDGET = ("depth=8", "data.batch_size=32", "trainer.max_iters=6", "trainer.eval_every=3",

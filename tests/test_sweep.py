@@ -7,7 +7,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 
 from conftest import run_train
-from resnet_cifar.engine import KILL_AT_ITERATION_ENV
+from resnet_cifar.faults import KILL_AT_ITERATION_ENV
 from resnet_cifar.run_folder import exclusive
 from resnet_cifar.sweep import job_dirs, job_overrides
 

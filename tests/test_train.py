@@ -7,9 +7,8 @@ import sys
 import pytest
 import torch
 
-from conftest import SHARED_DATA, TINY_BUDGET, run_train, write_cifar10
+from conftest import SHARED_DATA, TINY_BUDGET, run_train
 from resnet_cifar.config import Arch, Shortcut
-from resnet_cifar.engine import KILL_AT_ITERATION_ENV
 from resnet_cifar.models import build_model, count_parameters
 from resnet_cifar.run_folder import METRIC_COLUMNS
 
@@ -93,23 +92,6 @@ def test_compiled_training_step_computes_what_the_eager_one_does(tiny_cifar10, t
     assert not any(k.startswith("_orig_mod") for k in torch.load(tmp_path / "compiled" / "model.pt"))
 
 
-def test_resume_after_a_kill_writes_the_same_metrics(tiny_cifar10, tmp_path):
-    budget = [*TINY_BUDGET, "trainer.eval_every=3", "trainer.checkpoint_every=4", f"data.root={tiny_cifar10}"]
-    straight = tmp_path / "straight"
-    train_ok(*budget, f"hydra.run.dir={straight}", cwd=tmp_path)
-
-    resumed = tmp_path / "resumed"
-    # killed after iteration 7: checkpoint at 4, metrics rows at 3 and 6 already written
-    killed = run_train(*budget, f"hydra.run.dir={resumed}", cwd=tmp_path, env={KILL_AT_ITERATION_ENV: "7"})
-    assert killed.returncode == -9
-    assert [r["iteration"] for r in read_metrics(resumed)] == ["3", "6"]
-    assert json.loads((resumed / "summary.json").read_text())["status"] == "running"
-    again = train_ok(*budget, f"hydra.run.dir={resumed}", cwd=tmp_path)
-    assert "resuming from" in again.stderr + again.stdout
-    assert numbers(read_metrics(resumed)) == numbers(read_metrics(straight))
-    assert json.loads((resumed / "summary.json").read_text())["status"] == "completed"
-
-
 def test_a_completed_run_is_not_run_again(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
     args = [*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}"]
@@ -127,41 +109,12 @@ def test_a_completed_run_is_not_run_again(tiny_cifar10, tmp_path):
     assert "optimizer.lr=0.05" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
 
 
-def corrupt_batch(root):
-    path = root / "cifar-10-batches-py" / "data_batch_4"
-    path.write_bytes(path.read_bytes()[:500])
-    return root
-
-
-@pytest.mark.parametrize("case,overrides,message", [
-    ("depth 21", ["depth=21"], r"depth=21 is not allowed: depth must be 6n+2"),
-    ("shortcut D", ["shortcut=D"], "Could not find 'shortcut/D'"),
-    ("batch size 0", ["data.batch_size=0"], "data.batch_size=0 is not allowed: it must be > 0"),
-    ("unknown key", ["trainer.epochs=3"], "Key 'epochs' not in 'TrainerConfig'"),
-    ("missing data folder", ["data.root={tmp}/nowhere"], "cifar10 not found: expected data_batch_1"),
-    ("corrupt batch file", ["data.root={corrupt}"], "data_batch_4 cannot be read as a CIFAR pickle"),
-    ("cuda without a GPU", ["trainer.device=cuda"], "trainer.device=cuda is not allowed here"),
-])
-def test_bad_input_exits_non_zero_with_one_clear_message(tiny_cifar10, tmp_path, case, overrides, message):
-    if case == "cuda without a GPU" and torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    corrupt = corrupt_batch(write_cifar10(tmp_path / "corrupt", n_train=100, n_test=20))
-    overrides = [o.format(tmp=tmp_path, corrupt=corrupt) for o in overrides]
-    result = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", *overrides,
-                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert message in output, output
-    assert "Traceback" not in output
-    assert not (tmp_path / "run" / "summary.json").exists()
-
-
 @pytest.mark.skipif(not (SHARED_DATA / "make_cifar10.py").exists(), reason="needs ../shared/data")
 def test_real_cifar10_copy_learns_well_above_chance(tmp_path):
     subprocess.run([sys.executable, str(SHARED_DATA / "make_cifar10.py"), str(tmp_path / "data"),
                     "--train", "5000", "--test", "1000"], check=True, capture_output=True)
     run_dir = tmp_path / "run"
-    train_ok("depth=20", "trainer.max_iters=250", "trainer.eval_every=250", "trainer.checkpoint_every=250",
+    train_ok("depth=8", "trainer.max_iters=250", "trainer.eval_every=250", "trainer.checkpoint_every=250",
              "optimizer.milestones=[200]", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run_dir}",
              cwd=tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())

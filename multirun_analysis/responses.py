@@ -1,0 +1,181 @@
+"""python -m multirun_analysis.responses: Figure 7 of He et al. 2015, the layer responses.
+
+Usage: python -m multirun_analysis.responses [RUN_OR_SWEEP_DIR ...] [--out DIR] [--data ROOT]
+
+For every completed run that kept its model.pt, the net is rebuilt from the
+run's config and the test set is run through it once in eval mode. The
+response of a 3x3 layer is the output of the BN that follows its convolution,
+before the ReLU and before the shortcut is added (the paper's definition);
+its standard deviation is taken per channel over all test images and
+positions, then averaged over the channels. Writes responses.csv (run, arch,
+depth, seed, layer, std) and fig7.png: std by layer index, and sorted by
+magnitude, as in the paper.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import seaborn as sns
+import torch
+from torch import Tensor, nn
+
+from resnet_cifar.config import Arch, Dataset, Normalization, Shortcut
+from resnet_cifar.data import CifarArrays, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
+from resnet_cifar.models import CifarResNet, build_model
+
+from .collect import find_run_dirs
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+
+RESPONSES_FILE = "responses.csv"
+FIGURE_FILE = "fig7.png"
+
+
+def response_layers(model: CifarResNet) -> list[nn.BatchNorm2d]:
+    """The BN after each 3x3 conv, in forward order: the first layer, then conv1 and conv2 of every block."""
+    layers = [model.bn1]
+    for stage in (model.layer1, model.layer2, model.layer3):
+        for block in stage:
+            layers += [block.bn1, block.bn2]
+    return layers
+
+
+@torch.no_grad()
+def layer_response_std(model: CifarResNet, batches) -> list[float]:
+    """Per 3x3 layer: std of its BN output per channel over images and positions, mean over channels."""
+    layers = response_layers(model)
+    sums: list[Tensor | None] = [None] * len(layers)
+    squares: list[Tensor | None] = [None] * len(layers)
+    counts = [0] * len(layers)
+
+    def hook(index: int):
+        def record(module, inputs, output: Tensor) -> None:  # before the in-place ReLU that follows
+            x = output.double()
+            s, q = x.sum((0, 2, 3)), x.square().sum((0, 2, 3))
+            sums[index] = s if sums[index] is None else sums[index] + s
+            squares[index] = q if squares[index] is None else squares[index] + q
+            counts[index] += x.numel() // x.shape[1]
+        return record
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        model.eval()
+        for x, _ in batches:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    stds = []
+    for s, q, n in zip(sums, squares, counts):
+        mean = s / n
+        stds.append(float((q / n - mean.square()).clamp_min(0).sqrt().mean()))
+    return stds
+
+
+@lru_cache(maxsize=4)
+def _data(name: str, root: str) -> CifarArrays:
+    return load_cifar(Dataset(name), root, allow_download=False)
+
+
+def _test_batches(config: dict, data_root: str | None, device: torch.device):
+    """The run's test set, normalized as the run saw it (statistics of its own training split)."""
+    data_cfg = config["data"]
+    data = _data(data_cfg["name"], data_root or data_cfg["root"])
+    train_idx, _ = split_validation(data.train_labels, data_cfg["val_size"], data.num_classes)
+    mean, std = normalization_stats(Normalization(config["normalization"]["name"]), data.train_images[train_idx])
+    normalize = Normalize(mean, std, device, channels_last=False)
+    images, labels = torch.from_numpy(data.test_images).to(device), torch.from_numpy(data.test_labels).to(device)
+    return eval_batches(images, labels, 1000, normalize), data.num_classes
+
+
+def run_responses(run_dir: Path, data_root: str | None = None, device: torch.device = torch.device("cpu")) -> pd.DataFrame:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    config = summary["config"]
+    batches, num_classes = _test_batches(config, data_root, device)
+    model = build_model(Arch(config["arch"]), config["depth"], Shortcut(config["shortcut"]), num_classes)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
+    stds = layer_response_std(model.to(device), batches)
+    return pd.DataFrame({"run": str(run_dir), "arch": config["arch"], "depth": config["depth"],
+                         "seed": config.get("seed"), "layer": range(1, len(stds) + 1), "std": stds})
+
+
+def runs_with_models(paths: list[Path]) -> list[Path]:
+    """Completed runs that kept their final weights."""
+    found = []
+    for run_dir in find_run_dirs(paths):
+        try:
+            completed = json.loads((run_dir / "summary.json").read_text()).get("status") == "completed"
+        except (OSError, ValueError):
+            continue
+        if completed and (run_dir / "model.pt").is_file():
+            found.append(run_dir)
+    return found
+
+
+def figure7(responses: pd.DataFrame, path: Path) -> Path:
+    """Two panels like the paper's: by layer index, and each net's layers sorted by magnitude."""
+    frame = responses.copy()
+    frame["net"] = frame["arch"].map({"plain": "plain", "resnet": "ResNet"}) + "-" + frame["depth"].astype(str)
+    frame["rank"] = frame.groupby("run")["std"].rank(ascending=False, method="first").astype(int)
+    fig, axes = plt.subplots(2, 1, figsize=(8, 7))
+    style = {"hue": "depth", "style": "arch", "palette": "viridis", "errorbar": "sd", "markers": False}
+    sns.lineplot(data=frame, x="layer", y="std", ax=axes[0], **style)
+    sns.lineplot(data=frame, x="rank", y="std", ax=axes[1], legend=False, **style)
+    axes[0].set(xlabel="layer index (original)", ylabel="std", title="Layer responses on the test set (Fig. 7)")
+    axes[1].set(xlabel="layer index (sorted by magnitude)", ylabel="std")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_responses(paths: list[Path], out: Path, data_root: str | None = None) -> tuple[pd.DataFrame, Path] | None:
+    """responses.csv and fig7.png in `out` for the runs under `paths` (None when no run has a model)."""
+    runs = runs_with_models(paths)
+    if not runs:
+        return None
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    responses = pd.concat([run_responses(r, data_root, device) for r in runs], ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    responses.to_csv(out / RESPONSES_FILE, index=False)
+    return responses, figure7(responses, out / FIGURE_FILE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from resnet_cifar.errors import UserError
+
+    from .report import DEFAULT_DIRS
+
+    parser = argparse.ArgumentParser(prog="python -m multirun_analysis.responses",
+                                     description="Figure 7: std of the 3x3 layers' responses on the test set.")
+    parser.add_argument("dirs", nargs="*", type=Path, help="run or sweep folders (default: multirun/ and outputs/)")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="where to write (default: reports/)")
+    parser.add_argument("--data", help="data.root to read the test set from (default: each run's own)")
+    args = parser.parse_args(argv)
+    dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
+    missing = [d for d in dirs if not d.is_dir()]
+    if not dirs or missing:
+        print(f"error: no such folder: {', '.join(map(str, missing or DEFAULT_DIRS))}", file=sys.stderr)
+        return 2
+    try:
+        written = write_responses(dirs, args.out, args.data)
+    except UserError as e:
+        print(f"error: {e} (give the data folder with --data)", file=sys.stderr)
+        return 2
+    if written is None:
+        print(f"error: no completed run with a model.pt under {', '.join(map(str, dirs))}", file=sys.stderr)
+        return 2
+    responses, figure = written
+    print(f"{responses['run'].nunique()} runs, {len(responses)} layers: wrote {args.out / RESPONSES_FILE}, {figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

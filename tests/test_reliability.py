@@ -1,0 +1,301 @@
+"""Nothing lost on kill, signal, divergence, full disk or bad input (real processes, tiny data)."""
+import json
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_BUDGET, run_train, write_cifar10, write_cifar100
+from resnet_cifar.faults import FAIL_WRITE_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV
+from test_train import numbers, read_metrics, train_ok
+
+# checkpoints at 4 and 8 and evaluations at 3, 6, 9, 12: the two cadences disagree on purpose
+BUDGET = [*TINY_BUDGET, "trainer.eval_every=3", "trainer.checkpoint_every=4"]
+
+
+def summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_cifar10, tmp_path_factory):
+    """The uninterrupted run every interrupted one must equal."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    train_ok(*BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    return numbers(read_metrics(run_dir))
+
+
+# -- kill -9 anywhere, then the same command again ------------------------------------------
+
+@pytest.mark.parametrize("fault", [
+    {KILL_AT_ITERATION_ENV: "2"},  # before the first checkpoint: starts again from scratch
+    {KILL_AT_ITERATION_ENV: "5"},
+    {KILL_AT_ITERATION_ENV: "11"},
+    {KILL_IN_WRITE_ENV: "checkpoint.pt:1"},  # between the temporary file and the rename
+    {KILL_IN_WRITE_ENV: "checkpoint.pt:2"},
+    {KILL_IN_WRITE_ENV: "metrics.csv:3"},  # halfway through a row
+    {KILL_IN_WRITE_ENV: "summary.json:2"},
+], ids=["after-2", "after-5", "after-11", "in-checkpoint-1", "in-checkpoint-2", "in-metrics-row-3",
+        "in-summary-2"])
+def test_kill_anywhere_then_resume_gives_the_uninterrupted_metrics(tiny_cifar10, tmp_path, straight, fault):
+    run_dir = tmp_path / "run"
+    args = [*BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}"]
+    killed = run_train(*args, cwd=tmp_path, env=fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if (run_dir / "checkpoint.pt").exists():
+        torch.load(run_dir / "checkpoint.pt", weights_only=True)  # whatever is there is whole
+    train_ok(*args, cwd=tmp_path)
+    assert numbers(read_metrics(run_dir)) == straight
+    assert summary(run_dir)["status"] == "completed"
+    assert not list(run_dir.glob("*.tmp"))
+
+
+# -- signals: checkpoint at the next step, status interrupted, exit for a requeue ------------
+
+def wait_for_iteration(run_dir, process, at_least: int, timeout: float = 120) -> None:
+    """Until metrics.csv shows an evaluation at or after `at_least` (the run is in its loop)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run_dir / "metrics.csv").exists():
+            rows = read_metrics(run_dir)
+            if rows and int(rows[-1]["iteration"]) >= at_least:
+                return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the run did not get going")
+
+
+LONG_BUDGET = [*TINY_BUDGET, "trainer.max_iters=200", "trainer.eval_every=5", "trainer.checkpoint_every=1000",
+               "optimizer.milestones=[150]"]
+
+
+@pytest.fixture(scope="module")
+def long_reference(tiny_cifar10, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("long") / "run"
+    train_ok(*LONG_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    return numbers(read_metrics(run_dir))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_exactly(tiny_cifar10, tmp_path, long_reference,
+                                                                      signum):
+    budget = [*LONG_BUDGET, f"data.root={tiny_cifar10}"]
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "resnet_cifar.train", *budget, f"hydra.run.dir={run_dir}"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_iteration(run_dir, process, 5)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert f"stopped by {signal.Signals(signum).name} at iteration" in stderr and "Traceback" not in stderr
+    state = summary(run_dir)
+    assert state["status"] == "interrupted" and state["iteration"] < 200
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["iteration"] == state["iteration"]  # saved at the step it stopped after
+
+    resumed = train_ok(*budget, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert f"resuming from {run_dir / 'checkpoint.pt'} at iteration {state['iteration']}" in resumed.stderr
+    assert numbers(read_metrics(run_dir)) == long_reference
+
+
+# -- divergence -------------------------------------------------------------------------------
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_cifar10, tmp_path):
+    run_dir = tmp_path / "run"
+    # lr 1e6 blows up within a few steps; checkpoints come before the evaluation notices
+    result = run_train(*TINY_BUDGET, "optimizer.lr=1e6", "trainer.eval_every=12", "trainer.checkpoint_every=1",
+                       f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "the last checkpoint is the last good state" in result.stderr and "Traceback" not in result.stderr
+    state = summary(run_dir)
+    assert state["status"] == "diverged"
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["iteration"] < state["iteration"]
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+    assert torch.isfinite(checkpoint["running"]["loss_sum"])
+
+
+# -- a full disk or an unwritable folder ------------------------------------------------------
+
+def test_a_full_disk_at_a_write_keeps_the_earlier_files_and_the_run_resumes(tiny_cifar10, tmp_path, straight):
+    run_dir = tmp_path / "run"
+    args = [*BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}"]
+    result = run_train(*args, cwd=tmp_path, env={FAIL_WRITE_ENV: "checkpoint.pt:2"})
+    assert result.returncode == 2
+    assert f"could not write {run_dir / 'checkpoint.pt'} (No space left on device)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] == 4  # the first one, whole
+    assert summary(run_dir)["status"] == "failed"
+    assert not list(run_dir.glob("*.tmp"))
+    train_ok(*args, cwd=tmp_path)
+    assert numbers(read_metrics(run_dir)) == straight
+
+
+def test_an_output_folder_that_cannot_exist_is_refused_before_anything_is_written(tiny_cifar10, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}",
+                       cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'a_file'} is a file, not a folder" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+# -- bad input: one clear message, non-zero exit, no file touched ------------------------------
+
+def bad_data(root, kind: str):
+    """A copy of the tiny layout with one file broken in the way named."""
+    folder = write_cifar10(root, n_train=100, n_test=20) / "cifar-10-batches-py"
+    path = folder / "data_batch_2"
+    batch = pickle.loads(path.read_bytes(), encoding="latin1")
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[:500])
+    elif kind == "not a pickle":
+        path.write_text("these are not the images you are looking for")
+    elif kind == "shape":
+        batch["data"] = batch["data"][:, :1000]
+    elif kind == "dtype":
+        batch["data"] = batch["data"].astype(np.float32)
+    elif kind == "labels":
+        batch["labels"][0] = 10
+    elif kind == "cifar100 content":  # a CIFAR-100 pickle under a CIFAR-10 name
+        path.write_bytes((write_cifar100(root / "c100", n_train=20) / "cifar-100-python" / "train").read_bytes())
+    elif kind == "cifar100 folder":  # only CIFAR-100 where CIFAR-10 is expected
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+        write_cifar100(root)
+    if kind in ("shape", "dtype", "labels"):
+        path.write_bytes(pickle.dumps(batch))
+    return root
+
+
+BAD_INPUT = [
+    # (case, overrides, expected exit code, message)
+    ("depth not 6n+2", ["depth=21"], 2, "depth=21 is not allowed: depth must be 6n+2"),
+    ("depth below 8", ["depth=2"], 2, "depth=2 is not allowed: depth must be 6n+2"),
+    ("unknown arch", ["arch=wide"], 1, "Could not find 'arch/wide'"),
+    ("unknown shortcut", ["shortcut=D"], 1, "Could not find 'shortcut/D'"),
+    ("unknown normalization", ["normalization=zca"], 1, "Could not find 'normalization/zca'"),
+    ("unknown optimizer", ["optimizer=adam"], 1, "Could not find 'optimizer/adam'"),
+    ("unknown data set", ["data=svhn"], 1, "Could not find 'data/svhn'"),
+    ("zero lr", ["optimizer.lr=0"], 2, "optimizer.lr=0.0 is not allowed: it must be > 0"),
+    ("negative lr", ["optimizer.lr=-0.1"], 2, "optimizer.lr=-0.1 is not allowed: it must be > 0"),
+    ("zero batch size", ["data.batch_size=0"], 2, "data.batch_size=0 is not allowed: it must be > 0"),
+    ("zero max_iters", ["trainer.max_iters=0"], 2, "trainer.max_iters=0 is not allowed: it must be > 0"),
+    ("negative eval_every", ["trainer.eval_every=-1"], 2, "trainer.eval_every=-1 is not allowed: it must be > 0"),
+    ("milestones not increasing", ["optimizer.milestones=[9,6]"], 2, "they must be positive and strictly increasing"),
+    ("milestone beyond max_iters", ["optimizer.milestones=[6,20]"], 2,
+     "every milestone must be below trainer.max_iters=12"),
+    ("val_size too big", ["data.val_size=1000"], 2, "data.val_size=1000 is not allowed: it must be a multiple"),
+    ("negative val_size", ["data.val_size=-10"], 2, "data.val_size=-10 is not allowed: it must be >= 0"),
+    ("batch not divisible by processes", ["trainer.nproc_per_node=3"], 2,
+     "the global batch must divide by the number of processes"),
+    ("cuda without a GPU", ["trainer.device=cuda"], 2, "trainer.device=cuda is not allowed here"),
+    ("unknown config key", ["trainer.epochs=3"], 1, "Key 'epochs' not in 'TrainerConfig'"),
+    ("unknown preset", ["+experiment=nope"], 1, "Could not find 'experiment/nope'"),
+    ("missing data folder", ["data.root={tmp}/nowhere"], 2, "cifar10 not found: expected data_batch_1"),
+    ("truncated batch file", ["data.root={bad}"], 2, "data_batch_2 cannot be read as a CIFAR pickle"),
+    ("batch file not a pickle", ["data.root={bad}"], 2, "data_batch_2 cannot be read as a CIFAR pickle"),
+    ("batch of the wrong shape", ["data.root={bad}"], 2, "'data' must be a uint8 array of shape (N, 3072), "
+     "found uint8 (20, 1000)"),
+    ("batch of the wrong dtype", ["data.root={bad}"], 2, "found float32 (20, 3072)"),
+    ("labels out of range", ["data.root={bad}"], 2, "labels must lie in 0..9, found 0..10"),
+    ("CIFAR-100 file under a CIFAR-10 name", ["data.root={bad}"], 2,
+     "has no 'labels' entry (it looks like a cifar-100-python file)"),
+    ("CIFAR-100 folder under data=cifar10", ["data.root={bad}"], 2,
+     "holds cifar-100-python/: did you mean data=cifar100?"),
+]
+BAD_DATA_KIND = {"truncated batch file": "truncated", "batch file not a pickle": "not a pickle",
+                 "batch of the wrong shape": "shape", "batch of the wrong dtype": "dtype",
+                 "labels out of range": "labels", "CIFAR-100 file under a CIFAR-10 name": "cifar100 content",
+                 "CIFAR-100 folder under data=cifar10": "cifar100 folder"}
+
+
+@pytest.mark.parametrize("case,overrides,code,message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_exits_non_zero_with_one_clear_message_and_touches_nothing(
+        tiny_cifar10, tmp_path, case, overrides, code, message):
+    if case == "cuda without a GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    data = tmp_path / "data"
+    bad = bad_data(data, BAD_DATA_KIND[case]) if case in BAD_DATA_KIND else tiny_cifar10
+    overrides = [o.format(tmp=tmp_path, bad=bad) for o in overrides]
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", *overrides, cwd=work)  # Hydra's own outputs/
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    assert message in output, output
+    assert "Traceback" not in output
+    assert list(work.iterdir()) == []  # no run folder, no outputs/DATE/
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("another architecture", "was saved from another architecture (unexpected key layer1.1.conv1.weight)"),
+    ("corrupt", "is not a readable checkpoint"),
+], ids=["another-architecture", "corrupt"])
+def test_a_checkpoint_that_cannot_be_resumed_is_refused_with_the_reason(tiny_cifar10, tmp_path, damage, message):
+    run_dir = tmp_path / "run"
+    if damage == "another architecture":  # a depth-14 checkpoint where a depth-8 run resumes
+        donor = tmp_path / "donor"
+        train_ok(*TINY_BUDGET, "depth=14", "trainer.max_iters=4", "optimizer.milestones=[2]",
+                 f"data.root={tiny_cifar10}", f"hydra.run.dir={donor}", cwd=tmp_path)
+        run_dir.mkdir()
+        (run_dir / "checkpoint.pt").write_bytes((donor / "checkpoint.pt").read_bytes())
+    else:
+        run_dir.mkdir()
+        (run_dir / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    result = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert (run_dir / "checkpoint.pt").read_bytes() == before  # not replaced by a fresh start
+
+
+# -- a sweep relaunched, and the report, over damaged job folders ------------------------------
+
+def test_sweep_relaunch_and_report_over_damaged_folders(tiny_cifar10, tmp_path):
+    from test_sweep import sweep, summaries
+
+    sweep_dir = tmp_path / "sweep"
+    grid = ("depth=8", "seed=0,1,2,3")
+    # killed halfway through writing the first job's first metrics row
+    killed = sweep(*grid, data=tiny_cifar10, sweep_dir=sweep_dir, env={KILL_IN_WRITE_ENV: "metrics.csv:1"})
+    assert killed.returncode == -signal.SIGKILL
+    first = sweep(*grid, data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert first.returncode == 0, first.stderr
+    assert "0 done, 1 to resume, 3 new" in first.stderr
+    done = summaries(sweep_dir)
+    assert all(s["status"] == "completed" for s in done.values()) and len(done) == 4
+    job = {json.loads((p / "summary.json").read_text())["config"]["seed"]: p for p in sweep_dir.iterdir()
+           if (p / "summary.json").exists()}
+    assert len(read_metrics(job[0])) == 1  # the cut row was dropped and written again
+
+    # now damage three jobs as a crash, a bad disk or a stray edit would
+    crashed, corrupt, garbled = job[1], job[2], job[3]
+    state = json.loads((crashed / "summary.json").read_text())
+    (crashed / "summary.json").write_text(json.dumps({**state, "status": "running"}))  # died before the end
+    (corrupt / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    corrupt_state = json.loads((corrupt / "summary.json").read_text())
+    (corrupt / "summary.json").write_text(json.dumps({**corrupt_state, "status": "running"}))
+    (garbled / "summary.json").write_text('{"status": "compl')  # cut short
+    again = sweep(*grid, data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert again.returncode == 1  # the sweep went on, and says which jobs did not complete
+    assert "1 done, 2 to resume, 0 new, 1 with an unreadable summary.json" in again.stderr
+    assert "2 of 4 jobs did not complete" in again.stderr
+    assert f"{corrupt / 'checkpoint.pt'} is not a readable checkpoint" in again.stderr
+    assert f"{garbled / 'summary.json'} is unreadable" in again.stderr
+    assert json.loads((crashed / "summary.json").read_text())["status"] == "completed"  # resumed at its end
+    assert json.loads((corrupt / "summary.json").read_text())["status"] == "failed"
+    assert (corrupt / "checkpoint.pt").read_bytes() == b"not a checkpoint"  # left for the user to look at
+
+    report = subprocess.run([sys.executable, "-m", "multirun_analysis.report", str(sweep_dir),
+                             "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert f"skipped {garbled}: summary.json is unreadable" in report.stdout
+    runs = (tmp_path / "report" / "runs.csv").read_text()
+    assert str(job[0]) in runs and str(crashed) in runs and str(corrupt) in runs and str(garbled) not in runs

@@ -1,0 +1,61 @@
+"""Figure 7 (layer responses) from tiny trained runs."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import TINY_BUDGET
+from multirun_analysis.responses import layer_response_std, response_layers
+from resnet_cifar.config import Arch, Shortcut
+from resnet_cifar.models import build_model
+from test_train import train_ok
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cifar10, tmp_path_factory):
+    """plain-8 and ResNet-14, trained a few steps each: folders with summary.json and model.pt."""
+    root = tmp_path_factory.mktemp("responses")
+    for arch, depth in (("plain", 8), ("resnet", 14)):
+        train_ok(*TINY_BUDGET, f"arch={arch}", f"depth={depth}", f"data.root={tiny_cifar10}",
+                 f"hydra.run.dir={root / 'runs' / f'{arch}{depth}'}", cwd=root)
+    return root
+
+
+def test_one_positive_std_per_3x3_layer_in_order_and_the_figure(trained, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "multirun_analysis.responses", str(trained / "runs"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    responses = pd.read_csv(tmp_path / "out" / "responses.csv")
+    layers = responses.groupby("depth")["layer"].apply(list).to_dict()
+    assert layers == {8: list(range(1, 8)), 14: list(range(1, 14))}  # 6n+1 3x3 layers: the first and 2 per block
+    assert set(responses["arch"]) == {"plain", "resnet"}
+    assert (responses["std"] > 0).all()
+    assert (tmp_path / "out" / "fig7.png").stat().st_size > 10_000
+
+
+def test_the_hooks_measure_bn_outputs_before_the_relu_and_the_addition():
+    torch.manual_seed(0)
+    model = build_model(Arch.resnet, 8, Shortcut.A, 10).eval()
+    for bn in response_layers(model):  # BN statistics that are not the identity
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.bias.data.uniform_(-1, 1)
+    x = torch.randn(64, 3, 32, 32)
+    stds = layer_response_std(model, [(x, None)])
+    block = model.layer1[0]
+    with torch.no_grad():
+        first = model.bn1(model.conv1(x))  # may be negative: taken before the ReLU
+        inner = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(torch.relu(first))))))
+    expected = [t.transpose(0, 1).flatten(1).std(1, unbiased=False).mean().item() for t in (first, inner)]
+    assert stds[0] == pytest.approx(expected[0], rel=1e-5)
+    assert stds[2] == pytest.approx(expected[1], rel=1e-5)  # the block's second BN, before adding x
+
+
+def test_without_models_it_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([sys.executable, "-m", "multirun_analysis.responses", str(tmp_path / "empty"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "no completed run with a model.pt" in result.stderr
