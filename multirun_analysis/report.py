@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .collect import collect
 from .plots import draw_all
-from .table import aggregate, paper_recipe, to_markdown, varying_factors
+from .table import aggregate, paper_recipe, to_markdown, varying_factors, with_defaults
 
 DEFAULT_DIRS = ("multirun", "outputs")  # where Hydra puts sweeps and single runs
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
@@ -70,13 +70,15 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
         broken = "".join(f"\n  {run}: {why}" for run, why in found.broken.items())
         raise ReportError(f"no readable run folders under {', '.join(map(str, paths))}{broken}")
     out.mkdir(parents=True, exist_ok=True)
-    runs, curves = found.runs, found.curves
+    recipe = paper_recipe()
+    runs, curves = with_defaults(found.runs, recipe), found.curves
+    config_columns = list(dict.fromkeys([*found.config_columns, *recipe]))
     runs.to_csv(out / "runs.csv", index=False)
     curves.to_csv(out / "curves.csv", index=False)
 
     completed = runs[runs["status"] == "completed"]
-    factors = varying_factors(completed if len(completed) else runs, found.config_columns)
-    table = aggregate(runs, factors, paper_recipe())
+    factors = varying_factors(completed if len(completed) else runs, config_columns)
+    table = aggregate(runs, factors, recipe)
     markdown = to_markdown(table, factors, runs[runs["status"] != "completed"])
     (out / "table.md").write_text(markdown)
     figures = draw_all(curves, runs, factors, out)

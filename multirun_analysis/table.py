@@ -32,6 +32,15 @@ def paper_recipe() -> dict:
     return flatten_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
 
 
+def with_defaults(runs: pd.DataFrame, recipe: dict) -> pd.DataFrame:
+    """A config key that an older run folder lacks takes its default in conf/: keys are added with
+    defaults that keep the earlier behaviour (trainer.precision arrived as fp32, the only one before)."""
+    runs = runs.copy()
+    for key, value in recipe.items():
+        runs[key] = runs[key].where(runs[key].notna(), value) if key in runs else value
+    return runs
+
+
 def varying_factors(runs: pd.DataFrame, config_columns: list[str]) -> list[str]:
     """Config keys (other than depth, arch and execution details) whose value differs between runs."""
     return [c for c in config_columns

@@ -181,3 +181,17 @@ def test_runs_on_several_processes_still_count_as_the_papers_recipe(tmp_path):
     assert [r["trainer.nproc_per_node"] for r in rows] == ["1", "2"]
     assert all(r["paper error %"] == "8.75" for r in rows)
     assert (out / "processes.png").stat().st_size > 10_000
+
+
+def test_a_key_an_older_run_lacks_counts_as_its_default(tmp_path):
+    """Run folders from before trainer.precision existed were fp32: the same group, the paper's recipe."""
+    root = tmp_path / "sweep"
+    write_run(root / "new", ["depth=20"], 8.0)
+    old = write_run(root / "old", ["depth=20", "seed=1"], 9.0)
+    config = OmegaConf.load(old / ".hydra" / "config.yaml")
+    del config.trainer["precision"]
+    OmegaConf.save(config, old / ".hydra" / "config.yaml")
+    out = tmp_path / "out"
+    report([root], out)
+    rows = table_rows(out)
+    assert [(r["model"], r["runs"], r["paper error %"]) for r in rows] == [("resnet", "2", "8.75")]
