@@ -432,7 +432,7 @@ class Trainer:
                 clock = time.perf_counter()
             if self.iteration == kill_at:
                 faults.kill()
-            if self._stop_requested():
+            if not done and self._stop_requested():  # a run that just finished ends as completed
                 clock = self._lap(clock)
                 self.save_checkpoint()
                 raise Interrupted(self.stop.signum, self.iteration)
