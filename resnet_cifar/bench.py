@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .config import Arch, BaseConfig, Shortcut, validate
 from .config import Dataset as DatasetName
-from .data import DATASETS, load_cifar
+from .data import DATASETS, CifarArrays, load_cifar
 from .engine import Trainer, device_name
 from .models import build_model
 
@@ -121,14 +121,15 @@ def variant_overrides(variant: str) -> list[str]:
             f"trainer.compile={'compile' in extras}".lower()]
 
 
-def ours(root: Path, depth: int, variant: str, batch: int, device: str, run_dir: Path) -> Trainer:
-    """A Trainer built exactly as `python -m resnet_cifar.train` builds it."""
+def ours(root: Path, depth: int, variant: str, batch: int, device: str, run_dir: Path,
+         data: CifarArrays | None = None) -> Trainer:
+    """A Trainer built exactly as `python -m resnet_cifar.train` builds it (from `data` when loaded already)."""
     overrides = [f"depth={depth}", f"data.root={root}", f"data.batch_size={batch}", f"trainer.device={device}",
                  *variant_overrides(variant)]
     with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
         cfg: BaseConfig = OmegaConf.to_object(compose("config", overrides))
     validate(cfg)
-    return Trainer(cfg, run_dir)
+    return Trainer(cfg, run_dir, data=data)
 
 
 def time_windows(steps: dict[str, Callable[[], None]], batch: int, per_window: int, windows: int,
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         data = load_cifar(DatasetName.cifar10, root, allow_download=False)
         results = []
         for depth in args.depths:
-            trainers = {v: ours(root, depth, v, args.batch, args.device, Path(tmp)) for v in args.variants}
+            trainers = {v: ours(root, depth, v, args.batch, args.device, Path(tmp), data) for v in args.variants}
             device = next(iter(trainers.values())).device
             sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
             standard = None if args.no_standard else Standard(data, depth, args.batch, args.workers, device)

@@ -27,7 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import BaseConfig, Device, OptimizerConfig, Precision, uses_cuda_graph
-from .data import CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
+from .data import CifarArrays, CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
 from .distributed import World, convert_sync_batchnorm, init_process_group, share_cores
 from . import faults
 from .errors import ConfigError, Diverged, RunFolderError
@@ -183,7 +183,9 @@ class CapturedStep:
 class Trainer:
     """One run: data on the device, model, optimizer, schedule, and the run folder it writes."""
 
-    def __init__(self, cfg: BaseConfig, run_dir: Path, world: World = World()) -> None:
+    def __init__(self, cfg: BaseConfig, run_dir: Path, world: World = World(),
+                 data: CifarArrays | None = None) -> None:
+        """`data`: the data set of cfg.data already loaded (the benchmark builds many Trainers from one load)."""
         self.cfg, self.run_dir, self.world = cfg, run_dir, world
         t = cfg.trainer
         self.device = resolve_device(t.device, world)
@@ -192,7 +194,7 @@ class Trainer:
             share_cores(world)
         else:  # fixed shapes: let cuDNN time its algorithms once and keep the fastest
             torch.backends.cudnn.benchmark = True
-        data = load_cifar(cfg.data.name, cfg.data.root, cfg.data.download)
+        data = data or load_cifar(cfg.data.name, cfg.data.root, cfg.data.download)
         train_idx, val_idx = split_validation(data.train_labels, cfg.data.val_size, data.num_classes)
         mean, std = normalization_stats(cfg.normalization.name, data.train_images[train_idx])
         self.normalize = Normalize(mean, std, self.device, t.channels_last)

@@ -70,6 +70,32 @@ def write_cifar100(root: Path, n_train: int = 400, n_test: int = 200, seed: int 
     return root
 
 
+BROKEN_BATCH_KINDS = ("truncated", "not a pickle", "wrong shape", "wrong dtype", "labels out of range",
+                      "label count")
+
+
+def break_batch_file(path: Path, how: str) -> None:
+    """Damage one official batch file in the way named (one of BROKEN_BATCH_KINDS)."""
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:500])
+        return
+    if how == "not a pickle":
+        path.write_text("hello, I am not a pickle")
+        return
+    batch = pickle.loads(path.read_bytes(), encoding="latin1")
+    if how == "wrong shape":
+        batch["data"] = batch["data"][:, :1024]
+    elif how == "wrong dtype":
+        batch["data"] = batch["data"].astype(np.float32)
+    elif how == "labels out of range":
+        batch["labels"][0] = 10
+    elif how == "label count":
+        batch["labels"] = batch["labels"][:-1]
+    else:
+        raise ValueError(f"unknown damage {how!r}; one of {BROKEN_BATCH_KINDS}")
+    dump(batch, path)
+
+
 @pytest.fixture(scope="session")
 def tiny_cifar10(tmp_path_factory) -> Path:
     """A learnable 320/100-image CIFAR-10 in the official layout; do not modify (shared)."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import dump, write_cifar10, write_cifar100
+from conftest import break_batch_file, write_cifar10, write_cifar100
 from resnet_cifar.config import Dataset, Normalization
 from resnet_cifar.data import (
     IMAGENET_MEAN, PAD, CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats,
@@ -65,25 +65,6 @@ def test_cifar100_files_under_a_cifar10_setting_are_named(tmp_path):
         load_cifar(Dataset.cifar10, tmp_path, allow_download=False)
 
 
-def corrupt(folder, how):
-    path = folder / "data_batch_2"
-    if how == "truncated":
-        path.write_bytes(path.read_bytes()[:1000])
-    elif how == "not a pickle":
-        path.write_text("hello, I am not a pickle")
-    else:
-        batch = pickle.load(open(path, "rb"))
-        if how == "wrong shape":
-            batch["data"] = batch["data"][:, :1024]
-        elif how == "wrong dtype":
-            batch["data"] = batch["data"].astype(np.float32)
-        elif how == "labels out of range":
-            batch["labels"][0] = 10
-        elif how == "label count":
-            batch["labels"] = batch["labels"][:-1]
-        dump(batch, path)
-
-
 @pytest.mark.parametrize("how,message", [
     ("truncated", "cannot be read as a CIFAR pickle"),
     ("not a pickle", "cannot be read as a CIFAR pickle"),
@@ -94,7 +75,7 @@ def corrupt(folder, how):
 ])
 def test_broken_batch_files_are_refused_clearly(tmp_path, how, message):
     write_cifar10(tmp_path, n_train=320, n_test=20)
-    corrupt(tmp_path / "cifar-10-batches-py", how)
+    break_batch_file(tmp_path / "cifar-10-batches-py" / "data_batch_2", how)
     with pytest.raises(DataError, match=message) as e:
         load_cifar(Dataset.cifar10, tmp_path, allow_download=False)
     assert "data_batch_2" in str(e.value)
