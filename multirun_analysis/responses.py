@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from resnet_cifar.config import Arch, Dataset, Normalization, Shortcut
-from resnet_cifar.data import CifarArrays, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
+from resnet_cifar.data import CifarArrays, eval_batches, load_cifar, split_and_normalize
 from resnet_cifar.models import CifarResNet, build_model
 
 from .collect import find_run_dirs
@@ -88,9 +88,8 @@ def _test_batches(config: dict, data_root: str | None, device: torch.device):
     """The run's test set, normalized as the run saw it (statistics of its own training split)."""
     data_cfg = config["data"]
     data = _data(data_cfg["name"], data_root or data_cfg["root"])
-    train_idx, _ = split_validation(data.train_labels, data_cfg["val_size"], data.num_classes)
-    mean, std = normalization_stats(Normalization(config["normalization"]["name"]), data.train_images[train_idx])
-    normalize = Normalize(mean, std, device, channels_last=False)
+    *_, normalize = split_and_normalize(data, data_cfg["val_size"], Normalization(config["normalization"]["name"]),
+                                        device, channels_last=False)
     images, labels = torch.from_numpy(data.test_images).to(device), torch.from_numpy(data.test_labels).to(device)
     return eval_batches(images, labels, 1000, normalize), data.num_classes
 

@@ -217,6 +217,15 @@ def crop_flip(images: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int = P
     return padded[batch, rows[:, :, None], cols[:, None, :]]
 
 
+def split_and_normalize(data: CifarArrays, val_size: int, kind: Normalization, device: torch.device,
+                        channels_last: bool) -> tuple[np.ndarray, np.ndarray, Normalize]:
+    """A run's split and its input normalization (statistics of its own training split): what
+    training uses, and what an analysis of its model must use again."""
+    train_idx, val_idx = split_validation(data.train_labels, val_size, data.num_classes)
+    mean, std = normalization_stats(kind, data.train_images[train_idx])
+    return train_idx, val_idx, Normalize(mean, std, device, channels_last)
+
+
 class CifarLoader:
     """The training stream: a fresh seeded permutation each epoch, full global batches only.
 

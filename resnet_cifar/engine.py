@@ -27,7 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from .config import BaseConfig, Device, OptimizerConfig, Precision, uses_cuda_graph
-from .data import CifarArrays, CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats, split_validation
+from .data import CifarArrays, CifarLoader, Normalize, eval_batches, load_cifar, split_and_normalize
 from .distributed import World, convert_sync_batchnorm, init_process_group, share_cores
 from . import faults
 from .errors import ConfigError, Diverged, RunFolderError
@@ -195,9 +195,8 @@ class Trainer:
         else:  # fixed shapes: let cuDNN time its algorithms once and keep the fastest
             torch.backends.cudnn.benchmark = True
         data = data or load_cifar(cfg.data.name, cfg.data.root, cfg.data.download)
-        train_idx, val_idx = split_validation(data.train_labels, cfg.data.val_size, data.num_classes)
-        mean, std = normalization_stats(cfg.normalization.name, data.train_images[train_idx])
-        self.normalize = Normalize(mean, std, self.device, t.channels_last)
+        train_idx, val_idx, self.normalize = split_and_normalize(
+            data, cfg.data.val_size, cfg.normalization.name, self.device, t.channels_last)
 
         def on_device(array) -> Tensor:
             return torch.from_numpy(array).to(self.device)
