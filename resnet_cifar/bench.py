@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .config import Arch, BaseConfig, Shortcut, validate
 from .config import Dataset as DatasetName
-from .data import DATASETS, CifarArrays, load_cifar
+from .data import CifarArrays, load_cifar
+from .datasets import DATASETS
 from .engine import Trainer, device_name
 from .models import build_model
 

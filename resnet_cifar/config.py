@@ -57,6 +57,11 @@ class Device(Enum):
     cuda = "cuda"
 
 
+# Where the data comes from, not what the experiment is: these never name a sweep job's folder
+# (conf/config.yaml's exclude_keys) and a run folder resumes whatever they say.
+DATA_SOURCE_KEYS = ("data.root", "data.download")
+
+
 @dataclass
 class DataConfig:
     name: Dataset = MISSING

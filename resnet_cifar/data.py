@@ -17,38 +17,15 @@ import torch
 from torch import Tensor
 
 from .config import Dataset, Normalization
+from .datasets import DATASETS, DatasetFiles
 from .errors import ConfigError, DataError
+from .fetch import fetch_if_missing
 
 IMAGE_SHAPE = (32, 32, 3)  # H, W, C as held on the device
 PAD = 4  # the paper's augmentation: 4 pixels on each side
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VAL_SPLIT_SEED = 0  # the same hold-out for every run and seed, as the paper's one 45k/5k split
-
-
-@dataclass(frozen=True)
-class DatasetFiles:
-    """Where a data set's official python release keeps what."""
-
-    folder: str
-    train: tuple[str, ...]
-    test: str
-    meta: str
-    label_key: str
-    names_key: str
-    num_classes: int
-    torchvision_class: str  # its url, filename and md5 are torchvision's
-
-
-DATASETS = {
-    Dataset.cifar10: DatasetFiles(
-        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-        "batches.meta", "labels", "label_names", 10, "CIFAR10",
-    ),
-    Dataset.cifar100: DatasetFiles(
-        "cifar-100-python", ("train",), "test", "meta", "fine_labels", "fine_label_names", 100, "CIFAR100",
-    ),
-}
 
 
 @dataclass
@@ -99,39 +76,22 @@ def _read_split(folder: Path, names: tuple[str, ...], files: DatasetFiles) -> tu
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _missing(folder: Path, files: DatasetFiles) -> list[str]:
-    return [n for n in (*files.train, files.test, files.meta) if not (folder / n).is_file()]
-
-
-def download(dataset: Dataset, root: Path) -> None:
-    """Fetch and unpack the official archive with torchvision's downloader (checks its md5)."""
-    import torchvision.datasets as tvd
-    from torchvision.datasets.utils import download_and_extract_archive
-
-    cls = getattr(tvd, DATASETS[dataset].torchvision_class)
-    try:
-        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-    except Exception as e:
-        raise DataError(f"downloading {dataset.value} from {cls.url} into {root} failed "
-                        f"({type(e).__name__}: {e}); put the files there by hand") from e
-
-
 def load_cifar(dataset: Dataset, root: str | Path, allow_download: bool) -> CifarArrays:
-    """Read a data set from `root`/<official folder>, downloading first when allowed."""
+    """Read a data set from `root`/<official folder>, fetching it first when it is missing and allowed."""
     files = DATASETS[dataset]
     root = Path(root).expanduser().resolve()
-    folder = root / files.folder
-    if _missing(folder, files) and allow_download:
-        download(dataset, root)
-    missing = _missing(folder, files)
+    if allow_download:
+        fetch_if_missing(dataset, root)
+    missing = files.missing(root)
     if missing:
         others = [d for d, f in DATASETS.items() if d is not dataset and (root / f.folder).is_dir()]
         hint = "".join(f" ({root} holds {DATASETS[d].folder}/: did you mean data={d.value}?)" for d in others[:1])
         raise DataError(
-            f"{dataset.value} not found: expected {', '.join(missing)} in {folder}{hint}. "
+            f"{dataset.value} not found: expected {', '.join(missing)} in {root / files.folder}{hint}. "
             f"Either set data.root to the folder that holds {files.folder}/, "
-            f"or add data.download=true to fetch it (needs internet)."
+            f"or drop data.download=false to fetch it (needs internet)."
         )
+    folder = root / files.folder
     train_images, train_labels = _read_split(folder, files.train, files)
     test_images, test_labels = _read_split(folder, (files.test,), files)
     return CifarArrays(train_images, train_labels, test_images, test_labels, files.num_classes)

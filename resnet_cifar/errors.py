@@ -1,5 +1,7 @@
 """Errors the user can fix; the entry point prints them as one line, no traceback."""
 
+EXIT_BAD_INPUT = 2  # the exit status of every UserError, wherever it is reported
+
 
 class UserError(Exception):
     """Bad input: a config value, a data file or a run folder that cannot be used."""

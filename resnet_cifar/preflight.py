@@ -14,7 +14,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-EXIT_BAD_INPUT = 2
+from .errors import EXIT_BAD_INPUT
+
 
 
 def unwritable_reason(folder: Path) -> str | None:

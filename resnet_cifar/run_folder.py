@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import faults
+from .config import DATA_SOURCE_KEYS
 from .errors import Diverged, RunFolderError
 
 METRICS_FILE = "metrics.csv"
@@ -110,11 +111,12 @@ def exclusive(run_dir: Path) -> Iterator[None]:
         yield
 
 
-def _diff(old, new, prefix: str = "") -> list[str]:
+def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) for every leaf that differs."""
     if isinstance(old, dict) and isinstance(new, dict):
         return [d for k in sorted(set(old) | set(new))
                 for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+    return [] if old == new else [(prefix[:-1], old, new)]
 
 
 class ConfigMismatch(RunFolderError):
@@ -126,8 +128,13 @@ class ConfigMismatch(RunFolderError):
 
 
 def check_same_config(summary: dict, config: dict, run_dir: Path) -> None:
-    """Refuse to continue a run folder with a config other than the one it was started with."""
-    changes = _diff(summary.get("config"), config)
+    """Refuse to continue a run folder with a config other than the one it was started with.
+
+    Where the data comes from (DATA_SOURCE_KEYS) is not part of the experiment: a run resumes
+    from a moved data folder, and runs started when data.download defaulted to false resume now.
+    """
+    changes = [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(summary.get("config"), config)
+               if key not in DATA_SOURCE_KEYS]
     if changes:
         raise ConfigMismatch(
             f"{run_dir} holds a run made with another config ({'; '.join(changes)}); "

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from hydra._internal.config_loader_impl import get_overrides_dirname  # Hydra's own folder naming
+from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .errors import RunFolderError
+from .config import DATA_SOURCE_KEYS, Dataset
+from .errors import EXIT_BAD_INPUT, DataError, RunFolderError
+from .fetch import fetch_if_missing
 from .run_folder import CHECKPOINT_FILE, Status, read_summary
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,11 @@ def job_dirs(cfg: DictConfig) -> list[Path]:
     return dirs
 
 
+def basic_sweeper(cfg: DictConfig) -> bool:
+    """Whether the grid is Hydra's basic sweeper's, which job_overrides can expand (another sweeper draws its own)."""
+    return cfg.hydra.sweeper._target_ == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
 def job_summary(run_dir: Path) -> dict:
     """The job's summary.json, or a stand-in whose status says why there is none."""
     try:
@@ -70,9 +78,16 @@ class SweepAccount(Callback):
         self.dirs: list[Path] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.sweeper._target_ != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
-            return  # another sweeper draws its own grid
+        if not basic_sweeper(config):
+            return
         self.dirs = job_dirs(config)
+        shared = sorted({str(d) for d in self.dirs if self.dirs.count(d) > 1})
+        if shared:  # they would skip or refuse each other, and one folder would hold one of their runs
+            log.error("error: jobs of this sweep would share a run folder (%s): %s are not part of a job's "
+                      "folder name, as they do not change the experiment; sweep them in separate commands, "
+                      "each with its own hydra.sweep.dir", ", ".join(shared),
+                      ", ".join(config.hydra.job.config.override_dirname.exclude_keys))
+            sys.exit(EXIT_BAD_INPUT)
         states = [job_state(d) for d in self.dirs]
         unreadable = states.count("unreadable")
         log.info("sweep of %d jobs in %s: %d done, %d to resume, %d new%s", len(states), config.hydra.sweep.dir,
@@ -90,3 +105,33 @@ class SweepAccount(Callback):
             sys.exit(1)  # a callback cannot fail the command otherwise (Hydra turns exceptions into warnings)
         if self.dirs:
             log.info("all %d jobs completed", len(self.dirs))
+
+
+DATA_KEYS = ("data", "data.name", *DATA_SOURCE_KEYS)  # what says which data set a job reads, and from where
+
+
+class FetchDataFirst(Callback):
+    """Before any job of a sweep starts, fetch each missing data set its jobs read, once, here.
+
+    Otherwise every job would find the data missing at once: on one machine
+    they would queue behind one download, and on a cluster each job would
+    download on a compute node (often offline) instead of the machine the
+    sweep was launched from. Completed jobs need no data.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not basic_sweeper(config):
+            return  # another sweeper draws its grid as it goes: each job fetches what it lacks
+        sources = {}  # one job's overrides for each distinct way the jobs name their data
+        for run_dir, overrides in zip(job_dirs(config), job_overrides(config)):
+            if job_state(run_dir) != Status.completed:
+                key = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in DATA_KEYS)
+                sources.setdefault(key, overrides)
+        for overrides in sources.values():
+            data = compose(config_name=kwargs["config_name"], overrides=overrides).data
+            if data.download:
+                try:
+                    fetch_if_missing(Dataset(data.name), data.root)
+                except DataError as e:
+                    log.error("error: %s", e)
+                    sys.exit(EXIT_BAD_INPUT)  # Hydra ignores exceptions raised in callbacks

@@ -30,13 +30,12 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from . import config as schema
 from .distributed import World, check_world, init_process_group, launch, world_from_env
 from .engine import already_completed, previous_summary, train
-from .errors import Diverged, RunFolderError, UserError
+from .errors import EXIT_BAD_INPUT, Diverged, RunFolderError, UserError
 from .run_folder import LOCK_FILE, SUMMARY_FILE, ConfigMismatch, exclusive, record_failure
 from .signals import Interrupted
 
 log = logging.getLogger(__name__)
 
-EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_CTRL_C = 128 + signal.SIGINT
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's

@@ -1,16 +1,25 @@
 """Tiny CIFAR sets in the official python layout, written by the tests, and a way to run the CLI."""
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import os
 import pickle
 import subprocess
 import sys
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HOOKS = Path(__file__).resolve().parent / "hooks"  # sitecustomize.py: the test archive's address
+ARCHIVE_ENV = "RESNET_CIFAR_TEST_ARCHIVE"
 
 # Few iterations on tiny data: every evaluation and checkpoint path runs in seconds.
 TINY_BUDGET = (
@@ -96,16 +105,100 @@ def break_batch_file(path: Path, how: str) -> None:
     dump(batch, path)
 
 
+@pytest.fixture(autouse=True)
+def no_download_from_the_internet(monkeypatch):
+    """In the tests' own process too, a CIFAR download goes to the loopback address (see train_env)."""
+    import torchvision.datasets as tvd
+
+    for cls in (tvd.CIFAR10, tvd.CIFAR100):
+        monkeypatch.setattr(cls, "url", closed_port_url())
+
+
 @pytest.fixture(scope="session")
 def tiny_cifar10(tmp_path_factory) -> Path:
     """A learnable 320/100-image CIFAR-10 in the official layout; do not modify (shared)."""
     return write_cifar10(tmp_path_factory.mktemp("tiny_cifar10"))
 
 
+def train_env(env: dict | None = None) -> dict:
+    """The environment of a CLI process the tests start: tests/hooks first on PYTHONPATH, and CIFAR
+    downloads going to the loopback address (`env` may name a served archive; by default nothing
+    listens there, so a test that forgets its data fails at once instead of downloading 170 MB)."""
+    path = os.pathsep.join(p for p in (str(HOOKS), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": path,
+            ARCHIVE_ENV: f"{closed_port_url()} {'0' * 32}", **(env or {})}
+
+
 def run_train(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m resnet_cifar.train OVERRIDES` in a real process, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "resnet_cifar.train", *overrides],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
+        cwd=cwd, capture_output=True, text=True, timeout=600, env=train_env(env),
     )
+
+
+@dataclass
+class ArchiveServer:
+    """A CIFAR-10 archive served over HTTP on the loopback address, counting its downloads."""
+
+    url: str
+    md5: str
+    delay_s: float = 0.0  # before each answer: keeps a download in flight long enough to race it
+    downloads: list = field(default_factory=list)
+
+    @property
+    def env(self) -> dict:
+        """What makes a CLI process (through tests/hooks) fetch this archive instead of the official one."""
+        return {ARCHIVE_ENV: f"{self.url} {self.md5}"}
+
+
+def serve_archive(folder: Path, **cifar) -> tuple[ArchiveServer, http.server.ThreadingHTTPServer]:
+    """Write a tiny CIFAR-10 (write_cifar10's arguments) as the official archive and serve it."""
+    write_cifar10(folder / "src", **cifar)
+    www = folder / "www"
+    www.mkdir()
+    archive = www / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            # torchvision first follows redirects with a GET marked "Method: HEAD" (it reads only the
+            # headers); the request after it is the download
+            if self.headers.get("Method") != "HEAD":
+                served.downloads.append(self.path)
+                time.sleep(served.delay_s)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            pass  # torchvision's redirect probe hangs up after the headers, by design
+
+    server = Server(("127.0.0.1", 0), functools.partial(Handler, directory=www))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    served = ArchiveServer(f"http://127.0.0.1:{server.server_address[1]}/{archive.name}",
+                           hashlib.md5(archive.read_bytes()).hexdigest())
+    return served, server
+
+
+@pytest.fixture
+def archive_server(tmp_path) -> ArchiveServer:
+    """A learnable 320/100-image CIFAR-10 archive on a loopback port."""
+    served, server = serve_archive(tmp_path / "archive")
+    yield served
+    server.shutdown()
+
+
+def closed_port_url() -> str:
+    """An address where nothing listens: what a download meets on a machine without internet."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"

@@ -29,7 +29,7 @@ def test_defaults_are_the_papers_recipe():
     assert (o.warmup.lr, o.warmup.until_train_error, o.warmup.min_depth) == (0.01, 80.0, 110)
     assert cfg.trainer.max_iters == 64000
     d = cfg.data
-    assert (d.batch_size, d.augment, d.val_size, d.download) == (128, True, 0, False)
+    assert (d.batch_size, d.augment, d.val_size, d.download) == (128, True, 0, True)
     assert cfg.trainer.channels_last is True
     assert cfg.trainer.cuda_graph is None and cfg.trainer.compile is False  # graphs wherever they apply
 

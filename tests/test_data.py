@@ -1,15 +1,10 @@
-import functools
-import hashlib
-import http.server
 import pickle
-import tarfile
-import threading
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import break_batch_file, write_cifar10, write_cifar100
+from conftest import break_batch_file, closed_port_url, write_cifar10, write_cifar100
 from resnet_cifar.config import Dataset, Normalization
 from resnet_cifar.data import (
     IMAGENET_MEAN, PAD, CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats,
@@ -50,7 +45,7 @@ def test_missing_folder_names_path_and_both_fixes(tmp_path):
         load_cifar(Dataset.cifar10, tmp_path / "nowhere", allow_download=False)
     message = str(e.value)
     assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in message
-    assert "data.root" in message and "data.download=true" in message
+    assert "data.root" in message and "drop data.download=false" in message
 
 
 def test_cifar100_files_under_a_cifar10_setting_are_named(tmp_path):
@@ -216,41 +211,41 @@ def test_batch_larger_than_the_data_is_refused():
         make_loader(n=100, batch=200)
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def local_http(tmp_path):
-    """Serve tmp_path/www on a loopback port (the machines here have no internet)."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=root))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-def test_download_goes_through_torchvisions_downloader(tmp_path, monkeypatch, local_http):
-    """The real download path: torchvision fetches the archive over HTTP, checks its md5, unpacks it."""
+def use_archive(monkeypatch, url: str, md5: str) -> None:
     import torchvision.datasets as tvd
 
-    www, url = local_http
-    write_cifar10(tmp_path / "src", n_train=50, n_test=20)
-    archive = www / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    monkeypatch.setattr(tvd.CIFAR10, "url", f"{url}/{archive.name}")
-    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
-    d = load_cifar(Dataset.cifar10, tmp_path / "root", allow_download=True)
-    assert d.train_images.shape == (50, 32, 32, 3)
-    assert (tmp_path / "root" / "cifar-10-batches-py" / "test_batch").is_file()
+    monkeypatch.setattr(tvd.CIFAR10, "url", url)
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", md5)
 
-    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", "0" * 32)  # a corrupted download is refused
-    with pytest.raises(DataError, match="downloading cifar10 from .* failed"):
-        load_cifar(Dataset.cifar10, tmp_path / "other", allow_download=True)
+
+def test_download_goes_through_torchvisions_downloader(tmp_path, monkeypatch, archive_server):
+    """The real download path: torchvision fetches the archive over HTTP, checks its md5, unpacks it;
+    the release's files land in the official folder and nothing else stays behind."""
+    use_archive(monkeypatch, archive_server.url, archive_server.md5)
+    root = tmp_path / "new" / "root"
+    d = load_cifar(Dataset.cifar10, root, allow_download=True)
+    assert d.train_images.shape == (320, 32, 32, 3)
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-py"]  # no archive, no staging folder
+    assert len(archive_server.downloads) == 1
+    load_cifar(Dataset.cifar10, root, allow_download=True)  # there now: not fetched again
+    assert len(archive_server.downloads) == 1
+
+
+@pytest.mark.parametrize("failure", ["corrupted archive", "no internet"])
+def test_a_failed_download_says_what_to_do_and_leaves_no_folder(tmp_path, monkeypatch, archive_server, failure):
+    if failure == "corrupted archive":
+        use_archive(monkeypatch, archive_server.url, "0" * 32)
+    else:
+        use_archive(monkeypatch, closed_port_url(), archive_server.md5)
+    (tmp_path / "data").mkdir()
+    root = tmp_path / "data" / "cifar" / "root"
+    with pytest.raises(DataError) as e:
+        load_cifar(Dataset.cifar10, root, allow_download=True)
+    message = str(e.value)
+    assert f"downloading cifar10 from http://127.0.0.1:" in message and "failed" in message
+    assert f"put the official cifar-10-batches-py/ folder under {root}" in message
+    assert "data.download=false" in message and "README's Data section" in message
+    assert list((tmp_path / "data").iterdir()) == []  # the folders the download made are gone again
 
 
 def test_shards_of_a_global_batch_equal_the_single_process_batch():

@@ -1,11 +1,22 @@
 """A non-editable install finds the config tree as package data, from any working directory."""
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def running_site_packages() -> list[str]:
+    """Where the running interpreter's installed packages live: its environment's site-packages (a venv
+    made with --system-site-packages includes the base ones) and the user's.
+
+    Listed in a .pth file these become plain sys.path entries: the .pth files inside them are not run,
+    so an editable install of the checkout there (a .pth import hook) stays invisible."""
+    dirs = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    return [d for d in dirs if Path(d).is_dir()]
 
 
 def test_wheel_carries_conf_and_runs_from_a_foreign_folder(tmp_path):
@@ -22,10 +33,14 @@ def test_wheel_carries_conf_and_runs_from_a_foreign_folder(tmp_path):
     shipped = {f"resnet_cifar/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
     assert conf == shipped and "resnet_cifar/conf/config.yaml" in conf
 
-    # a fresh venv that sees the heavy dependencies of this interpreter but not the checkout
+    # a fresh venv that sees the packages of the running environment (torch, hydra, ...), whatever kind
+    # of environment that is (the machine's Python, a venv, conda), but not the checkout
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "running_environment.pth").write_text("\n".join(running_site_packages()) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
                    capture_output=True)
     elsewhere = tmp_path / "elsewhere"

@@ -184,7 +184,8 @@ BAD_INPUT = [
     ("cuda without a GPU", ["trainer.device=cuda"], 2, "trainer.device=cuda is not allowed here"),
     ("unknown config key", ["trainer.epochs=3"], 1, "Key 'epochs' not in 'TrainerConfig'"),
     ("unknown preset", ["+experiment=nope"], 1, "Could not find 'experiment/nope'"),
-    ("missing data folder", ["data.root={tmp}/nowhere"], 2, "cifar10 not found: expected data_batch_1"),
+    ("missing data folder", ["data.root={tmp}/nowhere", "data.download=false"], 2,
+     "cifar10 not found: expected data_batch_1"),
     ("truncated batch file", ["data.root={bad}"], 2, "data_batch_2 cannot be read as a CIFAR pickle"),
     ("batch file not a pickle", ["data.root={bad}"], 2, "data_batch_2 cannot be read as a CIFAR pickle"),
     ("batch of the wrong shape", ["data.root={bad}"], 2, "'data' must be a uint8 array of shape (N, 3072), "
@@ -193,7 +194,7 @@ BAD_INPUT = [
     ("labels out of range", ["data.root={bad}"], 2, "labels must lie in 0..9, found 0..10"),
     ("CIFAR-100 file under a CIFAR-10 name", ["data.root={bad}"], 2,
      "has no 'labels' entry (it looks like a cifar-100-python file)"),
-    ("CIFAR-100 folder under data=cifar10", ["data.root={bad}"], 2,
+    ("CIFAR-100 folder under data=cifar10", ["data.root={bad}", "data.download=false"], 2,
      "holds cifar-100-python/: did you mean data=cifar100?"),
 ]
 BAD_DATA_KIND = {"truncated batch file": "truncated", "batch file not a pickle": "not a pickle",
