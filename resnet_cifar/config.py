@@ -13,7 +13,7 @@ from typing import List, Optional
 from enum import Enum
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from .errors import ConfigError
 
@@ -138,6 +138,15 @@ class BaseConfig:
 
 
 SCHEMA_NAME = "base_config"
+
+
+def gpus_per_job(device: Device | str, nproc_per_node: int) -> int | None:
+    """GPUs a cluster job of this run asks for (conf/hydra/launcher/slurm.yaml): one per process, and
+    none at all for trainer.device=cpu, so that a CPU job fits a CPU partition."""
+    return None if getattr(device, "value", device) == Device.cpu.value else nproc_per_node
+
+
+OmegaConf.register_new_resolver("gpus_per_job", gpus_per_job, replace=True)
 
 
 # Stored under its own name; conf/config.yaml extends it explicitly from its defaults list.

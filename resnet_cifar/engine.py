@@ -41,7 +41,8 @@ from .run_folder import (
 log = logging.getLogger(__name__)
 
 def resolve_device(device: Device, world: World) -> torch.device:
-    """The device of this process: with several processes on a node, GPU i for local rank i."""
+    """The device of this process: with several processes on a node, GPU i for local rank i; alone,
+    the current GPU (the one job.run_job claimed, see placement.py)."""
     if device is Device.cuda and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda is not allowed here: no CUDA device is available "
                           "(use trainer.device=cpu or auto)")
@@ -50,7 +51,7 @@ def resolve_device(device: Device, world: World) -> torch.device:
     if world.local_rank >= torch.cuda.device_count():
         raise ConfigError(f"{world.local_world_size} processes per node but only {torch.cuda.device_count()} "
                           "GPUs here: lower trainer.nproc_per_node (or torchrun's --nproc_per_node)")
-    return torch.device("cuda", world.local_rank)
+    return torch.device("cuda", world.local_rank if world.distributed else torch.cuda.current_device())
 
 
 class LrSchedule:
@@ -118,6 +119,29 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, 
     model.train()
     loss, wrong = world.sum_(totals).tolist()
     return loss / len(images), 100.0 * wrong / len(images)
+
+
+def gpu_uuids(device: torch.device, world: World) -> list[str] | None:
+    """Which physical GPU each process used, by rank (None on the CPU): names and indices depend on
+    CUDA_VISIBLE_DEVICES, the UUID does not (`nvidia-smi -L` lists them)."""
+    if device.type != "cuda":
+        return None
+    uuids: list = [str(torch.cuda.get_device_properties(device).uuid)]
+    if world.distributed:
+        uuids = [None] * world.world_size
+        dist.all_gather_object(uuids, str(torch.cuda.get_device_properties(device).uuid))
+    return uuids
+
+
+def slurm_job() -> dict | None:
+    """The SLURM job this run is part of (None outside SLURM): its id as squeue and sacct show it
+    (ARRAY_TASK for a sweep's job array), the node, and how many times SLURM requeued it."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return None
+    array = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    return {"job": "_".join(array) if all(array) else env["SLURM_JOB_ID"], "job_id": env["SLURM_JOB_ID"],
+            "node": env.get("SLURMD_NODENAME"), "restart_count": int(env.get("SLURM_RESTART_COUNT", 0))}
 
 
 def device_name(device: torch.device) -> str:
@@ -477,7 +501,8 @@ def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str], wo
         "status": Status.running, "iteration": trainer.iteration, "max_iters": cfg.trainer.max_iters,
         "params": trainer.params, "device": str(trainer.device), "device_name": device_name(trainer.device),
         "processes": world.world_size, "global_batch": trainer.global_batch, "cuda_graph": trainer.graph is not None,
-        "num_threads": torch.get_num_threads(), "versions": library_versions(),
+        "num_threads": torch.get_num_threads(), "versions": library_versions(), "slurm": slurm_job(),
+        "gpus": gpu_uuids(trainer.device, world),
         "started_at": (summary or {}).get("started_at", started), "config": config, "overrides": overrides,
     }
 
@@ -504,6 +529,7 @@ def train(cfg: BaseConfig, run_dir: Path, config: dict, overrides: list[str], wo
         except RunFolderError as not_recorded:  # e.g. the disk that failed the run is still full
             log.warning("%s", not_recorded)
         if isinstance(e, Interrupted):
+            log.warning("%s", e)  # here: the handler passed on may end the process (submitit's exits)
             trainer.stop.pass_on()  # e.g. submitit's handler, which requeues the job
         raise
     if world.is_main:

@@ -1,12 +1,16 @@
-"""Refuse an output folder that cannot be written before Hydra creates anything in it.
+"""Refuse what cannot work before Hydra creates anything: an output folder that cannot be written,
+and SLURM jobs the cluster would not run.
 
-Hydra makes the run (or sweep) folder and its .hydra/ before the task runs;
-a folder that cannot exist there would otherwise end in Hydra's traceback.
-Hydra ignores exceptions raised in callbacks, so this one exits itself.
+Hydra makes the run (or sweep) folder and its .hydra/ before the task runs,
+and the submitit launcher submits before anything reports back; either
+failure would otherwise end in a traceback. Hydra ignores exceptions raised
+in callbacks, so these exit themselves.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,3 +47,53 @@ class Preflight(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check("hydra.sweep.dir", config.hydra.sweep.dir)
+
+
+# hydra-submitit-launcher's fields that decide whether SLURM can run a job, and sbatch's option for each
+SBATCH_OPTIONS = {
+    "partition": "--partition", "account": "--account", "qos": "--qos", "constraint": "--constraint",
+    "exclude": "--exclude", "nodes": "--nodes", "tasks_per_node": "--ntasks-per-node",
+    "cpus_per_task": "--cpus-per-task", "gpus_per_node": "--gpus-per-node", "gpus_per_task": "--gpus-per-task",
+    "cpus_per_gpu": "--cpus-per-gpu", "gres": "--gres", "mem_per_cpu": "--mem-per-cpu",
+    "mem_per_gpu": "--mem-per-gpu",
+}
+
+
+def sbatch_request(launcher: DictConfig) -> list[str]:
+    """The resources a sweep's SLURM jobs ask for, as sbatch options (what the plugin will submit)."""
+    options = [f"{flag}={launcher[key]}" for key, flag in SBATCH_OPTIONS.items() if launcher.get(key) is not None]
+    if launcher.get("mem_gb") is not None:
+        options.append(f"--mem={launcher.mem_gb}G")
+    if launcher.get("timeout_min") is not None:
+        options.append(f"--time={launcher.timeout_min}")
+    extra = launcher.get("additional_parameters") or {}
+    return options + [f"--{key.replace('_', '-')}={value}" for key, value in extra.items()]
+
+
+def sbatch_refusal(options: list[str]) -> str | None:
+    """Why SLURM would refuse a job with these options (None if it would take it): `sbatch --test-only`
+    submits nothing. Without it, a request larger than any node ends in submitit's traceback, or waits in
+    the queue for ever on a cluster that does not enforce partition limits."""
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on PATH: hydra/launcher=slurm submits to a SLURM cluster from one of its login nodes"
+    test = subprocess.run(["sbatch", "--test-only", *options, "--output=/dev/null", "--wrap=true"],
+                          capture_output=True, text=True, timeout=60)
+    if test.returncode == 0:
+        return None
+    return " ".join(line.removeprefix("sbatch: error: ").strip() for line in test.stderr.splitlines() if line.strip())
+
+
+class SlurmPreflight(Callback):
+    """Ask SLURM whether it would run the sweep's jobs before anything is submitted or written."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = config.hydra.launcher
+        if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+            return
+        options = sbatch_request(launcher)
+        reason = sbatch_refusal(options)
+        if reason:
+            print(f"error: SLURM refuses the jobs of this sweep ({' '.join(options)}): {reason}. Ask for what "
+                  "your partition offers: hydra.launcher.partition, cpus_per_task, mem_gb, gpus_per_node, "
+                  "timeout_min (trainer.device=cpu asks for no GPU)", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)

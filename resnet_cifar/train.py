@@ -28,8 +28,8 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from . import config as schema
-from .distributed import World, check_world, init_process_group, launch, world_from_env
-from .engine import already_completed, previous_summary, train
+from .distributed import World, init_process_group, world_from_env
+from .job import run_job
 from .errors import EXIT_BAD_INPUT, Diverged, RunFolderError, UserError
 from .run_folder import LOCK_FILE, SUMMARY_FILE, ConfigMismatch, exclusive, record_failure
 from .signals import Interrupted
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 EXIT_DIVERGED = 3
 EXIT_CTRL_C = 128 + signal.SIGINT
-LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's
 
 
 def restore_hydra_files(run_dir: Path, summary: dict) -> None:
@@ -65,35 +64,6 @@ def discard_unstarted_run_folder(run_dir: Path) -> None:
     while folder != cwd and cwd in folder.parents and not any(folder.iterdir()):
         folder.rmdir()
         folder = folder.parent
-
-
-def run_worker(config: dict, run_dir: str, overrides: list[str]) -> None:
-    """One process of a job's DDP group, started by `distributed.launch` (no Hydra in here)."""
-    world = world_from_env()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if world.is_main:
-        handlers.append(logging.FileHandler(Path(run_dir) / "train.log"))
-    logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING, format=LOG_FORMAT,
-                        handlers=handlers, force=True)
-    typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema.BaseConfig), config))
-    try:
-        train(typed, Path(run_dir), config, overrides, world)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def run_job(typed: schema.BaseConfig, run_dir: Path, config: dict, overrides: list[str], world: World) -> None:
-    """Train in this process, as one of torchrun's workers, or by starting this job's own workers."""
-    t = typed.trainer
-    if world.distributed:
-        check_world(world, t.nproc_per_node, t.nnodes)
-        train(typed, run_dir, config, overrides, world)
-    elif t.nproc_per_node * t.nnodes > 1:
-        if not already_completed(previous_summary(run_dir, config), run_dir):  # a finished job starts no workers
-            launch(t.nproc_per_node, t.nnodes, run_worker, config, str(run_dir), overrides)
-    else:
-        train(typed, run_dir, config, overrides)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://resnet_cifar.conf", config_name="config")
@@ -127,8 +97,7 @@ def main(cfg: DictConfig) -> None:
         exit_code = EXIT_BAD_INPUT
         if not in_sweep and world.is_main and not isinstance(e, RunFolderError):
             discard_unstarted_run_folder(run_dir)
-    except Interrupted as e:  # engine.train has saved a checkpoint and recorded it; a sweep ends here too
-        log.warning("%s", e)
+    except Interrupted as e:  # engine.train has saved a checkpoint, recorded and logged it; a sweep ends here too
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         log.warning("stopped at once by a second Ctrl-C; the last checkpoint is kept: run the same "

@@ -1,14 +1,17 @@
 """Data-parallel training on the CPU: gloo, 2 processes, tiny data, real processes."""
 import csv
 import json
+import signal
+import socket
 import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 
-from conftest import run_train
+from conftest import run_train, train_env
 from resnet_cifar.config import Arch, Shortcut
 from resnet_cifar.faults import KILL_AT_ITERATION_ENV
 from resnet_cifar.models import build_model
@@ -112,3 +115,54 @@ def test_a_killed_ddp_run_resumes_from_its_checkpoint(tiny_cifar10, tmp_path):
     assert "resuming from" in again.stderr
     assert train_losses(resumed) == pytest.approx(train_losses(straight), rel=1e-6)
     assert json.loads((resumed / "summary.json").read_text())["status"] == "completed"
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_two_nodes(args: tuple, cwd, env: dict | None = None) -> list[subprocess.Popen]:
+    """Node 0 and node 1 of a 2-node torchrun job, as on two machines, but both on the loopback address."""
+    port = free_loopback_port()
+    return [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
+         "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "resnet_cifar.train", *args],
+        cwd=cwd, env=train_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)]
+
+
+def finish(nodes: list[subprocess.Popen]) -> list[int]:
+    for node in nodes:
+        node.communicate(timeout=300)
+    return [node.returncode for node in nodes]
+
+
+def test_two_torchrun_nodes_make_one_run_and_resume_together_after_one_is_stopped(tiny_cifar10, tmp_path):
+    args = ("depth=8", "data.batch_size=32", "trainer.max_iters=40", "trainer.eval_every=4",
+            "trainer.checkpoint_every=4", "optimizer.milestones=[20,30]", "trainer.eval_batch_size=64",
+            f"data.root={tiny_cifar10}")
+    assert finish(start_two_nodes((*args, "hydra.run.dir=whole"), tmp_path)) == [0, 0]
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert whole["status"] == "completed" and whole["processes"] == 2
+    assert whole["config"]["trainer"]["nnodes"] == 2 and whole["config"]["trainer"]["nproc_per_node"] == 1
+
+    # slow steps (tests/hooks) keep the run going while node 1's torchrun gets SIGTERM
+    nodes = start_two_nodes((*args, "hydra.run.dir=split"), tmp_path,
+                            env={"RESNET_CIFAR_TEST_SLOW_STEP_UNTIL_REQUEUED": "0.2"})
+    while not (tmp_path / "split" / "checkpoint.pt").exists():
+        assert all(node.poll() is None for node in nodes), "a node ended before its first checkpoint"
+        time.sleep(0.1)
+    nodes[1].send_signal(signal.SIGTERM)
+    assert all(code != 0 for code in finish(nodes))
+    stopped = json.loads((tmp_path / "split" / "summary.json").read_text())
+    assert stopped["status"] == "interrupted" and "stopped by SIGTERM" in stopped["error"]
+    assert 0 < stopped["iteration"] < 40
+
+    assert finish(start_two_nodes((*args, "hydra.run.dir=split"), tmp_path)) == [0, 0]  # the same two commands
+    resumed = json.loads((tmp_path / "split" / "summary.json").read_text())
+    assert resumed["status"] == "completed" and resumed["iteration"] == 40
+    timing = ["elapsed_s", "images_per_s"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "split" / "metrics.csv").drop(columns=timing),
+                                  pd.read_csv(tmp_path / "whole" / "metrics.csv").drop(columns=timing))

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from conftest import TINY_BUDGET, closed_port_url, run_train, train_env, write_cifar10
+from conftest import TINY_BUDGET, closed_port_url, run_train, train_env
 
 FETCHING = "downloading http://127.0.0.1:"  # the log line of the process that fetches
 

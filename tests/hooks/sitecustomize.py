@@ -17,3 +17,29 @@ if _archive:
 
     for _cls in (torchvision.datasets.CIFAR10, torchvision.datasets.CIFAR100):  # a CIFAR-100 fetch fails here
         _cls.url, _cls.tgz_md5 = _archive.split()
+
+# A training step that takes this many seconds until SLURM requeues the job (SLURM_RESTART_COUNT set):
+# a job longer than its time limit, or one still running when the test preempts it; once requeued it
+# runs at full speed, so that it completes before its next time-limit signal.
+_slow = os.environ.get("RESNET_CIFAR_TEST_SLOW_STEP_UNTIL_REQUEUED")
+if _slow and os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
+    import time
+
+    import resnet_cifar.engine
+
+    _step = resnet_cifar.engine.Trainer.step
+
+    def _slow_step(self, lr):
+        time.sleep(float(_slow))
+        _step(self, lr)
+
+    resnet_cifar.engine.Trainer.step = _slow_step
+
+# This many CUDA devices, as far as torch.cuda.is_available() and device_count() tell (no GPU behind
+# them): for the tests of how jobs started side by side pick their GPUs (resnet_cifar.placement).
+_fake_gpus = os.environ.get("RESNET_CIFAR_TEST_FAKE_GPUS")
+if _fake_gpus:
+    import torch.cuda
+
+    torch.cuda.is_available = lambda: True
+    torch.cuda.device_count = lambda: int(_fake_gpus)
