@@ -14,7 +14,9 @@
 #   compile    the benchmark's torch.compile variants, depth 20 (compilation takes minutes)
 #   full20     ResNet-20, the paper's full 64k iterations, timed (python -m resnet_cifar.train)
 #   fullplain20  plain-20, the same
-#   pair20     plain-20 and ResNet-20 (seed 1), full budget, both at once on the one GPU
+#   twojobs    two quick ResNet-20 runs started at once (two shells): each claims a GPU first
+#              (resnet_cifar.placement), so on a one-GPU machine the second waits for the first;
+#              prints the claims logged and the GPU UUIDs each summary.json records
 # Each stage runs under its own time limit and a failed stage does not stop the others.
 # Environment: PYTHON (default python3), GRAPH (trainer.cuda_graph for the full runs, default true),
 # WORKERS (DataLoader workers of the standard pipeline, default 8), DEVICE (default cuda) and
@@ -69,14 +71,19 @@ compile() {
 
 full20() { train full_resnet20 depth=20 arch=resnet "trainer.cuda_graph=$graph"; }
 fullplain20() { train full_plain20 depth=20 arch=plain "trainer.cuda_graph=$graph"; }
-pair20() {
-  train full_plain20 depth=20 arch=plain "trainer.cuda_graph=$graph" &
-  train full_resnet20_seed1 depth=20 arch=resnet seed=1 "trainer.cuda_graph=$graph"
+twojobs() {
+  train twojobs_a depth=20 budget=quick "trainer.cuda_graph=$graph" &
+  train twojobs_b depth=20 budget=quick seed=1 "trainer.cuda_graph=$graph"
   wait
+  grep -h "waiting for\|completed:" "$out"/runs/twojobs_*/train.log
+  "$py" -c 'import json, sys
+for p in sys.argv[1:]:
+    s = json.load(open(p))
+    print(p, s["status"], s.get("gpus"), s.get("started_at"), s.get("wall_time_s"))' "$out"/runs/twojobs_*/summary.json
 }
-export -f train check bench concurrent compile full20 fullplain20 pair20
+export -f train check bench concurrent compile full20 fullplain20 twojobs
 
-declare -A limit=([check]=120 [bench]=240 [concurrent]=150 [compile]=150 [full20]=420 [fullplain20]=420 [pair20]=480)
+declare -A limit=([check]=120 [bench]=240 [concurrent]=150 [compile]=150 [full20]=420 [fullplain20]=420 [twojobs]=180)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
 for name in "$@"; do

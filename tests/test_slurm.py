@@ -174,3 +174,18 @@ def test_a_request_the_cluster_cannot_meet_is_refused_before_anything_is_submitt
     assert "error: SLURM refuses the jobs of this sweep (" in result.stderr and reason in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+def test_starting_the_running_cluster_again_twice_at_once_changes_nothing():
+    """What two pytest-xdist workers do: both `start`s return at once, and no daemon is started twice."""
+    def daemons() -> list[str]:  # not the node's state: other tests' jobs may come and go meanwhile
+        status = subprocess.run([str(CLUSTER_SH), "status"], capture_output=True, text=True, check=True).stdout
+        return [line for line in status.splitlines() if not line.startswith("node ")]
+
+    before = daemons()
+    starts = [subprocess.Popen([str(CLUSTER_SH), "start"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    outputs = [start.communicate(timeout=120)[0] for start in starts]
+    assert [start.returncode for start in starts] == [0, 0], outputs
+    assert not any("started" in out for out in outputs), outputs
+    assert daemons() == before and any(line.startswith("slurmctld: running (pid") for line in before)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster on this machine, for the test suite:
 #
-#   tests/slurm/cluster.sh start    install what is missing (apt-get), configure, start, wait for an idle node
+#   tests/slurm/cluster.sh start    install what is missing (apt-get), configure, start, wait until the node takes jobs
 #   tests/slurm/cluster.sh stop     end the daemons `start` started (by pid) and wait for them to exit
 #   tests/slurm/cluster.sh status   what runs
 #
@@ -23,7 +23,7 @@ NODE=$(hostname -s)
 SLURM_CONF=/etc/slurm/slurm.conf
 DBD_CONF=/etc/slurm/slurmdbd.conf
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)   # start order; stop goes backwards
-IDLE_TIMEOUT_S=60
+UP_TIMEOUT_S=60
 
 say() { echo "cluster.sh: $*"; }
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
@@ -203,7 +203,9 @@ start_mariadbd() {
                 GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';"
 }
 
-node_idle() { [[ $(sinfo -h -n "$NODE" -o %T 2>/dev/null) == idle ]]; }
+node_up() {  # taking jobs: idle, or running some already (a second `start` while tests run)
+    [[ $(sinfo -h -n "$NODE" -o %T 2>/dev/null) =~ ^(idle|mixed|allocated|completing)$ ]]
+}
 
 start() {
     refuse_foreign_config
@@ -218,8 +220,8 @@ start() {
     sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
     start_forking slurmctld /run/slurmctld.pid slurmctld
     start_forking slurmd /run/slurmd.pid slurmd
-    wait_for "an idle node $NODE (sinfo)" "$IDLE_TIMEOUT_S" node_idle
-    say "node $NODE idle: partition $PARTITION, $(nproc) CPUs, Slurm $(sinfo -V | awk '{print $2}')"
+    wait_for "node $NODE taking jobs (sinfo)" "$UP_TIMEOUT_S" node_up
+    say "node $NODE $(sinfo -h -n "$NODE" -o %T): partition $PARTITION, $(nproc) CPUs, Slurm $(sinfo -V | awk '{print $2}')"
 }
 
 # -- stopping and status -------------------------------------------------------
