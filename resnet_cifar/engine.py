@@ -126,10 +126,12 @@ def gpu_uuids(device: torch.device, world: World) -> list[str] | None:
     CUDA_VISIBLE_DEVICES, the UUID does not (`nvidia-smi -L` lists them)."""
     if device.type != "cuda":
         return None
-    uuids: list = [str(torch.cuda.get_device_properties(device).uuid)]
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"  # nvidia-smi's form
+    uuids: list = [uuid]
     if world.distributed:
         uuids = [None] * world.world_size
-        dist.all_gather_object(uuids, str(torch.cuda.get_device_properties(device).uuid))
+        dist.all_gather_object(uuids, uuid)
     return uuids
 
 
