@@ -1,0 +1,25 @@
+"""A run folder written by older code resumes and reports with today's (tests/fixtures/README.md)."""
+import shutil
+from pathlib import Path
+
+from conftest import TINY_BUDGET, write_cifar10
+from test_train import numbers, read_metrics, train_ok
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_run_folder_from_before_the_refactor_resumes_to_the_same_metrics_and_reports(tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(FIXTURES / "run_before_refactor", run_dir)
+    data = write_cifar10(tmp_path / "data")  # the same tiny set, written again (seeded)
+    resumed = train_ok(*TINY_BUDGET, f"data.root={data}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert f"resuming from {run_dir / 'checkpoint.pt'} at iteration 8" in resumed.stderr
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    shutil.copy(FIXTURES / "run_before_refactor.expected_metrics.csv", expected / "metrics.csv")
+    assert numbers(read_metrics(run_dir)) == numbers(read_metrics(expected))
+
+    from multirun_analysis.report import main as report
+    report([str(run_dir), "--out", str(tmp_path / "report")])
+    runs = (tmp_path / "report" / "runs.csv").read_text()
+    assert str(run_dir) in runs and "completed" in runs
