@@ -10,14 +10,16 @@ import pandas as pd
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from resnet_cifar.config import DATA_SOURCE_KEYS, RETIRED_KEYS
+
 from .collect import flatten_config
 
 # He et al. 2015, Table 6 (CIFAR-10 test error %). For 110 the paper gives best of 5 (6.43) and the
 # mean ± std of 5 runs (6.61 ± 0.16); the table compares means, so it uses 6.61.
 PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61, 1202: 7.93}
 
-# Keys that say where or how a run was executed, not what was trained.
-NOT_FACTORS = {"seed", "data.root", "data.download", "trainer.device", "trainer.eval_batch_size",
+# Keys that say where or how a run was executed, not what was trained (and keys nothing reads any more).
+NOT_FACTORS = {"seed", *DATA_SOURCE_KEYS, *RETIRED_KEYS, "trainer.device", "trainer.eval_batch_size",
                "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last",
                "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode"}
 ROW_KEYS = ["depth", "arch"]

@@ -1,7 +1,7 @@
 """python -m resnet_cifar.bench: training and evaluation throughput, ours against the standard pipeline.
 
-"Ours" is the training step of resnet_cifar.train itself (Trainer.step: batch
-sampling, augmentation on the device, forward, backward, SGD step). The
+"Ours" is the training step of resnet_cifar.train itself (TrainingLoop.train_one:
+batch sampling, augmentation on the device, forward, backward, SGD step). The
 standard pipeline is what most reproductions run: a CIFAR10-style dataset
 with PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
 ToTensor, Normalize) through a DataLoader, the same model in NCHW eager fp32.
@@ -34,7 +34,8 @@ from .config import Arch, BaseConfig, Shortcut, validate
 from .config import Dataset as DatasetName
 from .data import CifarArrays, load_cifar
 from .datasets import DATASETS
-from .engine import Trainer, device_name
+from .loop import TrainingLoop
+from .provenance import device_name
 from .models import build_model
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -122,15 +123,15 @@ def variant_overrides(variant: str) -> list[str]:
             f"trainer.compile={'compile' in extras}".lower()]
 
 
-def ours(root: Path, depth: int, variant: str, batch: int, device: str, run_dir: Path,
-         data: CifarArrays | None = None) -> Trainer:
-    """A Trainer built exactly as `python -m resnet_cifar.train` builds it (from `data` when loaded already)."""
+def ours(root: Path, depth: int, variant: str, batch: int, device: str, data: CifarArrays | None = None) -> TrainingLoop:
+    """Our training loop built exactly as `python -m resnet_cifar.train` builds it (from `data` when loaded
+    already); no run folder: only its step and evaluation are timed."""
     overrides = [f"depth={depth}", f"data.root={root}", f"data.batch_size={batch}", f"trainer.device={device}",
                  *variant_overrides(variant)]
     with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
         cfg: BaseConfig = OmegaConf.to_object(compose("config", overrides))
     validate(cfg)
-    return Trainer(cfg, run_dir, data=data)
+    return TrainingLoop(cfg, data=data)
 
 
 def time_windows(steps: dict[str, Callable[[], None]], batch: int, per_window: int, windows: int,
@@ -174,18 +175,17 @@ def rss_mb() -> float:
 def concurrent_worker(args: tuple) -> tuple[float, float]:
     """One of N training processes started together: (start, end) of its timed steps, wall clock."""
     root, depth, variant, batch, device, steps, warmup, barrier = args
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = ours(root, depth, variant, batch, device, Path(tmp))
-        sync = (lambda: torch.cuda.synchronize(trainer.device)) if trainer.device.type == "cuda" else (lambda: None)
-        for _ in range(warmup):
-            trainer.step(0.1)
-        sync()
-        barrier.wait()
-        start = time.time()
-        for _ in range(steps):
-            trainer.step(0.1)
-        sync()
-        return start, time.time()
+    loop = ours(root, depth, variant, batch, device)
+    sync = (lambda: torch.cuda.synchronize(loop.device)) if loop.device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        loop.train_one(0.1)
+    sync()
+    barrier.wait()
+    start = time.time()
+    for _ in range(steps):
+        loop.train_one(0.1)
+    sync()
+    return start, time.time()
 
 
 def concurrent_rate(n: int, root: Path, depth: int, variant: str, batch: int, device: str, steps: int,
@@ -234,19 +234,18 @@ def main(argv: list[str] | None = None) -> dict:
         data = load_cifar(DatasetName.cifar10, root, allow_download=False)
         results = []
         for depth in args.depths:
-            trainers = {v: ours(root, depth, v, args.batch, args.device, Path(tmp), data) for v in args.variants}
-            device = next(iter(trainers.values())).device
+            loops = {v: ours(root, depth, v, args.batch, args.device, data) for v in args.variants}
+            device = next(iter(loops.values())).device
             sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
             standard = None if args.no_standard else Standard(data, depth, args.batch, args.workers, device)
             steps = {**({"standard": standard.step} if standard else {}),
-                     **{v: (lambda t=t: t.step(0.1)) for v, t in trainers.items()}}
+                     **{v: (lambda loop=loop: loop.train_one(0.1)) for v, loop in loops.items()}}
             rates = time_windows(steps, args.batch, args.steps, args.windows, args.warmup, sync)
             train = {name: statistics.median(r) for name, r in rates.items()}
             n_test = len(data.test_images)
             on_gpu = device.type == "cuda"
             evals = {**({"standard": eval_rate(standard.evaluate, n_test, sync, on_gpu)} if standard else {}),
-                     **{v: eval_rate(lambda t=t: t.evaluate(*t.test), n_test, sync, on_gpu)
-                        for v, t in trainers.items()}}
+                     **{v: eval_rate(loop.evaluate_test, n_test, sync, on_gpu) for v, loop in loops.items()}}
             for name in steps:
                 results.append({
                     "depth": depth, "pipeline": name, "train_images_per_s": round(train[name], 1),
@@ -254,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "ratio_vs_standard": round(train[name] / train["standard"], 3) if standard else None,
                     "eval_images_per_s": round(evals[name], 1),
                 })
-            del trainers, standard
+            del loops, standard
         concurrent = []
         for n in args.concurrent:
             rate = concurrent_rate(n, root, args.depths[0], args.variants[0], args.batch, args.device,

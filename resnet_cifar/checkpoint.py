@@ -1,4 +1,7 @@
-"""Save and load the whole training state; a checkpoint is replaced atomically or not at all."""
+"""Read a checkpoint file safely, and load a model state from one strictly.
+
+RunFolder writes checkpoints (atomically); analysis code reads models through here too.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,11 +10,6 @@ import torch
 from torch import nn
 
 from .errors import RunFolderError
-from .run_folder import replace_atomically
-
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    replace_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -42,10 +42,6 @@ class Dataset(Enum):
     cifar100 = "cifar100"
 
 
-class OptimizerName(Enum):
-    sgd = "sgd"
-
-
 class Precision(Enum):
     fp32 = "fp32"
     bf16 = "bf16"  # autocast: convolutions and the linear layer in bfloat16; BN statistics, weights and loss in fp32
@@ -60,6 +56,9 @@ class Device(Enum):
 # Where the data comes from, not what the experiment is: these never name a sweep job's folder
 # (conf/config.yaml's exclude_keys) and a run folder resumes whatever they say.
 DATA_SOURCE_KEYS = ("data.root", "data.download")
+# Keys that older versions wrote into run folders and nothing reads any more: a run folder that has
+# them still resumes (run_folder.RunFolder.previous), and the report does not take them for a factor.
+RETIRED_KEYS = ("optimizer.name",)
 
 
 @dataclass
@@ -90,7 +89,6 @@ class WarmupConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: OptimizerName = MISSING
     lr: float = MISSING
     momentum: float = MISSING
     weight_decay: float = MISSING

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import Dataset, Normalization
+from .config import BaseConfig, Dataset, Normalization
 from .datasets import DATASETS, DatasetFiles
+from .distributed import World
 from .errors import ConfigError, DataError
 from .fetch import fetch_if_missing
 
@@ -242,3 +243,37 @@ def eval_batches(images: Tensor, labels: Tensor, batch_size: int, normalize: Nor
     """The single original view of every image, in order, last batch included."""
     for start in range(0, len(images), batch_size):
         yield normalize(images[start:start + batch_size]), labels[start:start + batch_size]
+
+
+@dataclass
+class RunData:
+    """A run's data on its device: the training stream, the held-out and test sets, their normalization."""
+
+    loader: CifarLoader
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    normalize: Normalize
+    num_classes: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.loader.batch_size
+
+
+def run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, world: World = World()) -> RunData:
+    """Split, normalize and move a loaded data set to the device as the run's config says: every process
+    draws the same permutation and crops (the run's seed) and keeps its shard of each global batch."""
+    t = cfg.trainer
+    train_idx, val_idx, normalize = split_and_normalize(data, cfg.data.val_size, cfg.normalization.name, device,
+                                                        t.channels_last)
+
+    def on_device(array: np.ndarray) -> Tensor:
+        return torch.from_numpy(array).to(device)
+
+    per_process = t.batch_semantics == "per_process"
+    global_batch = cfg.data.batch_size * (world.world_size if per_process else 1)
+    generator = torch.Generator(device).manual_seed(cfg.seed)  # the same on every process
+    loader = CifarLoader(on_device(data.train_images[train_idx]), on_device(data.train_labels[train_idx]),
+                         global_batch, normalize, generator, cfg.data.augment, shard=(world.rank, world.world_size))
+    return RunData(loader, (on_device(data.train_images[val_idx]), on_device(data.train_labels[val_idx])),
+                   (on_device(data.test_images), on_device(data.test_labels)), normalize, data.num_classes)

@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 
+from .config import Device
 from .errors import ConfigError
 
 
@@ -53,6 +54,20 @@ def world_from_env() -> World:
     env = os.environ
     return World(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)),
                  int(env.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def resolve_device(device: Device, world: World) -> torch.device:
+    """The device of this process: with several processes on a node, GPU i for local rank i; alone,
+    the current GPU (the one job.run_job claimed, see placement.py)."""
+    if device is Device.cuda and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda is not allowed here: no CUDA device is available "
+                          "(use trainer.device=cpu or auto)")
+    if device is Device.cpu or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if world.local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"{world.local_world_size} processes per node but only {torch.cuda.device_count()} "
+                          "GPUs here: lower trainer.nproc_per_node (or torchrun's --nproc_per_node)")
+    return torch.device("cuda", world.local_rank if world.distributed else torch.cuda.current_device())
 
 
 def init_process_group(world: World) -> None:

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from omegaconf import OmegaConf
 
-from . import config as schema
 from .distributed import World, check_world, launch, world_from_env
-from .engine import already_completed, previous_summary, train
 from .placement import gpus_for_job, only_these_gpus, visible_gpus
+from .run import train
+from .run_folder import RunFolder, RunSpec
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's
 
@@ -31,29 +30,30 @@ def run_worker(config: dict, run_dir: str, overrides: list[str]) -> None:
         handlers.append(logging.FileHandler(Path(run_dir) / "train.log"))
     logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING, format=LOG_FORMAT,
                         handlers=handlers, force=True)
-    typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema.BaseConfig), config))
     try:
-        train(typed, Path(run_dir), config, overrides, world)
+        train(RunSpec.from_dict(config, overrides), RunFolder(Path(run_dir)), world)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def run_job(typed: schema.BaseConfig, run_dir: Path, config: dict, overrides: list[str], world: World) -> None:
-    """Train in this process, as one of torchrun's workers, or by starting this job's own workers; a job
-    not placed by torchrun first claims its GPUs (placement.py), so that jobs started side by side on one
-    machine do not all land on GPU 0."""
-    t = typed.trainer
+def run_job(spec: RunSpec, folder: RunFolder, world: World) -> None:
+    """Train the job unless it is completed: in this process, as one of torchrun's workers, or by starting
+    its own workers. A job not placed by torchrun first claims its GPUs (placement.py), so that jobs
+    started side by side on one machine do not all land on GPU 0."""
+    t = spec.cfg.trainer
     processes = t.nproc_per_node * t.nnodes
-    if world.distributed:  # torchrun placed the processes: local rank i on GPU i
+    if world.distributed:
         check_world(world, t.nproc_per_node, t.nnodes)
-        train(typed, run_dir, config, overrides, world)
+    if folder.completed(spec):  # a finished job starts no workers and loads no data
+        return
+    if world.distributed:  # torchrun placed the processes: local rank i on GPU i
+        train(spec, folder, world)
     elif processes > 1:
-        if not already_completed(previous_summary(run_dir, config), run_dir):  # a finished job starts no workers
-            with gpus_for_job(t.device, processes) as gpus, only_these_gpus(gpus):
-                launch(t.nproc_per_node, t.nnodes, run_worker, config, str(run_dir), overrides)
+        with gpus_for_job(t.device, processes) as gpus, only_these_gpus(gpus):
+            launch(t.nproc_per_node, t.nnodes, run_worker, spec.config, str(folder.path), spec.overrides)
     else:
         with gpus_for_job(t.device, 1) as gpus:
             if gpus:
                 torch.cuda.set_device(visible_gpus().index(gpus[0]))
-            train(typed, run_dir, config, overrides)
+            train(spec, folder)

@@ -1,19 +1,34 @@
-"""The run folder's files (the contract in ARCHITECTURE.md), written so a crash never leaves a half file."""
+"""The run folder and its one owner: the contract between training and analysis (README "The run folder").
+
+`RunFolder` is the only writer of a run's files: it reads and records
+summary.json, appends metrics.csv, saves checkpoint.pt and model.pt, and
+holds the folder for one process at a time. (Hydra writes .hydra/ and
+train.log before the run starts.) Every file is replaced atomically or
+appended row by row, so that a crash never leaves half a file.
+"""
 from __future__ import annotations
 
 import csv
 import fcntl
 import io
 import json
+import logging
 import os
 import socket
 from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from . import faults
-from .config import DATA_SOURCE_KEYS
+import torch
+from omegaconf import OmegaConf
+
+from .checkpoint import load_checkpoint
+from .config import DATA_SOURCE_KEYS, RETIRED_KEYS, BaseConfig
 from .errors import Diverged, RunFolderError
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
@@ -26,12 +41,30 @@ METRIC_COLUMNS = (
 )
 
 
-class Status:
+class Status(str, Enum):
+    """summary.json's `status` (a str, so that it is written and compared as the plain word)."""
+
     running = "running"
     completed = "completed"
     failed = "failed"
     diverged = "diverged"
     interrupted = "interrupted"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is: its typed config, the same as a plain dict (as summary.json keeps it), and the
+    command-line overrides that made it."""
+
+    cfg: BaseConfig
+    config: dict
+    overrides: list[str]
+
+    @classmethod
+    def from_dict(cls, config: dict, overrides: list[str]) -> RunSpec:
+        """Rebuilt in a DDP worker, which has no Hydra, from what the job's process passed it."""
+        return cls(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BaseConfig), config)), config,
+                   list(overrides))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -48,19 +81,16 @@ def write_failed(path: Path, error: Exception) -> RunFolderError:
                           "intact: free space or fix the folder, then run the same command again to resume")
 
 
-def replace_atomically(path: Path, write) -> None:
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(temp_path), then rename over `path`: readers see the old or the new file, never half.
 
     A failed write (full disk, unwritable folder) leaves `path` as it was.
     """
     tmp = path.with_name(path.name + ".tmp")
     try:
-        kill_during = faults.count_write(path.name)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        if kill_during:
-            faults.kill()
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
@@ -73,6 +103,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def read_summary(run_dir: Path) -> dict | None:
+    """A run folder's summary.json (None if it has none); a damaged one is a RunFolderError."""
     path = run_dir / SUMMARY_FILE
     if not path.exists():
         return None
@@ -80,35 +111,6 @@ def read_summary(run_dir: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise RunFolderError(f"{path} is unreadable ({e}); move the run folder aside or delete the file") from e
-
-
-def record_failure(run_dir: Path, error: Exception, config: dict, overrides: list[str]) -> None:
-    """Record in summary.json how a run ended on an exception, keeping what it already says."""
-    summary = read_summary(run_dir) or {"config": config, "overrides": overrides}
-    status = Status.diverged if isinstance(error, Diverged) else Status.failed
-    summary.update(status=status, error=f"{type(error).__name__}: {error}")
-    write_json(run_dir / SUMMARY_FILE, summary)
-
-
-@contextmanager
-def exclusive(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder for this process, so that two processes never write into one folder.
-
-    The lock is released by the kernel when the process dies, however it dies.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK_FILE, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise RunFolderError(f"{run_dir} is in use by another process ({f.read().strip() or 'unknown'}); "
-                                 "wait for it to finish or use another folder") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
-        yield
 
 
 def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -127,22 +129,6 @@ class ConfigMismatch(RunFolderError):
         self.summary = summary
 
 
-def check_same_config(summary: dict, config: dict, run_dir: Path) -> None:
-    """Refuse to continue a run folder with a config other than the one it was started with.
-
-    Where the data comes from (DATA_SOURCE_KEYS) is not part of the experiment: a run resumes
-    from a moved data folder, and runs started when data.download defaulted to false resume now.
-    """
-    changes = [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(summary.get("config"), config)
-               if key not in DATA_SOURCE_KEYS]
-    if changes:
-        raise ConfigMismatch(
-            f"{run_dir} holds a run made with another config ({'; '.join(changes)}); "
-            "start the new config in a new folder, or repeat the original command to resume",
-            summary,
-        )
-
-
 class MetricsLog:
     """metrics.csv: one row per evaluation, appended and flushed to disk at once."""
 
@@ -157,17 +143,15 @@ class MetricsLog:
             writer.writeheader()
         writer.writerow(row)
         try:
-            kill_during = faults.count_write(self.path.name)
-            with open(self.path, "a", newline="") as f:
-                if kill_during:
-                    f.write(text.getvalue()[:len(text.getvalue()) // 2])
-                    f.flush()
-                    faults.kill()
-                f.write(text.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
+            self._append_text(text.getvalue())
         except OSError as e:
             raise write_failed(self.path, e) from e
+
+    def _append_text(self, text: str) -> None:
+        with open(self.path, "a", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
     def last_row(self) -> dict:
         """The last evaluation, as numbers (empty if there is none)."""
@@ -195,3 +179,104 @@ class MetricsLog:
                 writer.writerows(rows)
 
         replace_atomically(self.path, write)
+
+
+class RunFolder:
+    """One run's folder: what it holds of earlier starts, and every write into it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.metrics = MetricsLog(self.path / METRICS_FILE)
+        self.summary: dict | None = None  # as last read or recorded
+        self.started = False  # whether this process recorded the run as running (and so records its end)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    # -- holding it --------------------------------------------------------------------------
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the folder for this process, so that two processes never write into one folder.
+
+        The lock is released by the kernel when the process dies, however it dies.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                raise RunFolderError(f"{self.path} is in use by another process ({f.read().strip() or 'unknown'}); "
+                                     "wait for it to finish or use another folder") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            yield
+
+    # -- what an earlier start left --------------------------------------------------------------
+    def previous(self, spec: RunSpec) -> dict | None:
+        """The summary an earlier start of this run left (None if none); refuses another config.
+
+        Where the data comes from (DATA_SOURCE_KEYS) is not part of the experiment, and keys that
+        older versions wrote and nothing reads any more (RETIRED_KEYS) are not compared.
+        """
+        summary = read_summary(self.path)
+        if summary:
+            ignored = {*DATA_SOURCE_KEYS, *RETIRED_KEYS}
+            changes = [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(summary.get("config"), spec.config)
+                       if key not in ignored]
+            if changes:
+                raise ConfigMismatch(
+                    f"{self.path} holds a run made with another config ({'; '.join(changes)}); "
+                    "start the new config in a new folder, or repeat the original command to resume", summary)
+        self.summary = summary
+        return summary
+
+    def completed(self, spec: RunSpec) -> bool:
+        """Whether this run is already completed here (said in the log); refuses another config."""
+        summary = self.previous(spec)
+        if summary and summary.get("status") == Status.completed:
+            log.info("%s is already completed (test error %.2f%%); nothing to do", self.path, summary["test_error"])
+            return True
+        return False
+
+    def load_checkpoint(self) -> dict | None:
+        """The training state saved last (None if there is none)."""
+        return load_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None
+
+    # -- writing ----------------------------------------------------------------------------------
+    def start(self, spec: RunSpec, **facts) -> None:
+        """Record the run as running, with the facts of this start (`started_at` among them); a resumed
+        run keeps the time it first started."""
+        earlier = read_summary(self.path) or {}
+        self.summary = {**facts, "status": Status.running, "config": spec.config, "overrides": spec.overrides,
+                        "started_at": earlier.get("started_at", facts["started_at"])}
+        self.started = True
+        write_json(self.path / SUMMARY_FILE, self.summary)
+
+    def record(self, **changes) -> None:
+        """Update the summary this process started and write it."""
+        assert self.summary is not None, "record() before start()"
+        self.summary.update(changes)
+        write_json(self.path / SUMMARY_FILE, self.summary)
+
+    def record_failure(self, error: BaseException, config: dict, overrides: list[str]) -> None:
+        """Record a failure that the run could not record itself: before it started (a sweep job with bad
+        input gets a summary, so that the sweep can list it), or in a worker process that died. Keeps
+        what summary.json already says."""
+        summary = read_summary(self.path) or {"config": config, "overrides": overrides}
+        status = Status.diverged if isinstance(error, Diverged) else Status.failed
+        summary.update(status=status, error=f"{type(error).__name__}: {error}")
+        self.summary = summary
+        write_json(self.path / SUMMARY_FILE, summary)
+
+    def append_metrics(self, row: dict) -> None:
+        self.metrics.append(row)
+
+    def save_checkpoint(self, state: dict) -> None:
+        replace_atomically(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+
+    def save_model(self, state_dict: dict) -> None:
+        replace_atomically(self.path / MODEL_FILE, lambda tmp: torch.save(state_dict, tmp))

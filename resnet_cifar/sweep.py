@@ -2,7 +2,7 @@
 
 Hydra cannot resume a multirun; we make relaunching one safe instead: each
 job's folder is named by its overrides, a completed job is skipped and an
-interrupted one resumes (engine.train). This callback tells the user so at
+interrupted one resumes (job.run_job, run.train). This callback tells the user so at
 the start, and at the end lists the jobs that did not complete and makes the
 command exit non-zero.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +56,30 @@ def basic_sweeper(cfg: DictConfig) -> bool:
     return cfg.hydra.sweeper._target_ == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
+class JobState(str, Enum):
+    """Where a sweep job stands before the sweep runs it."""
+
+    completed = "completed"
+    resume = "resume"  # a checkpoint to continue from
+    new = "new"
+    unreadable = "unreadable"  # a damaged summary.json: the job will fail, saying why
+
+
 def job_summary(run_dir: Path) -> dict:
     """The job's summary.json, or a stand-in whose status says why there is none."""
     try:
         return read_summary(run_dir) or {"status": "not started"}
     except RunFolderError as e:
-        return {"status": "unreadable", "error": str(e)}
+        return {"status": JobState.unreadable, "error": str(e)}
 
 
-def job_state(run_dir: Path) -> str:
-    """completed, resume (a checkpoint to continue from), new, or unreadable (a damaged summary.json)."""
+def job_state(run_dir: Path) -> JobState:
     status = job_summary(run_dir)["status"]
-    if status in (Status.completed, "unreadable"):
-        return status
-    return "resume" if (run_dir / CHECKPOINT_FILE).exists() else "new"
+    if status == Status.completed:
+        return JobState.completed
+    if status == JobState.unreadable:
+        return JobState.unreadable
+    return JobState.resume if (run_dir / CHECKPOINT_FILE).exists() else JobState.new
 
 
 class SweepAccount(Callback):
@@ -89,9 +100,9 @@ class SweepAccount(Callback):
                       ", ".join(config.hydra.job.config.override_dirname.exclude_keys))
             sys.exit(EXIT_BAD_INPUT)
         states = [job_state(d) for d in self.dirs]
-        unreadable = states.count("unreadable")
+        unreadable = states.count(JobState.unreadable)
         log.info("sweep of %d jobs in %s: %d done, %d to resume, %d new%s", len(states), config.hydra.sweep.dir,
-                 states.count(Status.completed), states.count("resume"), states.count("new"),
+                 states.count(JobState.completed), states.count(JobState.resume), states.count(JobState.new),
                  f", {unreadable} with an unreadable summary.json (they will fail)" if unreadable else "")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -124,7 +135,7 @@ class FetchDataFirst(Callback):
             return  # another sweeper draws its grid as it goes: each job fetches what it lacks
         sources = {}  # one job's overrides for each distinct way the jobs name their data
         for run_dir, overrides in zip(job_dirs(config), job_overrides(config)):
-            if job_state(run_dir) != Status.completed:
+            if job_state(run_dir) != JobState.completed:
                 key = tuple(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in DATA_KEYS)
                 sources.setdefault(key, overrides)
         for overrides in sources.values():

@@ -31,7 +31,7 @@ from . import config as schema
 from .distributed import World, init_process_group, world_from_env
 from .job import run_job
 from .errors import EXIT_BAD_INPUT, Diverged, RunFolderError, UserError
-from .run_folder import LOCK_FILE, SUMMARY_FILE, ConfigMismatch, exclusive, record_failure
+from .run_folder import LOCK_FILE, SUMMARY_FILE, ConfigMismatch, RunFolder, RunSpec
 from .signals import Interrupted
 
 log = logging.getLogger(__name__)
@@ -71,33 +71,34 @@ def main(cfg: DictConfig) -> None:
     """One run. In a sweep a failed job is recorded and logged and the sweep goes on
     (the sweep's callback fails the command at the end); alone it exits non-zero."""
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    folder = RunFolder(Path(hydra_cfg.runtime.output_dir))
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     overrides = list(hydra_cfg.overrides.task)
     world = world_from_env()
     exit_code = 0
     try:
-        with exclusive(run_dir) if world.is_main else nullcontext():
+        with folder.held() if world.is_main else nullcontext():
             try:
-                typed: schema.BaseConfig = OmegaConf.to_object(cfg)
-                schema.validate(typed)
-                run_job(typed, run_dir, config, overrides, world)
+                spec = RunSpec(OmegaConf.to_object(cfg), config, overrides)
+                schema.validate(spec.cfg)
+                run_job(spec, folder, world)
             except ConfigMismatch as e:  # the folder belongs to another run: touch nothing
                 if world.is_main:
-                    restore_hydra_files(run_dir, e.summary)
+                    restore_hydra_files(folder.path, e.summary)
                 raise
             except Exception as e:
-                # alone, bad input leaves the folder as it was; a dead worker is always recorded
-                if world.is_main and (in_sweep or isinstance(e, ChildFailedError)):
-                    record_failure(run_dir, e, config, overrides)
+                # alone, bad input leaves the folder as it was; in a sweep, and for a dead worker, what the
+                # run could not record itself is recorded here
+                if world.is_main and (in_sweep or isinstance(e, ChildFailedError)) and not folder.started:
+                    folder.record_failure(e, config, overrides)
                 raise
     except UserError as e:
         log.error("error: %s", e)
         exit_code = EXIT_BAD_INPUT
         if not in_sweep and world.is_main and not isinstance(e, RunFolderError):
-            discard_unstarted_run_folder(run_dir)
-    except Interrupted as e:  # engine.train has saved a checkpoint, recorded and logged it; a sweep ends here too
+            discard_unstarted_run_folder(folder.path)
+    except Interrupted as e:  # run.train has saved a checkpoint, recorded and logged it; a sweep ends here too
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         log.warning("stopped at once by a second Ctrl-C; the last checkpoint is kept: run the same "
@@ -107,7 +108,7 @@ def main(cfg: DictConfig) -> None:
         log.warning("stopped by %s; the workers saved a checkpoint: run the same command again to resume",
                     signal.Signals(e.sigval).name)
         sys.exit(128 + e.sigval)
-    except Diverged as e:  # engine.train has recorded it
+    except Diverged as e:  # run.train has recorded it
         log.error("diverged: %s", e)
         exit_code = EXIT_DIVERGED
     except ChildFailedError as e:
@@ -116,7 +117,7 @@ def main(cfg: DictConfig) -> None:
     except Exception:
         if not in_sweep:
             raise
-        log.exception("job failed (recorded in %s/summary.json)", run_dir)
+        log.exception("job failed (recorded in %s/summary.json)", folder.path)
     if exit_code and not in_sweep:
         sys.exit(exit_code)
 

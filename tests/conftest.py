@@ -18,8 +18,11 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HOOKS = Path(__file__).resolve().parent / "hooks"  # sitecustomize.py: the test archive's address
-ARCHIVE_ENV = "RESNET_CIFAR_TEST_ARCHIVE"
+HOOKS = Path(__file__).resolve().parent / "hooks"  # what the tests change in the processes they start
+sys.path.append(str(HOOKS))
+from injected import (  # noqa: E402
+    ARCHIVE_ENV, FAIL_WRITE_ENV, FAKE_GPUS_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, SLOW_STEP_ENV,
+)
 
 # Few iterations on tiny data: every evaluation and checkpoint path runs in seconds.
 TINY_BUDGET = (

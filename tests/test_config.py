@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from resnet_cifar.config import Arch, BaseConfig, Normalization, Shortcut, validate
-from resnet_cifar.engine import LrSchedule
+from resnet_cifar.schedule import LrSchedule
 from resnet_cifar.errors import ConfigError
 
 

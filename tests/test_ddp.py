@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_train, train_env
+from conftest import KILL_AT_ITERATION_ENV, SLOW_STEP_ENV, run_train, train_env
 from resnet_cifar.config import Arch, Shortcut
-from resnet_cifar.faults import KILL_AT_ITERATION_ENV
 from resnet_cifar.models import build_model
 
 DDP_BUDGET = ("depth=8", "data.batch_size=32", "trainer.max_iters=6", "trainer.eval_every=3",
@@ -150,7 +149,7 @@ def test_two_torchrun_nodes_make_one_run_and_resume_together_after_one_is_stoppe
 
     # slow steps (tests/hooks) keep the run going while node 1's torchrun gets SIGTERM
     nodes = start_two_nodes((*args, "hydra.run.dir=split"), tmp_path,
-                            env={"RESNET_CIFAR_TEST_SLOW_STEP_UNTIL_REQUEUED": "0.2"})
+                            env={SLOW_STEP_ENV: "0.2"})
     while not (tmp_path / "split" / "checkpoint.pt").exists():
         assert all(node.poll() is None for node in nodes), "a node ended before its first checkpoint"
         time.sleep(0.1)

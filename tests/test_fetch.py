@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from conftest import TINY_BUDGET, closed_port_url, run_train, train_env
+from conftest import ARCHIVE_ENV, TINY_BUDGET, closed_port_url, run_train, train_env
 
 FETCHING = "downloading http://127.0.0.1:"  # the log line of the process that fetches
 
@@ -67,7 +67,7 @@ def test_a_sweep_whose_jobs_would_share_a_folder_is_refused_before_anything_runs
 def test_offline_the_main_job_says_what_to_do_and_leaves_nothing(tmp_path, archive_server):
     work = tmp_path / "work"
     work.mkdir()
-    offline = {"RESNET_CIFAR_TEST_ARCHIVE": f"{closed_port_url()} {archive_server.md5}"}
+    offline = {ARCHIVE_ENV: f"{closed_port_url()} {archive_server.md5}"}
     for sweep in ([], ["-m", "seed=0,1", "hydra.sweep.dir=sweep"]):
         result = run_train(*sweep, *TINY_BUDGET, "data.root=data/cifar", cwd=work, env=offline)
         output = result.stdout + result.stderr

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import train_env
+from conftest import FAKE_GPUS_ENV, train_env
 from resnet_cifar.errors import ConfigError
 from resnet_cifar.placement import claimed_gpus
 
@@ -28,7 +28,7 @@ print(json.dumps({"released": time.time()}), flush=True)
 
 def start_jobs(count: int, processes: int, hold_s: float, fake_gpus: int, env: dict | None = None):
     return [subprocess.Popen([sys.executable, "-c", JOB, str(processes), str(hold_s)],
-                             env=train_env({"RESNET_CIFAR_TEST_FAKE_GPUS": str(fake_gpus), **(env or {})}),
+                             env=train_env({FAKE_GPUS_ENV: str(fake_gpus), **(env or {})}),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
 
 

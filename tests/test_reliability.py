@@ -9,8 +9,10 @@ import time
 import pytest
 import torch
 
-from conftest import TINY_BUDGET, break_batch_file, run_train, write_cifar10, write_cifar100
-from resnet_cifar.faults import FAIL_WRITE_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV
+from conftest import (
+    FAIL_WRITE_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, TINY_BUDGET, break_batch_file, run_train, write_cifar10,
+    write_cifar100,
+)
 from test_train import numbers, read_metrics, train_ok
 
 # checkpoints at 4 and 8 and evaluations at 3, 6, 9, 12: the two cadences disagree on purpose

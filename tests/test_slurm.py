@@ -15,11 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import TINY_BUDGET, run_train, train_env
+from conftest import SLOW_STEP_ENV as SLOW_ENV, TINY_BUDGET, run_train, train_env
 
 CLUSTER_SH = Path(__file__).parent / "slurm" / "cluster.sh"
 FOREIGN_CONFIG = 3  # cluster.sh's exit status for a slurm.conf it did not write
-SLOW_ENV = "RESNET_CIFAR_TEST_SLOW_STEP_UNTIL_REQUEUED"  # tests/hooks/sitecustomize.py
 BUDGET = tuple(o for o in TINY_BUDGET if not o.startswith("depth="))
 ON_THE_TEST_NODE = ("hydra/launcher=slurm", "trainer.device=cpu", "hydra.launcher.cpus_per_task=1",
                     "hydra.launcher.mem_gb=2")

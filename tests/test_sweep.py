@@ -6,9 +6,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 
-from conftest import run_train
-from resnet_cifar.faults import KILL_AT_ITERATION_ENV
-from resnet_cifar.run_folder import exclusive
+from conftest import KILL_AT_ITERATION_ENV, run_train
+from resnet_cifar.run_folder import RunFolder
 from resnet_cifar.sweep import job_dirs, job_overrides
 
 # Two iterations, one evaluation: a job in about a second.
@@ -109,7 +108,7 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tiny_cifar10, tmp_pat
 
 def test_a_run_folder_in_use_is_refused(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
-    with exclusive(run_dir):
+    with RunFolder(run_dir).held():
         result = run_train(*SWEEP_BUDGET, "depth=8", f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}",
                            cwd=tmp_path)
     assert result.returncode == 2

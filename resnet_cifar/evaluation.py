@@ -1,0 +1,32 @@
+"""Test (and validation) loss and error of a model: every image once, in its single original view."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import Precision
+from .data import Normalize, eval_batches
+from .distributed import World
+from .step import autocast
+
+
+@torch.no_grad()
+def loss_and_error(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, normalize: Normalize,
+                   world: World = World(), precision: Precision = Precision.fp32) -> tuple[float, float]:
+    """(mean loss, error %) over every image exactly once.
+
+    Each process evaluates its own contiguous share; the sums are added up.
+    """
+    model.eval()
+    share = -(-len(images) // world.world_size)
+    own = slice(world.rank * share, (world.rank + 1) * share)
+    totals = torch.zeros(2, dtype=torch.float64, device=images.device)  # loss sum, wrong count
+    for x, y in eval_batches(images[own], labels[own], batch_size, normalize):
+        with autocast(images.device, precision):
+            out = model(x).float()
+        totals[0] += F.cross_entropy(out, y, reduction="sum")
+        totals[1] += (out.argmax(1) != y).sum()
+    model.train()
+    loss, wrong = world.sum_(totals).tolist()
+    return loss / len(images), 100.0 * wrong / len(images)

@@ -1,0 +1,85 @@
+"""One run in its folder: start or resume, train, and record how it ended.
+
+Every process of a data-parallel run calls `train`; only the first writes, and
+only through the RunFolder. Stop signals are caught around the loop: the step
+in flight finishes, a checkpoint is written, the run is recorded as
+interrupted, and a handler that was there before (submitit's requeue) is then
+called.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .distributed import World
+from .errors import Diverged, RunFolderError
+from .loop import TrainingLoop
+from .provenance import device_name, gpu_uuids, library_versions, slurm_job
+from .run_folder import RunFolder, RunSpec, Status
+from .signals import Interrupted, StopRequest
+
+log = logging.getLogger(__name__)
+
+FINAL_METRICS = ("test_error", "test_loss", "train_error", "train_loss", "val_error")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | None:
+    """Train the run in `folder` to its end, resuming from its checkpoint; return its summary (on the
+    first process). The caller holds the folder and has checked that the run is not completed."""
+    cfg = spec.cfg
+    loop = TrainingLoop(cfg, world)
+    loop.resume_from(folder)
+    main = world.is_main
+    if main:
+        folder.start(spec, iteration=loop.iteration, max_iters=cfg.trainer.max_iters, params=loop.params,
+                     device=str(loop.device), device_name=device_name(loop.device), processes=world.world_size,
+                     global_batch=loop.data.global_batch, cuda_graph=loop.step.graph is not None,
+                     num_threads=torch.get_num_threads(), versions=library_versions(), slurm=slurm_job(),
+                     gpus=gpu_uuids(loop.device, world), started_at=_now())
+    else:
+        gpu_uuids(loop.device, world)  # a collective: every process takes part
+    log.info("%s-%d (shortcut %s), %d parameters, on %s x %d; run folder %s", cfg.arch.value, cfg.depth,
+             cfg.shortcut.value, loop.params, loop.device, world.world_size, folder.path)
+    stop = StopRequest()
+    try:
+        with stop, logging_redirect_tqdm(), tqdm(total=cfg.trainer.max_iters, initial=loop.iteration,
+                                                 disable=None if main else True, dynamic_ncols=True,
+                                                 desc="train", unit="it") as bar:
+            def progress(done: int, row: dict | None) -> None:
+                bar.update(done - bar.n)
+                if row:
+                    bar.set_postfix(test_error=f"{row['test_error']:.2f}%", refresh=False)
+
+            final = loop.fit(folder, stop, progress)
+        if not final and main:  # it had trained to the end; a crash kept that from being recorded
+            final = folder.metrics.last_row()
+    except BaseException as e:
+        status = (Status.diverged if isinstance(e, Diverged)
+                  else Status.interrupted if isinstance(e, (Interrupted, KeyboardInterrupt)) else Status.failed)
+        if main:
+            try:
+                folder.record(status=status, iteration=loop.iteration, error=f"{type(e).__name__}: {e}")
+            except RunFolderError as not_recorded:  # e.g. the disk that failed the run is still full
+                log.warning("%s", not_recorded)
+        if isinstance(e, Interrupted):
+            log.warning("%s", e)  # here: the handler passed on may end the process (submitit's exits)
+            stop.pass_on()  # e.g. submitit's handler, which requeues the job
+        raise
+    clock = loop.clock
+    if main:
+        folder.save_model(loop.model.state_dict())
+        folder.record(status=Status.completed, iteration=loop.iteration, **{k: final.get(k) for k in FINAL_METRICS},
+                      wall_time_s=round(clock.elapsed_s, 2),
+                      images_per_s=round(loop.iteration * loop.data.global_batch / clock.train_s, 1),
+                      warmup_ended_at=loop.schedule.warmup_ended_at, ended_at=_now())
+    log.info("completed: test error %s%% after %d iterations, %.1f min", final.get("test_error"), loop.iteration,
+             clock.elapsed_s / 60)
+    return folder.summary
