@@ -20,7 +20,7 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HOOKS = Path(__file__).resolve().parent / "hooks"  # what the tests change in the processes they start
 sys.path.append(str(HOOKS))
-from injected import (  # noqa: E402
+from injected import (  # noqa: E402,F401  (the tests import these names from here)
     ARCHIVE_ENV, FAIL_WRITE_ENV, FAKE_GPUS_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, SLOW_STEP_ENV,
 )
 
@@ -205,3 +205,27 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"
+
+
+def train_in_process(*overrides: str, run_dir: Path) -> dict | None:
+    """What `python -m resnet_cifar.train OVERRIDES hydra.run.dir=RUN_DIR` trains, in this process: the
+    config composed by Hydra from conf/ and validated, the job run into its held RunFolder. Without the
+    command around it (exit statuses, .hydra/, train.log: the subprocess tests' business), and seconds
+    faster. Returns summary.json (None if none was written)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from resnet_cifar.config import validate
+    from resnet_cifar.distributed import World
+    from resnet_cifar.job import run_job
+    from resnet_cifar.run_folder import RunFolder, RunSpec, read_summary
+
+    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+        cfg = compose("config", list(overrides))
+    spec = RunSpec(OmegaConf.to_object(cfg), OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+                   list(overrides))
+    validate(spec.cfg)
+    folder = RunFolder(run_dir)
+    with folder.held():
+        run_job(spec, folder, World())
+    return read_summary(run_dir)

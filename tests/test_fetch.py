@@ -7,7 +7,10 @@ import json
 import subprocess
 import sys
 
-from conftest import ARCHIVE_ENV, TINY_BUDGET, closed_port_url, run_train, train_env
+import pytest
+
+from conftest import ARCHIVE_ENV, TINY_BUDGET, closed_port_url, run_train, train_env, train_in_process
+from resnet_cifar.errors import DataError
 
 FETCHING = "downloading http://127.0.0.1:"  # the log line of the process that fetches
 
@@ -80,18 +83,22 @@ def test_offline_the_main_job_says_what_to_do_and_leaves_nothing(tmp_path, archi
     assert not any((work / "sweep").glob("*/summary.json"))  # no job started
 
 
-def test_a_run_started_when_download_defaulted_to_false_is_still_its_run(tmp_path, tiny_cifar10):
+def test_a_run_started_when_download_defaulted_to_false_is_still_its_run(tmp_path, tiny_cifar10, caplog):
     """Where the data comes from is not part of the experiment: the new default does not refuse old runs."""
-    first = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", "data.download=false", "hydra.run.dir=run",
-                      cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    again = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", "hydra.run.dir=run", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "is already completed" in again.stderr
+    train_in_process(*TINY_BUDGET, f"data.root={tiny_cifar10}", "data.download=false", run_dir=tmp_path / "run")
+    caplog.set_level("INFO")
+    train_in_process(*TINY_BUDGET, f"data.root={tiny_cifar10}", run_dir=tmp_path / "run")
+    assert "is already completed" in caplog.text
 
 
-def test_with_download_off_a_missing_data_set_is_refused_without_a_download(tmp_path, archive_server):
-    result = run_train(*TINY_BUDGET, "data.root=data", "data.download=false", cwd=tmp_path, env=archive_server.env)
-    assert result.returncode == 2
-    assert "cifar10 not found: expected data_batch_1" in result.stderr and "drop data.download=false" in result.stderr
+def test_with_download_off_a_missing_data_set_is_refused_without_a_download(tmp_path, archive_server, monkeypatch):
+    import torchvision.datasets as tvd
+
+    monkeypatch.setattr(tvd.CIFAR10, "url", archive_server.url)
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", archive_server.md5)
+    with pytest.raises(DataError) as refused:  # exit status 2, as every UserError
+        train_in_process(*TINY_BUDGET, f"data.root={tmp_path / 'data'}", "data.download=false",
+                         run_dir=tmp_path / "run")
+    assert "cifar10 not found: expected data_batch_1" in str(refused.value)
+    assert "drop data.download=false" in str(refused.value)
     assert archive_server.downloads == [] and not (tmp_path / "data").exists()

@@ -5,8 +5,10 @@ device_count), and the jobs are real concurrent processes claiming GPUs with
 resnet_cifar.placement, as job.run_job does before training.
 """
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -44,36 +46,63 @@ def results(jobs) -> list[dict]:
 
 @pytest.fixture(autouse=True)
 def own_lock_folder(tmp_path, monkeypatch):
-    """The claims of these tests in a folder of their own (the lock files live in the temporary folder)."""
+    """The claims of these tests in a folder of their own (the lock files live in the temporary folder):
+    TMPDIR for the processes they start, tempfile's cached answer for this one."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
-def test_four_jobs_at_once_on_four_gpus_take_one_each():
-    done = results(start_jobs(4, processes=1, hold_s=6, fake_gpus=4))
-    assert sorted(g for d in done for g in d["gpus"]) == ["0", "1", "2", "3"]
-    assert max(d["at"] for d in done) < min(d["released"] for d in done)  # all four held at the same time
-    assert not any("waiting" in d["log"] for d in done)
-
-
-def test_more_jobs_than_gpus_wait_for_a_free_one():
-    done = results(start_jobs(3, processes=1, hold_s=6, fake_gpus=2))
+def test_jobs_at_once_take_different_gpus_and_one_more_waits_for_a_free_one():
+    """Three jobs on two GPUs: the first two hold GPUs 0 and 1 at the same time, the third gets one only
+    once a job gives it back, and says that it waits."""
+    done = results(start_jobs(3, processes=1, hold_s=4.5, fake_gpus=2))
     first, second, late = sorted(done, key=lambda d: d["at"])
     assert {first["gpus"][0], second["gpus"][0]} == {"0", "1"}
+    assert second["at"] < first["released"]  # held at the same time
     assert late["at"] >= min(first["released"], second["released"]) - 0.1  # only once one was given back
     assert "waiting for 1 free GPU(s): other runs hold 2 of the 2 visible (0, 1)" in late["log"]
+    assert not any("waiting" in d["log"] for d in (first, second))
 
 
-def test_a_ddp_job_takes_as_many_gpus_as_processes_among_the_visible_ones():
-    ddp, single = results([*start_jobs(1, processes=2, hold_s=6, fake_gpus=3, env={"CUDA_VISIBLE_DEVICES": "1,4,6"}),
-                           *start_jobs(1, processes=1, hold_s=6, fake_gpus=3, env={"CUDA_VISIBLE_DEVICES": "1,4,6"})])
-    assert len(ddp["gpus"]) == 2 and set(ddp["gpus"]) | set(single["gpus"]) == {"1", "4", "6"}
+@pytest.fixture
+def two_fake_gpus(monkeypatch):
+    """Three visible GPUs named 1, 4, 6 for this process (as CUDA_VISIBLE_DEVICES=1,4,6 gives)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,4,6")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
 
 
-def test_under_slurm_the_scheduler_has_placed_the_job():
-    """Each SLURM job sees only its own GPUs (often all named 0): no claims, no waiting."""
-    done = results(start_jobs(2, processes=1, hold_s=3, fake_gpus=1, env={"SLURM_JOB_ID": "7"}))
-    assert [d["gpus"] for d in done] == [["0"], ["0"]]
-    assert all(abs(d["at"] - done[0]["at"]) < 3 for d in done)  # neither waited for the other
+def test_a_ddp_job_takes_as_many_gpus_as_processes_among_the_visible_ones(two_fake_gpus):
+    from resnet_cifar.config import Device
+    from resnet_cifar.placement import gpus_for_job, only_these_gpus
+
+    with gpus_for_job(Device.auto, 2) as ddp:
+        with gpus_for_job(Device.auto, 1) as single:  # a second job meanwhile (flock: per open file)
+            assert len(ddp) == 2 and set(ddp) | set(single) == {"1", "4", "6"}
+        with only_these_gpus(ddp):  # what the job's workers see
+            assert os.environ["CUDA_VISIBLE_DEVICES"] == ",".join(ddp)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1,4,6"
+
+
+def test_under_slurm_the_scheduler_has_placed_the_job(two_fake_gpus, monkeypatch):
+    """Each SLURM job sees only its own GPUs (often all named 0): no claims, so no waiting."""
+    from resnet_cifar.config import Device
+    from resnet_cifar.placement import gpus_for_job
+
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    with gpus_for_job(Device.auto, 1) as one, gpus_for_job(Device.auto, 1) as other:
+        assert one == other == ["1"]
+
+
+def test_cpu_jobs_claim_nothing(two_fake_gpus):
+    from resnet_cifar.config import Device
+    from resnet_cifar.placement import gpus_for_job
+
+    with gpus_for_job(Device.cpu, 4) as gpus:
+        assert gpus is None
 
 
 def test_more_processes_than_visible_gpus_is_refused():

@@ -1,5 +1,7 @@
-"""Nothing lost on kill, signal, divergence, full disk or bad input (real processes, tiny data)."""
+"""Nothing lost on kill, signal, divergence, full disk or bad input: the faults in real processes (tests/hooks),
+the runs they are compared with and the resumes in this process where that checks the same thing."""
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -10,10 +12,11 @@ import pytest
 import torch
 
 from conftest import (
-    FAIL_WRITE_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, TINY_BUDGET, break_batch_file, run_train, write_cifar10,
-    write_cifar100,
+    FAIL_WRITE_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, SLOW_STEP_ENV, TINY_BUDGET, break_batch_file, run_train,
+    train_env, train_in_process, write_cifar10, write_cifar100,
 )
-from test_train import numbers, read_metrics, train_ok
+from resnet_cifar.errors import RunFolderError, UserError
+from test_train import numbers, read_metrics
 
 # checkpoints at 4 and 8 and evaluations at 3, 6, 9, 12: the two cadences disagree on purpose
 BUDGET = [*TINY_BUDGET, "trainer.eval_every=3", "trainer.checkpoint_every=4"]
@@ -27,7 +30,7 @@ def summary(run_dir):
 def straight(tiny_cifar10, tmp_path_factory):
     """The uninterrupted run every interrupted one must equal."""
     run_dir = tmp_path_factory.mktemp("straight") / "run"
-    train_ok(*BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    train_in_process(*BUDGET, f"data.root={tiny_cifar10}", run_dir=run_dir)
     return numbers(read_metrics(run_dir))
 
 
@@ -50,7 +53,7 @@ def test_kill_anywhere_then_resume_gives_the_uninterrupted_metrics(tiny_cifar10,
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     if (run_dir / "checkpoint.pt").exists():
         torch.load(run_dir / "checkpoint.pt", weights_only=True)  # whatever is there is whole
-    train_ok(*args, cwd=tmp_path)
+    train_in_process(*BUDGET, f"data.root={tiny_cifar10}", run_dir=run_dir)  # the same run again
     assert numbers(read_metrics(run_dir)) == straight
     assert summary(run_dir)["status"] == "completed"
     assert not list(run_dir.glob("*.tmp"))
@@ -71,36 +74,38 @@ def wait_for_iteration(run_dir, process, at_least: int, timeout: float = 120) ->
     raise AssertionError("the run did not get going")
 
 
-LONG_BUDGET = [*TINY_BUDGET, "trainer.max_iters=200", "trainer.eval_every=5", "trainer.checkpoint_every=1000",
-               "optimizer.milestones=[150]"]
+LONG_BUDGET = [*TINY_BUDGET, "trainer.max_iters=40", "trainer.eval_every=5", "trainer.checkpoint_every=1000",
+               "optimizer.milestones=[30]"]
 
 
 @pytest.fixture(scope="module")
 def long_reference(tiny_cifar10, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("long") / "run"
-    train_ok(*LONG_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    train_in_process(*LONG_BUDGET, f"data.root={tiny_cifar10}", run_dir=run_dir)
     return numbers(read_metrics(run_dir))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_exactly(tiny_cifar10, tmp_path, long_reference,
-                                                                      signum):
+                                                                      signum, caplog):
     budget = [*LONG_BUDGET, f"data.root={tiny_cifar10}"]
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "resnet_cifar.train", *budget, f"hydra.run.dir={run_dir}"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=train_env({SLOW_STEP_ENV: "0.1"}))  # still running when the signal comes
     wait_for_iteration(run_dir, process, 5)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, stderr
     assert f"stopped by {signal.Signals(signum).name} at iteration" in stderr and "Traceback" not in stderr
     state = summary(run_dir)
-    assert state["status"] == "interrupted" and state["iteration"] < 200
+    assert state["status"] == "interrupted" and state["iteration"] < 40
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert checkpoint["iteration"] == state["iteration"]  # saved at the step it stopped after
 
-    resumed = train_ok(*budget, f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert f"resuming from {run_dir / 'checkpoint.pt'} at iteration {state['iteration']}" in resumed.stderr
+    caplog.set_level("INFO")
+    train_in_process(*budget, run_dir=run_dir)  # the same run again
+    assert f"resuming from {run_dir / 'checkpoint.pt'} at iteration {state['iteration']}" in caplog.text
     assert numbers(read_metrics(run_dir)) == long_reference
 
 
@@ -133,7 +138,7 @@ def test_a_full_disk_at_a_write_keeps_the_earlier_files_and_the_run_resumes(tiny
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] == 4  # the first one, whole
     assert summary(run_dir)["status"] == "failed"
     assert not list(run_dir.glob("*.tmp"))
-    train_ok(*args, cwd=tmp_path)
+    train_in_process(*BUDGET, f"data.root={tiny_cifar10}", run_dir=run_dir)  # once there is room again
     assert numbers(read_metrics(run_dir)) == straight
 
 
@@ -205,22 +210,41 @@ BAD_DATA_KIND = {"truncated batch file": "truncated", "batch file not a pickle":
                  "CIFAR-100 folder under data=cifar10": "cifar100 folder"}
 
 
+def bad_input(case: str, overrides: list[str], tiny_cifar10, tmp_path) -> list[str]:
+    """The case's overrides, with the broken data set it needs written."""
+    bad = bad_data(tmp_path / "data", BAD_DATA_KIND[case]) if case in BAD_DATA_KIND else tiny_cifar10
+    return [*TINY_BUDGET, f"data.root={tiny_cifar10}", *(o.format(tmp=tmp_path, bad=bad) for o in overrides)]
+
+
 @pytest.mark.parametrize("case,overrides,code,message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
-def test_bad_input_exits_non_zero_with_one_clear_message_and_touches_nothing(
-        tiny_cifar10, tmp_path, case, overrides, code, message):
+def test_bad_input_is_refused_with_one_clear_message_before_anything_starts(tiny_cifar10, tmp_path, case,
+                                                                            overrides, code, message):
+    """Every case, in this process: the message the command prints, of the kind that sets its exit
+    status (2: our UserError; 1: Hydra's composition errors), and no run started."""
     if case == "cuda without a GPU" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    data = tmp_path / "data"
-    bad = bad_data(data, BAD_DATA_KIND[case]) if case in BAD_DATA_KIND else tiny_cifar10
-    overrides = [o.format(tmp=tmp_path, bad=bad) for o in overrides]
+    run_dir = tmp_path / "run"
+    with pytest.raises(Exception) as refused:
+        train_in_process(*bad_input(case, overrides, tiny_cifar10, tmp_path), run_dir=run_dir)
+    said = f"{refused.value}\n{refused.value.__cause__}"  # Hydra prints an error and its cause
+    assert message in said, said
+    assert isinstance(refused.value, UserError) == (code == 2), repr(refused.value)
+    assert not (run_dir / "summary.json").exists()
+
+
+@pytest.mark.parametrize("case", ["unknown arch", "depth not 6n+2", "truncated batch file"])
+def test_bad_input_through_the_command_exits_non_zero_and_touches_nothing(tiny_cifar10, tmp_path, case):
+    """Each way the command refuses input once as a user meets it: a Hydra composition error (1), a config
+    value (2) and a data file (2): one line, no traceback, no run folder nor outputs/DATE/ left."""
+    _, overrides, code, message = next(c for c in BAD_INPUT if c[0] == case)
     work = tmp_path / "work"
     work.mkdir()
-    result = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", *overrides, cwd=work)  # Hydra's own outputs/
+    result = run_train(*bad_input(case, overrides, tiny_cifar10, tmp_path), cwd=work)  # Hydra's own outputs/
     output = result.stdout + result.stderr
     assert result.returncode == code, output
     assert message in output, output
     assert "Traceback" not in output
-    assert list(work.iterdir()) == []  # no run folder, no outputs/DATE/
+    assert list(work.iterdir()) == []
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -231,23 +255,22 @@ def test_a_checkpoint_that_cannot_be_resumed_is_refused_with_the_reason(tiny_cif
     run_dir = tmp_path / "run"
     if damage == "another architecture":  # a depth-14 checkpoint where a depth-8 run resumes
         donor = tmp_path / "donor"
-        train_ok(*TINY_BUDGET, "depth=14", "trainer.max_iters=4", "optimizer.milestones=[2]",
-                 f"data.root={tiny_cifar10}", f"hydra.run.dir={donor}", cwd=tmp_path)
+        train_in_process(*TINY_BUDGET, "depth=14", "trainer.max_iters=4", "optimizer.milestones=[2]",
+                         f"data.root={tiny_cifar10}", run_dir=donor)
         run_dir.mkdir()
         (run_dir / "checkpoint.pt").write_bytes((donor / "checkpoint.pt").read_bytes())
     else:
         run_dir.mkdir()
         (run_dir / "checkpoint.pt").write_bytes(b"\x00" * 100)
     before = (run_dir / "checkpoint.pt").read_bytes()
-    result = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(RunFolderError, match=re.escape(message)):  # exit status 2, as every UserError
+        train_in_process(*TINY_BUDGET, f"data.root={tiny_cifar10}", run_dir=run_dir)
     assert (run_dir / "checkpoint.pt").read_bytes() == before  # not replaced by a fresh start
 
 
 # -- a sweep relaunched, and the report, over damaged job folders ------------------------------
 
-def test_sweep_relaunch_and_report_over_damaged_folders(tiny_cifar10, tmp_path):
+def test_sweep_relaunch_and_report_over_damaged_folders(tiny_cifar10, tmp_path, capsys):
     from test_sweep import sweep, summaries
 
     sweep_dir = tmp_path / "sweep"
@@ -282,9 +305,9 @@ def test_sweep_relaunch_and_report_over_damaged_folders(tiny_cifar10, tmp_path):
     assert json.loads((corrupt / "summary.json").read_text())["status"] == "failed"
     assert (corrupt / "checkpoint.pt").read_bytes() == b"not a checkpoint"  # left for the user to look at
 
-    report = subprocess.run([sys.executable, "-m", "multirun_analysis.report", str(sweep_dir),
-                             "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=300)
-    assert report.returncode == 0, report.stderr
-    assert f"skipped {garbled}: summary.json is unreadable" in report.stdout
+    from multirun_analysis.report import main as report
+
+    report([str(sweep_dir), "--out", str(tmp_path / "report")])
+    assert f"skipped {garbled}: summary.json is unreadable" in capsys.readouterr().out
     runs = (tmp_path / "report" / "runs.csv").read_text()
     assert str(job[0]) in runs and str(crashed) in runs and str(corrupt) in runs and str(garbled) not in runs

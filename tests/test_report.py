@@ -156,16 +156,15 @@ def test_readme_without_one_marker_pair_is_refused_before_anything_is_written(sw
     assert readme.read_text() == text and not (tmp_path / "r").exists()
 
 
-def test_a_real_sweep_reports_end_to_end(tiny_cifar10, tmp_path):
+def test_a_real_sweep_reports_end_to_end(tiny_cifar10, tmp_path, monkeypatch, capsys):
     sweep_dir = tmp_path / "multirun" / "s"
     result = run_train("-m", "depth=8", "arch=plain,resnet", "seed=0,1", "data.batch_size=32", "trainer.max_iters=4",
                        "trainer.eval_every=2", "trainer.checkpoint_every=4", "optimizer.milestones=[2]",
                        f"data.root={tiny_cifar10}", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    done = subprocess.run([sys.executable, "-m", "multirun_analysis.report"], cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "read 4 runs (4 completed)" in done.stdout
+    monkeypatch.chdir(tmp_path)  # the report's default: multirun/ and outputs/ here
+    assert main([]) == 0
+    assert "read 4 runs (4 completed)" in capsys.readouterr().out
     rows = table_rows(tmp_path / "reports")
     assert [(r["depth"], r["model"], r["runs"]) for r in rows] == [("8", "plain", "2"), ("8", "resnet", "2")]
     assert (tmp_path / "reports" / "fig6.png").stat().st_size > 10_000

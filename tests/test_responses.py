@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TINY_BUDGET
-from multirun_analysis.responses import layer_response_std, response_layers
+from multirun_analysis.responses import layer_response_std, main, response_layers
 from resnet_cifar.config import Arch, Shortcut
 from resnet_cifar.models import build_model
 from test_train import train_ok
@@ -17,16 +17,14 @@ from test_train import train_ok
 def trained(tiny_cifar10, tmp_path_factory):
     """plain-8 and ResNet-14, trained a few steps each: folders with summary.json and model.pt."""
     root = tmp_path_factory.mktemp("responses")
-    for arch, depth in (("plain", 8), ("resnet", 14)):
+    for arch, depth in (("plain", 8), ("resnet", 14)):  # by the command: run folders with their .hydra/
         train_ok(*TINY_BUDGET, f"arch={arch}", f"depth={depth}", f"data.root={tiny_cifar10}",
                  f"hydra.run.dir={root / 'runs' / f'{arch}{depth}'}", cwd=root)
     return root
 
 
 def test_one_positive_std_per_3x3_layer_in_order_and_the_figure(trained, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "multirun_analysis.responses", str(trained / "runs"),
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert main([str(trained / "runs"), "--out", str(tmp_path / "out")]) == 0
     responses = pd.read_csv(tmp_path / "out" / "responses.csv")
     layers = responses.groupby("depth")["layer"].apply(list).to_dict()
     assert layers == {8: list(range(1, 8)), 14: list(range(1, 14))}  # 6n+1 3x3 layers: the first and 2 per block
@@ -54,6 +52,7 @@ def test_the_hooks_measure_bn_outputs_before_the_relu_and_the_addition():
 
 
 def test_without_models_it_says_so(tmp_path):
+    """The command in a real process: its exit status and message."""
     (tmp_path / "empty").mkdir()
     result = subprocess.run([sys.executable, "-m", "multirun_analysis.responses", str(tmp_path / "empty"),
                              "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)

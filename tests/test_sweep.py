@@ -6,7 +6,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 
-from conftest import KILL_AT_ITERATION_ENV, run_train
+from conftest import KILL_AT_ITERATION_ENV, run_train, train_in_process
+from resnet_cifar.errors import RunFolderError
 from resnet_cifar.run_folder import RunFolder
 from resnet_cifar.sweep import job_dirs, job_overrides
 
@@ -108,11 +109,9 @@ def test_a_failing_job_is_recorded_and_the_others_complete(tiny_cifar10, tmp_pat
 
 def test_a_run_folder_in_use_is_refused(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
-    with RunFolder(run_dir).held():
-        result = run_train(*SWEEP_BUDGET, "depth=8", f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}",
-                           cwd=tmp_path)
-    assert result.returncode == 2
-    assert "is in use by another process (pid" in result.stderr
+    with RunFolder(run_dir).held():  # as another process would hold it: flock conflicts between two opens
+        with pytest.raises(RunFolderError, match=r"is in use by another process \(pid"):
+            train_in_process(*SWEEP_BUDGET, "depth=8", f"data.root={tiny_cifar10}", run_dir=run_dir)
     assert not (run_dir / "summary.json").exists()
 
 

@@ -1,4 +1,5 @@
-"""The training command end to end, in real processes, on tiny data written by the tests."""
+"""Training end to end on tiny data written by the tests: the command in a real process where its exit
+status and files are the point, the same training in this process (train_in_process) where they are not."""
 import csv
 import json
 import subprocess
@@ -7,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import SHARED_DATA, TINY_BUDGET, run_train
+from conftest import SHARED_DATA, TINY_BUDGET, run_train, train_in_process
 from resnet_cifar.config import Arch, Shortcut
 from resnet_cifar.models import build_model, count_parameters
 from resnet_cifar.run_folder import METRIC_COLUMNS
@@ -57,9 +58,9 @@ def test_a_tiny_run_writes_the_whole_run_folder(tiny_cifar10, tmp_path):
 
 def test_the_loss_falls_on_a_learnable_set(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
-    train_ok("depth=8", "data.batch_size=32", "trainer.max_iters=60", "trainer.eval_every=10",
-             "trainer.checkpoint_every=60", "optimizer.milestones=[40]", f"data.root={tiny_cifar10}",
-             f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=60", "trainer.eval_every=10",
+                     "trainer.checkpoint_every=60", "optimizer.milestones=[40]", f"data.root={tiny_cifar10}",
+                     run_dir=run_dir)
     rows = read_metrics(run_dir)
     assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
     assert float(rows[-1]["test_error"]) < 30.0  # chance is 90%
@@ -67,9 +68,9 @@ def test_the_loss_falls_on_a_learnable_set(tiny_cifar10, tmp_path):
 
 def test_bf16_autocast_learns_too(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
-    train_ok("depth=8", "data.batch_size=32", "trainer.max_iters=60", "trainer.eval_every=30",
-             "trainer.checkpoint_every=60", "optimizer.milestones=[40]", "trainer.precision=bf16",
-             f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=60", "trainer.eval_every=30",
+                     "trainer.checkpoint_every=60", "optimizer.milestones=[40]", "trainer.precision=bf16",
+                     f"data.root={tiny_cifar10}", run_dir=run_dir)
     rows = read_metrics(run_dir)
     assert float(rows[-1]["test_error"]) < 30.0
     # the weights stay fp32: the model loads into an fp32 net as it is
@@ -77,12 +78,33 @@ def test_bf16_autocast_learns_too(tiny_cifar10, tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
 
 
+def test_the_warm_up_of_deep_nets_runs_at_its_lr_until_the_training_error_drops(tiny_cifar10, tmp_path):
+    """The paper's warm-up for ResNet-110/1202, on a depth-8 net by lowering its threshold depth: lr 0.01
+    while the running training error over the window is above 80%, then back to 0.1."""
+    run_dir = tmp_path / "run"
+    summary = train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=40", "trainer.eval_every=5",
+                               "trainer.checkpoint_every=40", "optimizer.milestones=[35]",
+                               "optimizer.warmup.min_depth=8", "optimizer.warmup.window=5",
+                               f"data.root={tiny_cifar10}", run_dir=run_dir)
+    ended = summary["warmup_ended_at"]
+    assert ended is not None and ended % 5 == 0 and 5 <= ended < 35, ended  # at the end of a window
+    lrs = {int(r["iteration"]): float(r["lr"]) for r in read_metrics(run_dir)}
+    # a row's lr is the lr of its last step: iteration `ended`'s step still ran at the warm-up lr
+    assert all(lr == 0.01 for it, lr in lrs.items() if it <= ended)
+    assert all(lr == 0.1 for it, lr in lrs.items() if ended < it <= 35) and lrs[40] == pytest.approx(0.01)
+    # a net below the threshold depth (the default: 110) never warms up
+    plain = train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=5", "trainer.eval_every=2",
+                             "trainer.checkpoint_every=5", "optimizer.milestones=[4]", f"data.root={tiny_cifar10}",
+                             run_dir=tmp_path / "plain")
+    assert plain["warmup_ended_at"] is None and float(read_metrics(tmp_path / "plain")[0]["lr"]) == 0.1
+
+
 def test_compiled_training_step_computes_what_the_eager_one_does(tiny_cifar10, tmp_path):
     """trainer.compile changes how the step runs, not what it computes (CPU inductor here)."""
     budget = ["depth=8", "data.batch_size=32", "trainer.max_iters=4", "trainer.eval_every=2",
               "trainer.checkpoint_every=4", "optimizer.milestones=[3]", f"data.root={tiny_cifar10}"]
-    train_ok(*budget, f"hydra.run.dir={tmp_path / 'eager'}", cwd=tmp_path)
-    train_ok(*budget, "trainer.compile=true", f"hydra.run.dir={tmp_path / 'compiled'}", cwd=tmp_path)
+    train_in_process(*budget, run_dir=tmp_path / "eager")
+    train_in_process(*budget, "trainer.compile=true", run_dir=tmp_path / "compiled")
     eager, compiled = read_metrics(tmp_path / "eager"), read_metrics(tmp_path / "compiled")
     assert len(eager) == len(compiled) == 2
     for a, b in zip(eager, compiled):
@@ -92,31 +114,32 @@ def test_compiled_training_step_computes_what_the_eager_one_does(tiny_cifar10, t
     assert not any(k.startswith("_orig_mod") for k in torch.load(tmp_path / "compiled" / "model.pt"))
 
 
-def test_a_completed_run_is_not_run_again(tiny_cifar10, tmp_path):
+def test_a_completed_run_is_not_run_again(tiny_cifar10, tmp_path, caplog):
     run_dir = tmp_path / "run"
-    args = [*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}"]
-    train_ok(*args, cwd=tmp_path)
+    args = [*TINY_BUDGET, f"data.root={tiny_cifar10}"]
+    train_in_process(*args, run_dir=run_dir)
     before = (run_dir / "metrics.csv").read_bytes(), (run_dir / "checkpoint.pt").stat().st_mtime_ns
-    again = train_ok(*args, cwd=tmp_path)
-    assert "already completed" in again.stdout + again.stderr
+    caplog.set_level("INFO")
+    train_in_process(*args, run_dir=run_dir)
+    assert "is already completed" in caplog.text
     assert before == ((run_dir / "metrics.csv").read_bytes(), (run_dir / "checkpoint.pt").stat().st_mtime_ns)
 
-    # another config into the same folder is refused, and the folder keeps its own config
-    refused = run_train(*args, "optimizer.lr=0.05", cwd=tmp_path)
+    # another config into the same folder is refused by the command, and the folder keeps its own config
+    # (Hydra writes the refused one into .hydra/ before the run starts; the command puts the run's back)
+    refused = run_train(*args, "optimizer.lr=0.05", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert refused.returncode == 2
     assert "optimizer.lr: 0.1 -> 0.05" in refused.stderr
     assert "lr: 0.1\n" in (run_dir / ".hydra" / "config.yaml").read_text()
     assert "optimizer.lr=0.05" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert before[0] == (run_dir / "metrics.csv").read_bytes()
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "make_cifar10.py").exists(), reason="needs ../shared/data")
 def test_real_cifar10_copy_learns_well_above_chance(tmp_path):
     subprocess.run([sys.executable, str(SHARED_DATA / "make_cifar10.py"), str(tmp_path / "data"),
                     "--train", "5000", "--test", "1000"], check=True, capture_output=True)
-    run_dir = tmp_path / "run"
-    train_ok("depth=8", "trainer.max_iters=250", "trainer.eval_every=250", "trainer.checkpoint_every=250",
-             "optimizer.milestones=[200]", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run_dir}",
-             cwd=tmp_path)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = train_in_process("depth=8", "trainer.max_iters=120", "trainer.eval_every=120",
+                               "trainer.checkpoint_every=120", "optimizer.milestones=[100]",
+                               f"data.root={tmp_path / 'data'}", run_dir=tmp_path / "run")
     assert summary["status"] == "completed"
-    assert summary["test_error"] < 70.0, summary  # chance: 90%
+    assert summary["test_error"] < 70.0, summary  # chance: 90%; 60.6% measured here (2-core CPU)
