@@ -38,12 +38,43 @@ class CifarArrays:
     test_images: np.ndarray
     test_labels: np.ndarray
     num_classes: int
+    class_names: tuple[str, ...]
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Reads what the official CIFAR-10 and CIFAR-100 python files hold, and nothing else.
+
+    A pickle can call any function it names while it is read: a "CIFAR copy"
+    from a mirror could run a command on load. The official files name only
+    numpy's array reconstruction (and Python 3 re-pickles `_codecs.encode` and
+    `bytes` for byte strings); every other name is refused before it is looked up.
+    """
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("__builtin__", "bytes"),
+        ("builtins", "bytes"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise RefusedObject(f"{module}.{name}")
+        module = module.replace("numpy.core.", "numpy._core.") if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
+class RefusedObject(pickle.UnpicklingError):
+    """A pickle asked for a function or class that CIFAR files never hold."""
 
 
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+            obj = CifarUnpickler(f, encoding="latin1").load()
+    except RefusedObject as e:
+        raise DataError(f"{path} was refused: it asks to call {e}, which no CIFAR file holds (reading it could run "
+                        "code); replace it with a copy of the official data set") from None
     except Exception as e:  # truncated, not a pickle, unreadable: all the same to the user
         raise DataError(f"{path} cannot be read as a CIFAR pickle ({type(e).__name__}: {e}); "
                         "replace it with a fresh copy of the data set") from e
@@ -63,6 +94,8 @@ def read_batch(path: Path, files: DatasetFiles) -> tuple[np.ndarray, np.ndarray]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), found {desc}")
+    if len(data) == 0:
+        raise DataError(f"{path} holds no images; replace it with a fresh copy of the data set")
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: expected {len(data)} integer labels, found {labels.dtype} {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= files.num_classes):
@@ -70,6 +103,16 @@ def read_batch(path: Path, files: DatasetFiles) -> tuple[np.ndarray, np.ndarray]
                         f"found {labels.min()}..{labels.max()}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes R, G, B -> NHWC
     return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+def read_class_names(path: Path, files: DatasetFiles) -> tuple[str, ...]:
+    """The class names of the meta file, one per class (read, like every file, by CifarUnpickler)."""
+    names = _unpickle(path).get(files.names_key)
+    if not isinstance(names, list) or len(names) != files.num_classes:
+        found = f"{len(names)} entries" if isinstance(names, list) else type(names).__name__
+        raise DataError(f"{path}: '{files.names_key}' must list the {files.num_classes} class names, found {found}; "
+                        "replace it with a fresh copy of the data set")
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
 
 def _read_split(folder: Path, names: tuple[str, ...], files: DatasetFiles) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +138,8 @@ def load_cifar(dataset: Dataset, root: str | Path, allow_download: bool) -> Cifa
     folder = root / files.folder
     train_images, train_labels = _read_split(folder, files.train, files)
     test_images, test_labels = _read_split(folder, (files.test,), files)
-    return CifarArrays(train_images, train_labels, test_images, test_labels, files.num_classes)
+    return CifarArrays(train_images, train_labels, test_images, test_labels, files.num_classes,
+                       read_class_names(folder / files.meta, files))
 
 
 def split_validation(labels: np.ndarray, val_size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

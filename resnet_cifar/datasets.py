@@ -21,6 +21,7 @@ class DatasetFiles:
     test: str
     meta: str
     label_key: str
+    names_key: str  # in the meta file: the class names
     num_classes: int
     torchvision_class: str  # its url, filename and md5 are torchvision's
 
@@ -37,9 +38,9 @@ class DatasetFiles:
 DATASETS = {
     Dataset.cifar10: DatasetFiles(
         "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-        "batches.meta", "labels", 10, "CIFAR10",
+        "batches.meta", "labels", "label_names", 10, "CIFAR10",
     ),
     Dataset.cifar100: DatasetFiles(
-        "cifar-100-python", ("train",), "test", "meta", "fine_labels", 100, "CIFAR100",
+        "cifar-100-python", ("train",), "test", "meta", "fine_labels", "fine_label_names", 100, "CIFAR100",
     ),
 }

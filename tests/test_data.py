@@ -1,4 +1,6 @@
+import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -259,3 +261,54 @@ def test_shards_of_a_global_batch_equal_the_single_process_batch():
         parts = [s.next_batch() for s in shards]
         assert torch.equal(torch.cat([p[0] for p in parts]), x)
         assert torch.equal(torch.cat([p[1] for p in parts]), y)
+
+
+class RunsACommand:
+    """What a hostile "CIFAR copy" can put in a pickle: reading it calls os.system."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("name", ["data_batch_3", "test_batch", "batches.meta"])
+def test_a_data_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path, name):
+    folder = write_cifar10(tmp_path / "root", n_train=50, n_test=20) / "cifar-10-batches-py"
+    marker = tmp_path / "the command ran"
+    content = pickle.loads((folder / name).read_bytes(), encoding="latin1")
+    content["extra"] = RunsACommand(f"touch '{marker}'")  # the batch itself stays valid
+    (folder / name).write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(DataError, match=f"{name} was refused: it asks to call posix.system"):
+        load_cifar(Dataset.cifar10, tmp_path / "root", allow_download=False)
+    assert not marker.exists()
+    pickle.loads((folder / name).read_bytes(), encoding="latin1")  # the plain pickle.load it replaced:
+    assert marker.exists()  # the file is a real attack
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("no test images", "test_batch holds no images"),
+    ("no images in a training batch", "data_batch_2 holds no images"),
+    ("meta without class names", "'label_names' must list the 10 class names, found NoneType"),
+    ("meta with 9 class names", "'label_names' must list the 10 class names, found 9 entries"),
+])
+def test_empty_batches_and_a_meta_file_without_class_names_are_refused(tmp_path, damage, message):
+    folder = write_cifar10(tmp_path / "root", n_train=50, n_test=20) / "cifar-10-batches-py"
+    name = {"no test images": "test_batch", "no images in a training batch": "data_batch_2"}.get(damage, "batches.meta")
+    content = pickle.loads((folder / name).read_bytes(), encoding="latin1")
+    if name == "batches.meta":
+        content["label_names"] = content["label_names"][:9] if "9" in damage else None
+        if content["label_names"] is None:
+            del content["label_names"]
+    else:
+        content["data"], content["labels"] = content["data"][:0], []
+    (folder / name).write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_cifar(Dataset.cifar10, tmp_path / "root", allow_download=False)
+
+
+def test_class_names_come_from_the_meta_file(tmp_path):
+    write_cifar10(tmp_path, n_train=50, n_test=20, bytes_keys=True)
+    assert load_cifar(Dataset.cifar10, tmp_path, allow_download=False).class_names == tuple(
+        f"class{c}" for c in range(10))
