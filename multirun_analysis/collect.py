@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 CURVE_METRICS = ("lr", "train_loss", "train_error", "test_loss", "test_error", "val_error")
 FINAL_COLUMNS = ("test_error", "test_loss", "train_error", "train_loss", "val_error")
+DATA_SIZES = ("train_images", "val_images", "test_images")  # in summary.json since the report says its data
 
 
 class BrokenRun(Exception):
@@ -63,10 +64,19 @@ def _metrics(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _mapping(path: Path, load) -> dict:
+    """A file that must hold a mapping (a YAML or JSON object); anything else is a BrokenRun."""
+    content = _read(path, load)
+    if not isinstance(content, dict):
+        raise BrokenRun(f"{path.name} holds {type(content).__name__ if content is not None else 'nothing'}, "
+                        "not the mapping the run folder contract says")
+    return content
+
+
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str]]:
     """(row, curves, config keys) of one run folder, or BrokenRun."""
-    config = _read(run_dir / ".hydra" / "config.yaml", lambda p: OmegaConf.to_container(OmegaConf.load(p)))
-    summary = _read(run_dir / "summary.json", lambda p: json.loads(p.read_text()))
+    config = _mapping(run_dir / ".hydra" / "config.yaml", lambda p: OmegaConf.to_container(OmegaConf.load(p)))
+    summary = _mapping(run_dir / "summary.json", lambda p: json.loads(p.read_text()))
     flat = flatten_config(config)
     metrics_path = run_dir / "metrics.csv"
     if metrics_path.exists() or summary.get("status") == "completed":
@@ -75,7 +85,8 @@ def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str]]:
         metrics = pd.DataFrame(columns=["iteration", *CURVE_METRICS])
     row = {"run": str(run_dir), "status": summary.get("status", "unknown"),
            "iteration": summary.get("iteration"), "params": summary.get("params"),
-           "wall_time_s": summary.get("wall_time_s"), "error": summary.get("error")}
+           "wall_time_s": summary.get("wall_time_s"), "error": summary.get("error"),
+           **{key: summary.get(key) for key in DATA_SIZES}}
     last = metrics.iloc[-1] if len(metrics) else {}
     for column in FINAL_COLUMNS:  # the end of training (or the latest evaluation of a running run)
         value = summary.get(column) if row["status"] == "completed" else None

@@ -1,7 +1,8 @@
 """Seaborn figures of the paper and of the seed README's comparisons, readable at README width.
 
 Curves of several seeds are drawn as their mean with a band (± one standard
-deviation); errors are in percent, iterations are SGD steps.
+deviation, said on each figure); errors are in percent, iterations are SGD
+steps. Each figure carries the report's caption: budget, data and seeds.
 """
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ FACTOR_FILES = {"normalization.name": "normalization", "data.batch_size": "batch
                 "trainer.sync_bn": "sync_bn"}
 METRIC_LABELS = {"train_error": "train", "test_error": "test"}
 WIDTH_IN = 10  # inches: a README column at 100 dpi
+BAND = "lines: mean over seeds, band ± 1 std"
+
+
+def _caption(figure, caption: str) -> None:
+    """The report's basis (budget, data, seeds) under a figure."""
+    if caption:
+        figure.text(0.5, -0.02, caption, ha="center", va="top", fontsize=8, wrap=True)
 
 
 def _with_factors(curves: pd.DataFrame, runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -32,7 +40,7 @@ def _error_ylim(values: pd.Series) -> tuple[float, float]:
     return 0.0, min(100.0, max(5.0, 1.5 * values.quantile(0.5)))
 
 
-def figure6(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path:
+def figure6(curves: pd.DataFrame, runs: pd.DataFrame, path: Path, caption: str = "") -> Path:
     """The paper's Figure 6: error vs iterations, plain | ResNet, colour by depth, test bold, train dashed."""
     data = _with_factors(curves[curves["metric"].isin(METRIC_LABELS)], runs, ["arch", "depth"])
     depths = sorted(data["depth"].unique())
@@ -46,26 +54,31 @@ def figure6(curves: pd.DataFrame, runs: pd.DataFrame, path: Path) -> Path:
     grid.set_axis_labels("iteration", "error (%)")
     grid.set_titles("{col_name}")
     grid.set(ylim=_error_ylim(data["value"]))
-    grid.figure.suptitle("Training (dashed) and test (bold) error, as the paper's Figure 6", y=1.02)
+    grid.figure.suptitle(f"Training (dashed) and test (bold) error, as the paper's Figure 6 ({BAND})", y=1.02)
+    _caption(grid.figure, caption)
     grid.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
     return path
 
 
-def depth_plot(runs: pd.DataFrame, path: Path) -> Path:
-    """Final test error vs depth, plain vs ResNet, error bars over seeds (the degradation problem)."""
+def depth_plot(runs: pd.DataFrame, path: Path, caption: str = "") -> Path:
+    """Final test error vs depth, plain vs ResNet, error bars over seeds (the degradation problem); the y axis
+    starts at 0 so that a few tenths of a percent do not look like a cliff."""
     done = runs[runs["status"] == "completed"]
     fig, ax = plt.subplots(figsize=(WIDTH_IN * 0.6, 4))
     sns.lineplot(data=done, x="depth", y="test_error", hue="arch", marker="o", errorbar="sd",
                  err_style="bars", ax=ax)
     ax.set_xticks(sorted(done["depth"].unique()))
-    ax.set(xlabel="depth (layers)", ylabel="final test error (%)", title="Final test error by depth")
+    ax.set(xlabel="depth (layers)", ylabel="final test error (%)",
+           title="Final test error by depth (mean over seeds, bars ± 1 std)")
+    ax.set_ylim(0, max(5.0, 1.15 * float((done["test_error"]).max())))
+    _caption(fig, caption)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, path: Path) -> Path:
+def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, path: Path, caption: str = "") -> Path:
     """Test error curves coloured by the factor's value (a panel per depth and model when they vary)."""
     panels = [c for c in ("depth", "arch") if runs[c].nunique() > 1]
     data = _with_factors(curves[curves["metric"] == "test_error"], runs, [factor, *panels])
@@ -75,7 +88,8 @@ def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, path: Pat
                        height=3.5, aspect=1.3)
     grid.set_axis_labels("iteration", "test error (%)")
     grid.set(ylim=_error_ylim(data["value"]))
-    grid.figure.suptitle(f"Test error by {factor}", y=1.02)
+    grid.figure.suptitle(f"Test error by {factor} ({BAND})", y=1.02)
+    _caption(grid.figure, caption)
     grid.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
     return path
@@ -85,14 +99,14 @@ def factor_file(factor: str) -> str:
     return FACTOR_FILES.get(factor, factor.replace(".", "_")) + ".png"
 
 
-def draw_all(curves: pd.DataFrame, runs: pd.DataFrame, factors: list[str], out: Path) -> list[Path]:
+def draw_all(curves: pd.DataFrame, runs: pd.DataFrame, factors: list[str], out: Path, caption: str = "") -> list[Path]:
     """Every figure the runs support; a figure needs curves (or completed runs for depth.png)."""
     drawn = []
     if len(curves):
-        drawn.append(figure6(curves, runs, out / "fig6.png"))
+        drawn.append(figure6(curves, runs, out / "fig6.png", caption))
     if (runs["status"] == "completed").any():
-        drawn.append(depth_plot(runs, out / "depth.png"))
+        drawn.append(depth_plot(runs, out / "depth.png", caption))
     for factor in factors:
         if len(curves):
-            drawn.append(factor_plot(curves, runs, factor, out / factor_file(factor)))
+            drawn.append(factor_plot(curves, runs, factor, out / factor_file(factor), caption))
     return drawn

@@ -11,11 +11,14 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from .collect import collect
 from .plots import draw_all
-from .table import aggregate, paper_recipe, to_markdown, varying_factors, with_defaults
+from .table import aggregate, basis, paper_recipe, to_markdown, varying_factors, with_defaults
 
 DEFAULT_DIRS = ("multirun", "outputs")  # where Hydra puts sweeps and single runs
+FLOATS = "%.10g"  # 21.8, not the 21.799999999999997 that 100 - 78.2 is in binary
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 
 
@@ -42,14 +45,15 @@ def update_readme(readme: Path, text: str) -> None:
     readme.write_text(MARKED.sub(lambda _: f"{MARKERS[0]}\n{text}{MARKERS[1]}", content))
 
 
-def figure7_if_possible(paths: list[Path], out: Path, data_root: str | None) -> tuple[list[Path], str]:
-    """Figure 7 for the runs that kept their models: ([fig7.png] or [], a line for the account)."""
+def figure7_if_possible(runs: pd.DataFrame, out: Path, data_root: str | None,
+                        caption: str = "") -> tuple[list[Path], str]:
+    """Figure 7 for the report's runs that kept their models: ([fig7.png] or [], a line for the account)."""
     from resnet_cifar.errors import UserError
 
     from .responses import write_responses
 
     try:
-        written = write_responses(paths, out, data_root)
+        written = write_responses(runs, out, data_root, caption)
     except UserError as e:
         return [], f"\nFigure 7 skipped: {e} (give the data folder with --data)"
     if written is None:
@@ -73,16 +77,17 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     recipe = paper_recipe()
     runs, curves = with_defaults(found.runs, recipe), found.curves
     config_columns = list(dict.fromkeys([*found.config_columns, *recipe]))
-    runs.to_csv(out / "runs.csv", index=False)
-    curves.to_csv(out / "curves.csv", index=False)
+    runs.to_csv(out / "runs.csv", index=False, float_format=FLOATS)
+    curves.to_csv(out / "curves.csv", index=False, float_format=FLOATS)
 
     completed = runs[runs["status"] == "completed"]
     factors = varying_factors(completed if len(completed) else runs, config_columns)
     table = aggregate(runs, factors, recipe)
-    markdown = to_markdown(table, factors, runs[runs["status"] != "completed"])
+    markdown = to_markdown(table, factors, runs[runs["status"] != "completed"], basis(runs, recipe))
     (out / "table.md").write_text(markdown)
-    figures = draw_all(curves, runs, factors, out)
-    fig7, fig7_note = figure7_if_possible(paths, out, data_root)
+    caption = basis(runs, recipe, where=False)
+    figures = draw_all(curves, runs, factors, out, caption)
+    fig7, fig7_note = figure7_if_possible(runs, out, data_root, caption)
     figures += fig7
 
     if readme is not None:

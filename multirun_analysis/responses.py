@@ -29,7 +29,7 @@ from resnet_cifar.config import Arch, Dataset, Normalization, Shortcut
 from resnet_cifar.data import CifarArrays, eval_batches, load_cifar, split_and_normalize
 from resnet_cifar.models import CifarResNet, build_model
 
-from .collect import find_run_dirs
+from .collect import collect
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -105,46 +105,52 @@ def run_responses(run_dir: Path, data_root: str | None = None, device: torch.dev
                          "seed": config.get("seed"), "layer": range(1, len(stds) + 1), "std": stds})
 
 
-def runs_with_models(paths: list[Path]) -> list[Path]:
-    """Completed runs that kept their final weights."""
-    found = []
-    for run_dir in find_run_dirs(paths):
-        try:
-            completed = json.loads((run_dir / "summary.json").read_text()).get("status") == "completed"
-        except (OSError, ValueError):
-            continue
-        if completed and (run_dir / "model.pt").is_file():
-            found.append(run_dir)
-    return found
+def runs_with_models(runs: pd.DataFrame) -> list[Path]:
+    """The completed runs of a report's one list of readable runs (collect.collect) that kept their final
+    weights: a run the report skipped as unreadable is not read here either."""
+    if runs.empty:
+        return []
+    completed = runs.loc[runs["status"] == "completed", "run"]
+    return [Path(run) for run in completed if (Path(run) / "model.pt").is_file()]
 
 
-def figure7(responses: pd.DataFrame, path: Path) -> Path:
-    """Two panels like the paper's: by layer index, and each net's layers sorted by magnitude."""
+def figure7(responses: pd.DataFrame, path: Path, caption: str = "") -> Path:
+    """Two panels like the paper's: by layer index, and each net's layers sorted by magnitude; a colour per
+    depth that reads on white, a line style per architecture, a band of ± 1 std over seeds."""
     frame = responses.copy()
     frame["net"] = frame["arch"].map({"plain": "plain", "resnet": "ResNet"}) + "-" + frame["depth"].astype(str)
     frame["rank"] = frame.groupby("run")["std"].rank(ascending=False, method="first").astype(int)
     fig, axes = plt.subplots(2, 1, figsize=(8, 7))
-    style = {"hue": "depth", "style": "arch", "palette": "viridis", "errorbar": "sd", "markers": False}
+    depths = sorted(frame["depth"].unique())
+    frame["depth"] = frame["depth"].astype(str)
+    style = {"hue": "depth", "hue_order": [str(d) for d in depths], "style": "arch", "palette": "deep",
+             "errorbar": "sd", "markers": False}
     sns.lineplot(data=frame, x="layer", y="std", ax=axes[0], **style)
     sns.lineplot(data=frame, x="rank", y="std", ax=axes[1], legend=False, **style)
-    axes[0].set(xlabel="layer index (original)", ylabel="std", title="Layer responses on the test set (Fig. 7)")
-    axes[1].set(xlabel="layer index (sorted by magnitude)", ylabel="std")
+    ylabel = "std of the response\n(BN output of a 3x3 layer)"
+    axes[0].set(xlabel="layer index (original)", ylabel=ylabel,
+                title="Layer responses on the test set (Fig. 7); band: ± 1 std over seeds")
+    axes[1].set(xlabel="layer index (sorted by magnitude)", ylabel=ylabel)
+    if caption:
+        fig.text(0.5, 0.0, caption, ha="center", va="top", fontsize=8, wrap=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def write_responses(paths: list[Path], out: Path, data_root: str | None = None) -> tuple[pd.DataFrame, Path] | None:
-    """responses.csv and fig7.png in `out` for the runs under `paths` (None when no run has a model)."""
-    runs = runs_with_models(paths)
-    if not runs:
+def write_responses(runs: pd.DataFrame, out: Path, data_root: str | None = None,
+                    caption: str = "") -> tuple[pd.DataFrame, Path] | None:
+    """responses.csv and fig7.png in `out` for the completed runs of `runs` that kept a model (None when
+    no run has one)."""
+    with_models = runs_with_models(runs)
+    if not with_models:
         return None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    responses = pd.concat([run_responses(r, data_root, device) for r in runs], ignore_index=True)
+    responses = pd.concat([run_responses(r, data_root, device) for r in with_models], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
-    responses.to_csv(out / RESPONSES_FILE, index=False)
-    return responses, figure7(responses, out / FIGURE_FILE)
+    responses.to_csv(out / RESPONSES_FILE, index=False, float_format="%.10g")
+    return responses, figure7(responses, out / FIGURE_FILE, caption)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     if not dirs or missing:
         print(f"error: no such folder: {', '.join(map(str, missing or DEFAULT_DIRS))}", file=sys.stderr)
         return 2
+    found = collect(dirs)
+    for run, why in found.broken.items():
+        print(f"skipped {run}: {why}", file=sys.stderr)
     try:
-        written = write_responses(dirs, args.out, args.data)
+        written = write_responses(found.runs, args.out, args.data)
     except UserError as e:
         print(f"error: {e} (give the data folder with --data)", file=sys.stderr)
         return 2

@@ -76,11 +76,37 @@ def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict) -> pd.DataFr
     return table
 
 
+def _values(series: pd.Series) -> str:
+    values = sorted(series.dropna().unique().tolist())
+    return ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in values)
+
+
+def basis(runs: pd.DataFrame, recipe: dict, where: bool = True) -> str:
+    """What the numbers come from, said under the table and on every figure (a 60-iteration table must not
+    read like a final result): the budget against the paper's, the data and its sizes (and, with `where`,
+    its folder), the seeds."""
+    done = runs[runs["status"] == "completed"]
+    used = done if len(done) else runs
+    paper_budget = recipe["trainer.max_iters"]
+    full = set(used["trainer.max_iters"].dropna().astype(int)) == {paper_budget}
+    budget = "the paper's full budget" if full else f"the paper trained {paper_budget}"
+    count = len(done) or len(runs)
+    counted = f"{count} {'completed' if len(done) else 'unfinished'} run{'s' if count != 1 else ''}"
+    sizes = [f"{_values(used[key])} {label}" for key, label in
+             (("train_images", "training"), ("val_images", "held-out"), ("test_images", "test"))
+             if key in used and used[key].fillna(0).astype(int).any()]
+    data = _values(used["data.name"]) + (f" ({', '.join(sizes)} images)" if sizes else "")
+    if where:
+        data += f" from {_values(used['data.root'])}"
+    return (f"From {counted}: {_values(used['trainer.max_iters'])} iterations ({budget}); {data}; "
+            f"seeds {_values(used['seed'])}.")
+
+
 def _fmt(value, digits: int = 2) -> str:
     return "" if pd.isna(value) else f"{value:.{digits}f}"
 
 
-def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataFrame, caption: str) -> str:
     header = ["depth", "model", *factors, "test error % (mean ± std)", "accuracy %", "runs", "params",
               "paper error %", "vs paper"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -91,7 +117,7 @@ def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataF
                  f"{int(r.params):,}" if not pd.isna(r.params) else "", _fmt(r.paper_error),
                  "" if pd.isna(r.vs_paper) else f"{r.vs_paper:+.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n\n" + caption + " Mean ± sample std over the seeds of a row.\n"
     if len(not_completed):
         text += "\nNot in the table (not completed):\n\n| run | status | iteration | error |\n|---|---|---|---|\n"
         for _, r in not_completed.iterrows():

@@ -8,6 +8,8 @@ rates, increasing milestones...).
 """
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field
 from typing import List, Optional
 from enum import Enum
@@ -146,6 +148,24 @@ def gpus_per_job(device: Device | str, nproc_per_node: int) -> int | None:
 
 OmegaConf.register_new_resolver("gpus_per_job", gpus_per_job, replace=True)
 
+JOB_NAME_BYTES = 200  # file systems allow 255 bytes a name; room to spare for tools that add a suffix
+
+
+def job_folder_name(override_dirname: str) -> str:
+    """A sweep job's folder name (conf/config.yaml hydra.sweep.subdir): its overrides as Hydra writes them
+    (arch=plain,depth=20), or, when that is longer than JOB_NAME_BYTES, a readable prefix of them and a
+    hash of all of them: unique, under the file system's limit, and the same on every relaunch. The full
+    overrides are in the folder's .hydra/overrides.yaml and summary.json."""
+    encoded = override_dirname.encode()
+    if len(encoded) <= JOB_NAME_BYTES:
+        return override_dirname
+    digest = hashlib.sha1(encoded).hexdigest()[:10]
+    prefix = encoded[:JOB_NAME_BYTES - len(digest) - 3].decode(errors="ignore")
+    return f"{prefix}...{digest}"
+
+
+OmegaConf.register_new_resolver("job_folder_name", job_folder_name, replace=True)
+
 
 # Stored under its own name; conf/config.yaml extends it explicitly from its defaults list.
 ConfigStore.instance().store(name=SCHEMA_NAME, node=BaseConfig)
@@ -157,6 +177,15 @@ def uses_cuda_graph(t: TrainerConfig, on_gpu: bool, processes: int) -> bool:
     if t.cuda_graph is not None:
         return t.cuda_graph
     return on_gpu and processes == 1 and not (t.compile and t.compile_mode in COMPILE_MODES_WITH_CUDA_GRAPHS)
+
+
+def warnings(cfg: BaseConfig) -> list[str]:
+    """What is allowed but probably not meant: one line each, for the log."""
+    late = [m for m in cfg.optimizer.milestones if m >= cfg.trainer.max_iters]
+    if late:
+        return [f"optimizer.milestones {late} lie at or past trainer.max_iters={cfg.trainer.max_iters}: the lr is "
+                "not divided there (a shortened run; budget=quick scales the milestones with the run)"]
+    return []
 
 
 def check_depth(depth: int) -> int:
@@ -177,6 +206,7 @@ def _require(ok: bool, message: str) -> None:
 def validate(cfg: BaseConfig) -> None:
     """Checks that types cannot express; raises ConfigError naming the value and the rule."""
     check_depth(cfg.depth)
+    _require(0 <= cfg.seed < 2**63, f"seed={cfg.seed} is not allowed: it must lie in 0 .. 2**63-1")
     _require(
         cfg.arch is Arch.resnet or cfg.shortcut is Shortcut.A,
         f"shortcut={cfg.shortcut.value} has no meaning for arch=plain (a plain net has no "
@@ -214,11 +244,6 @@ def validate(cfg: BaseConfig) -> None:
     _require(
         all(a < b for a, b in zip([0] + m, m)),
         f"optimizer.milestones={m} is not allowed: they must be positive and strictly increasing",
-    )
-    _require(
-        not m or m[-1] < t.max_iters,
-        f"optimizer.milestones={m} is not allowed: every milestone must be below "
-        f"trainer.max_iters={t.max_iters}",
     )
     _require(w.min_depth >= 0, f"optimizer.warmup.min_depth={w.min_depth} is not allowed: it must be >= 0")
     _require(w.max_iters > 0, f"optimizer.warmup.max_iters={w.max_iters} is not allowed: it must be > 0")

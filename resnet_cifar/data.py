@@ -148,6 +148,10 @@ def split_validation(labels: np.ndarray, val_size: int, num_classes: int) -> tup
         return np.arange(len(labels)), np.arange(0)
     per_class = val_size // num_classes
     counts = np.bincount(labels, minlength=num_classes)
+    if counts.min() < 2:
+        raise ConfigError(f"data.val_size={val_size} is not allowed here: class {int(counts.argmin())} has "
+                          f"{counts.min()} training image(s), and a class-balanced hold-out needs at least 2 in "
+                          "every class (one to hold out, one to train on)")
     if val_size % num_classes or per_class >= counts.min():
         raise ConfigError(
             f"data.val_size={val_size} is not allowed: it must be a multiple of the {num_classes} classes "
@@ -302,6 +306,11 @@ class RunData:
     @property
     def global_batch(self) -> int:
         return self.loader.batch_size
+
+    def sizes(self) -> dict[str, int]:
+        """Images in each split, for summary.json (the report says which data its numbers come from)."""
+        return {"train_images": len(self.loader.images), "val_images": len(self.val[0]),
+                "test_images": len(self.test[0])}
 
 
 def run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, world: World = World()) -> RunData:

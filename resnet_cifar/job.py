@@ -9,44 +9,39 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from .distributed import World, check_world, launch, world_from_env
+from .console import ConsoleFormatter
+from .distributed import World, launch, world_from_env
 from .placement import gpus_for_job, only_these_gpus, visible_gpus
 from .run import train
 from .run_folder import RunFolder, RunSpec
 
-LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's
-
-
 def run_worker(config: dict, run_dir: str, overrides: list[str]) -> None:
     """One process of a job's DDP group, started by `distributed.launch` (no Hydra in here)."""
     world = world_from_env()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if world.is_main:
-        handlers.append(logging.FileHandler(Path(run_dir) / "train.log"))
-    logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING, format=LOG_FORMAT,
-                        handlers=handlers, force=True)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(ConsoleFormatter())
+    logging.basicConfig(level=logging.INFO if world.is_main else logging.WARNING, handlers=[console], force=True)
+    folder = RunFolder(Path(run_dir))
     try:
-        train(RunSpec.from_dict(config, overrides), RunFolder(Path(run_dir)), world)
+        with folder.log_to_file() if world.is_main else nullcontext():
+            train(RunSpec.from_dict(config, overrides), folder, world)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
 def run_job(spec: RunSpec, folder: RunFolder, world: World) -> None:
-    """Train the job unless it is completed: in this process, as one of torchrun's workers, or by starting
-    its own workers. A job not placed by torchrun first claims its GPUs (placement.py), so that jobs
-    started side by side on one machine do not all land on GPU 0."""
+    """Train a job that is not completed (the caller checked: RunFolder.completed): in this process, as
+    one of torchrun's workers, or by starting its own workers. A job not placed by torchrun first claims
+    its GPUs (placement.py), so that jobs started side by side on one machine do not all land on GPU 0."""
     t = spec.cfg.trainer
     processes = t.nproc_per_node * t.nnodes
-    if world.distributed:
-        check_world(world, t.nproc_per_node, t.nnodes)
-    if folder.completed(spec):  # a finished job starts no workers and loads no data
-        return
     if world.distributed:  # torchrun placed the processes: local rank i on GPU i
         train(spec, folder, world)
     elif processes > 1:

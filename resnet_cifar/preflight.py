@@ -34,6 +34,15 @@ def unwritable_reason(folder: Path) -> str | None:
     return None
 
 
+_created_for_the_run: list[Path] = []  # folders of hydra.run.dir that did not exist before it, deepest first
+
+
+def folders_created_for_the_run() -> list[Path]:
+    """The folders Hydra created for this (single) run's output folder: what bad input must remove again,
+    wherever the folder is (an absolute hydra.run.dir outside the working directory included)."""
+    return list(_created_for_the_run)
+
+
 class Preflight(Callback):
     def _check(self, key: str, folder: str) -> None:
         reason = unwritable_reason(Path(folder))
@@ -44,6 +53,11 @@ class Preflight(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check("hydra.run.dir", config.hydra.run.dir)
+        folder = Path(config.hydra.run.dir).absolute()
+        _created_for_the_run.clear()
+        while not folder.exists():
+            _created_for_the_run.append(folder)
+            folder = folder.parent
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check("hydra.sweep.dir", config.hydra.sweep.dir)

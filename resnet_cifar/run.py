@@ -41,7 +41,8 @@ def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | No
     if main:
         folder.start(spec, iteration=loop.iteration, max_iters=cfg.trainer.max_iters, params=loop.params,
                      device=str(loop.device), device_name=device_name(loop.device), processes=world.world_size,
-                     global_batch=loop.data.global_batch, cuda_graph=loop.step.graph is not None,
+                     global_batch=loop.data.global_batch, **loop.data.sizes(),
+                     cuda_graph=loop.step.graph is not None,
                      num_threads=torch.get_num_threads(), versions=library_versions(), slurm=slurm_job(),
                      gpus=gpu_uuids(loop.device, world), started_at=_now())
     else:

@@ -1,10 +1,11 @@
 """The run folder and its one owner: the contract between training and analysis (README "The run folder").
 
-`RunFolder` is the only writer of a run's files: it reads and records
-summary.json, appends metrics.csv, saves checkpoint.pt and model.pt, and
-holds the folder for one process at a time. (Hydra writes .hydra/ and
-train.log before the run starts.) Every file is replaced atomically or
-appended row by row, so that a crash never leaves half a file.
+`RunFolder` is the only writer of a run's files: it holds the folder for one
+process at a time, then writes .hydra/ and train.log, reads and records
+summary.json, appends metrics.csv, saves checkpoint.pt and model.pt. A process
+that is refused the folder (in use, or another run's) writes nothing into it.
+Every file is replaced atomically or appended row by row, so that a crash
+never leaves half a file.
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint
 from .config import DATA_SOURCE_KEYS, RETIRED_KEYS, BaseConfig
+from .console import LOG_FORMAT
 from .errors import Diverged, RunFolderError
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
-LOCK_FILE = ".lock"
+LOG_FILE = "train.log"
+HYDRA_FOLDER = ".hydra"
+LOCK_FILE = ".lock"  # who holds the folder (the lock itself is on the folder)
 METRIC_COLUMNS = (
     "iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
     "val_error", "elapsed_s", "images_per_s",
@@ -108,9 +112,13 @@ def read_summary(run_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise RunFolderError(f"{path} is unreadable ({e}); move the run folder aside or delete the file") from e
+    if not isinstance(summary, dict):
+        raise RunFolderError(f"{path} is unreadable (it holds {json.dumps(summary)[:40]}, not a run's summary); "
+                             "move the run folder aside or delete the file")
+    return summary
 
 
 def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -153,24 +161,37 @@ class MetricsLog:
             f.flush()
             os.fsync(f.fileno())
 
+    def rows(self) -> list[dict]:
+        """The file's whole rows, read one line at a time: a line that is not UTF-8, is cut short by a crash,
+        or does not parse as a full row of numbers is dropped (and counted in the log), so that one damaged
+        line can never take a neighbour with it."""
+        if not self.path.exists():
+            return []
+        *lines, tail = self.path.read_bytes().split(b"\n")  # tail: a last line without its end (or b"")
+        rows, dropped = [], 1 if tail else 0
+        for raw in (line.rstrip(b"\r") for line in lines):
+            if raw in (b"", HEADER):
+                continue
+            row = _parse_row(raw)
+            if row is None:
+                dropped += 1
+            else:
+                rows.append(row)
+        if dropped:
+            log.warning("%s: %d damaged line(s) dropped", self.path, dropped)
+        return rows
+
     def last_row(self) -> dict:
         """The last evaluation, as numbers (empty if there is none)."""
-        if not self.path.exists():
-            return {}
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = self.rows()
         return {k: float(v) if v else None for k, v in rows[-1].items()} if rows else {}
 
     def keep_until(self, iteration: int) -> None:
-        """On resume: drop rows after the checkpoint's iteration (they will be written again) and a
-        last row that a crash cut short (no line end)."""
+        """On resume: keep the whole rows up to the checkpoint's iteration (those after it will be written
+        again), in order, and drop damaged lines."""
         if not self.path.exists():
             return
-        text = self.path.read_text()
-        if not text.endswith("\n"):
-            text = text[:text.rfind("\n") + 1]
-        rows = [r for r in csv.DictReader(io.StringIO(text)) if r.get("iteration", "").isdigit()
-                and int(r["iteration"]) <= iteration and None not in r.values()]
+        rows = [r for r in self.rows() if int(r["iteration"]) <= iteration]
 
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="") as f:
@@ -179,6 +200,37 @@ class MetricsLog:
                 writer.writerows(rows)
 
         replace_atomically(self.path, write)
+
+
+HEADER = ",".join(METRIC_COLUMNS).encode()
+
+
+def _parse_row(raw: bytes) -> dict | None:
+    """One line of metrics.csv as a row, or None if it is not a whole row of numbers."""
+    try:
+        fields = next(csv.reader([raw.decode("utf-8")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if len(fields) != len(METRIC_COLUMNS) or not fields[0].isdigit():
+        return None
+    for name, value in zip(METRIC_COLUMNS, fields):
+        try:
+            float(value)
+        except ValueError:
+            if not (value == "" and name == "val_error"):
+                return None
+    return dict(zip(METRIC_COLUMNS, fields))
+
+
+_warned_no_locking = False
+
+
+def _warn_no_locking(path: Path, error: OSError) -> None:
+    global _warned_no_locking
+    if not _warned_no_locking:
+        log.warning("%s is on a file system that cannot lock (%s): nothing keeps a second process out of this "
+                    "run folder; do not start the same run twice", path, error.strerror or error)
+        _warned_no_locking = True
 
 
 class RunFolder:
@@ -199,21 +251,29 @@ class RunFolder:
     def held(self) -> Iterator[None]:
         """Hold the folder for this process, so that two processes never write into one folder.
 
-        The lock is released by the kernel when the process dies, however it dies.
+        The lock is on the folder itself, not on a file in it that a user could delete; the kernel
+        releases it when the process dies, however it dies. `.lock` only says who holds it. On a file
+        system that cannot lock (NFS without its lock service, Lustre without flock) the run goes on,
+        said once in the log.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK_FILE, "a+") as f:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                f.seek(0)
-                raise RunFolderError(f"{self.path} is in use by another process ({f.read().strip() or 'unknown'}); "
+                holder = (self.path / LOCK_FILE).read_text().strip() if (self.path / LOCK_FILE).is_file() else ""
+                raise RunFolderError(f"{self.path} is in use by another process ({holder or 'unknown'}); "
                                      "wait for it to finish or use another folder") from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-            f.flush()
+            except OSError as e:
+                _warn_no_locking(self.path, e)
+            try:
+                (self.path / LOCK_FILE).write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            except OSError:
+                pass  # only informative
             yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # -- what an earlier start left --------------------------------------------------------------
     def previous(self, spec: RunSpec) -> dict | None:
@@ -235,12 +295,20 @@ class RunFolder:
         return summary
 
     def completed(self, spec: RunSpec) -> bool:
-        """Whether this run is already completed here (said in the log); refuses another config."""
+        """Whether this run is already completed here (said in the log); refuses another config. A summary
+        that says completed without a final test error or before trainer.max_iters is not believed: the
+        run goes on from its checkpoint, and says so."""
         summary = self.previous(spec)
-        if summary and summary.get("status") == Status.completed:
-            log.info("%s is already completed (test error %.2f%%); nothing to do", self.path, summary["test_error"])
-            return True
-        return False
+        if not summary or summary.get("status") != Status.completed:
+            return False
+        error, iteration = summary.get("test_error"), summary.get("iteration")
+        if not isinstance(error, (int, float)) or not isinstance(iteration, int) or \
+                iteration < spec.cfg.trainer.max_iters:
+            log.warning("%s says completed, but with test_error=%s at iteration %s of %d: resuming it from its "
+                        "checkpoint instead", self.path / SUMMARY_FILE, error, iteration, spec.cfg.trainer.max_iters)
+            return False
+        log.info("%s is already completed (test error %.2f%%); nothing to do", self.path, error)
+        return True
 
     def load_checkpoint(self) -> dict | None:
         """The training state saved last (None if there is none)."""
@@ -271,6 +339,30 @@ class RunFolder:
         summary.update(status=status, error=f"{type(error).__name__}: {error}")
         self.summary = summary
         write_json(self.path / SUMMARY_FILE, summary)
+
+    def write_hydra_files(self, config: DictConfig, overrides: list[str], hydra: DictConfig | None) -> None:
+        """.hydra/config.yaml, overrides.yaml and hydra.yaml, as Hydra writes them, once the run is this
+        process's own (held, and its config checked against what the folder holds)."""
+        folder = self.path / HYDRA_FOLDER
+        folder.mkdir(exist_ok=True)
+        files = {"config.yaml": config, "overrides.yaml": OmegaConf.create(list(overrides))}
+        if hydra is not None:
+            files["hydra.yaml"] = OmegaConf.create({"hydra": hydra})
+        for name, content in files.items():
+            replace_atomically(folder / name, lambda tmp, content=content: OmegaConf.save(content, tmp))
+
+    @contextmanager
+    def log_to_file(self) -> Iterator[None]:
+        """Every log line of this process into train.log (prefixed) while the block runs."""
+        handler = logging.FileHandler(self.path / LOG_FILE)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            handler.close()
 
     def append_metrics(self, row: dict) -> None:
         self.metrics.append(row)

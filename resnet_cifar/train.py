@@ -28,10 +28,11 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 from . import config as schema
-from .distributed import World, init_process_group, world_from_env
-from .job import run_job
+from . import preflight
+from .distributed import World, check_world, init_process_group, world_from_env
 from .errors import EXIT_BAD_INPUT, Diverged, RunFolderError, UserError
-from .run_folder import LOCK_FILE, SUMMARY_FILE, ConfigMismatch, RunFolder, RunSpec
+from .job import run_job
+from .run_folder import HYDRA_FOLDER, LOCK_FILE, LOG_FILE, SUMMARY_FILE, RunFolder, RunSpec
 from .signals import Interrupted
 
 log = logging.getLogger(__name__)
@@ -40,64 +41,87 @@ EXIT_DIVERGED = 3
 EXIT_CTRL_C = 128 + signal.SIGINT
 
 
-def restore_hydra_files(run_dir: Path, summary: dict) -> None:
-    """Hydra overwrote .hydra/ with the refused config; put the run's own config back."""
-    hydra_dir = run_dir / ".hydra"
-    OmegaConf.save(OmegaConf.create(summary["config"]), hydra_dir / "config.yaml")
-    OmegaConf.save(OmegaConf.create(summary.get("overrides", [])), hydra_dir / "overrides.yaml")
-
-
-HYDRA_FILES = (".hydra", "train.log")  # what Hydra writes into a run folder before the task runs
-
-
-def discard_unstarted_run_folder(run_dir: Path) -> None:
-    """Bad input must leave no trace: remove what Hydra and the lock made in a folder where no run
-    started (no summary.json), and the folders above it that this leaves empty (up to the cwd)."""
+def discard_unstarted_run_folder(folder: RunFolder) -> None:
+    """Bad input must leave no trace: remove what this process made in a folder where no run started
+    (no summary.json), and the folders that Hydra created for it and that this leaves empty."""
+    run_dir = folder.path
     if (run_dir / SUMMARY_FILE).exists():
         return
-    for name in HYDRA_FILES:
+    for name in (HYDRA_FOLDER, LOG_FILE, LOCK_FILE):
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    (run_dir / LOCK_FILE).unlink(missing_ok=True)
-    cwd = Path.cwd().resolve()
-    folder = run_dir.resolve()
-    while folder != cwd and cwd in folder.parents and not any(folder.iterdir()):
-        folder.rmdir()
-        folder = folder.parent
+    for created in preflight.folders_created_for_the_run():  # deepest first
+        if created.is_dir() and not any(created.iterdir()):
+            created.rmdir()
+
+
+def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> None:
+    """The job in a folder this process holds (the first process) or shares (torchrun's others): its
+    .hydra/ and train.log are written only once the run is known to be this folder's own."""
+    hydra_cfg = HydraConfig.get()
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    overrides = list(hydra_cfg.overrides.task)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        spec = RunSpec(OmegaConf.to_object(cfg), config, overrides)
+        schema.validate(spec.cfg)
+    except UserError as e:
+        if in_sweep and world.is_main and not (folder.path / SUMMARY_FILE).exists():  # a new job: the sweep lists it
+            folder.write_hydra_files(cfg, overrides, hydra_cfg)
+            with folder.log_to_file():
+                folder.record_failure(e, config, overrides)
+                log.error("%s", problem(e))
+        raise
+    for warning in schema.warnings(spec.cfg):
+        log.warning("%s", warning)
+    if world.distributed:
+        check_world(world, spec.cfg.trainer.nproc_per_node, spec.cfg.trainer.nnodes)
+    if folder.completed(spec):  # refuses another run's folder before anything is written into it
+        return
+    if not world.is_main:
+        run_job(spec, folder, world)
+        return
+    folder.write_hydra_files(cfg, overrides, hydra_cfg)
+    with folder.log_to_file():
+        try:
+            run_job(spec, folder, world)
+        except Exception as e:
+            # in a sweep, and for a dead worker, what the run could not record itself is recorded here
+            if (in_sweep or isinstance(e, ChildFailedError)) and not folder.started:
+                folder.record_failure(e, config, overrides)
+            log.error("%s", problem(e))  # into train.log too, with the prefix
+            raise
+
+
+def problem(error: BaseException) -> str:
+    """The one line the command prints for an error it expects."""
+    if isinstance(error, UserError):
+        return f"error: {error}"
+    if isinstance(error, Diverged):
+        return f"diverged: {error}"
+    if isinstance(error, ChildFailedError):
+        return f"a worker of this job failed, so the job was stopped:\n{error}"
+    return f"job failed: {type(error).__name__}: {error}"
 
 
 @hydra.main(version_base="1.3", config_path="pkg://resnet_cifar.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    """One run. In a sweep a failed job is recorded and logged and the sweep goes on
-    (the sweep's callback fails the command at the end); alone it exits non-zero."""
+    """One run. In a sweep a failed job is recorded and logged and the sweep goes on (the sweep's
+    callback fails the command at the end); alone it exits non-zero. Errors the user can fix are one
+    bare line on the console."""
     hydra_cfg = HydraConfig.get()
     folder = RunFolder(Path(hydra_cfg.runtime.output_dir))
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    overrides = list(hydra_cfg.overrides.task)
     world = world_from_env()
     exit_code = 0
     try:
         with folder.held() if world.is_main else nullcontext():
-            try:
-                spec = RunSpec(OmegaConf.to_object(cfg), config, overrides)
-                schema.validate(spec.cfg)
-                run_job(spec, folder, world)
-            except ConfigMismatch as e:  # the folder belongs to another run: touch nothing
-                if world.is_main:
-                    restore_hydra_files(folder.path, e.summary)
-                raise
-            except Exception as e:
-                # alone, bad input leaves the folder as it was; in a sweep, and for a dead worker, what the
-                # run could not record itself is recorded here
-                if world.is_main and (in_sweep or isinstance(e, ChildFailedError)) and not folder.started:
-                    folder.record_failure(e, config, overrides)
-                raise
-    except UserError as e:
-        log.error("error: %s", e)
-        exit_code = EXIT_BAD_INPUT
-        if not in_sweep and world.is_main and not isinstance(e, RunFolderError):
-            discard_unstarted_run_folder(folder.path)
+            run_held(cfg, folder, world)
+    except (UserError, Diverged, ChildFailedError) as e:
+        print(problem(e), file=sys.stderr)
+        exit_code = EXIT_DIVERGED if isinstance(e, Diverged) else 1 if isinstance(e, ChildFailedError) else EXIT_BAD_INPUT
+        if isinstance(e, UserError) and not in_sweep and world.is_main and not isinstance(e, RunFolderError):
+            discard_unstarted_run_folder(folder)
     except Interrupted as e:  # run.train has saved a checkpoint, recorded and logged it; a sweep ends here too
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
@@ -108,12 +132,6 @@ def main(cfg: DictConfig) -> None:
         log.warning("stopped by %s; the workers saved a checkpoint: run the same command again to resume",
                     signal.Signals(e.sigval).name)
         sys.exit(128 + e.sigval)
-    except Diverged as e:  # run.train has recorded it
-        log.error("diverged: %s", e)
-        exit_code = EXIT_DIVERGED
-    except ChildFailedError as e:
-        log.error("a worker of this job failed, so the job was stopped:\n%s", e)
-        exit_code = 1
     except Exception:
         if not in_sweep:
             raise

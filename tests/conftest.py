@@ -209,9 +209,9 @@ def closed_port_url() -> str:
 
 def train_in_process(*overrides: str, run_dir: Path) -> dict | None:
     """What `python -m resnet_cifar.train OVERRIDES hydra.run.dir=RUN_DIR` trains, in this process: the
-    config composed by Hydra from conf/ and validated, the job run into its held RunFolder. Without the
-    command around it (exit statuses, .hydra/, train.log: the subprocess tests' business), and seconds
-    faster. Returns summary.json (None if none was written)."""
+    config composed by Hydra from conf/ and validated, the job run into its held RunFolder unless it is
+    completed. Without the command around it (exit statuses, .hydra/, train.log: the subprocess tests'
+    business), and seconds faster. Returns summary.json (None if none was written)."""
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
@@ -227,5 +227,6 @@ def train_in_process(*overrides: str, run_dir: Path) -> dict | None:
     validate(spec.cfg)
     folder = RunFolder(run_dir)
     with folder.held():
-        run_job(spec, folder, World())
+        if not folder.completed(spec):
+            run_job(spec, folder, World())
     return read_summary(run_dir)

@@ -83,7 +83,6 @@ def test_unknown_keys_options_and_types_fail_at_composition(override):
     ("optimizer.lr=-0.1", "optimizer.lr=-0.1"),
     ("optimizer.momentum=1.5", "optimizer.momentum=1.5"),
     ("optimizer.milestones=[48000,32000]", "strictly increasing"),
-    ("optimizer.milestones=[32000,70000]", "below trainer.max_iters=64000"),
     ("trainer.max_iters=0", "trainer.max_iters=0"),
     ("trainer.eval_every=-1", "trainer.eval_every=-1"),
     ("trainer.checkpoint_every=0", "trainer.checkpoint_every=0"),
@@ -139,3 +138,36 @@ def test_warm_up_ends_at_its_cap_even_if_the_error_stays_high():
     assert s.warming_up
     s.end_warmup_if_done(300, window_error=90.0)
     assert not s.warming_up and s.lr(300) == 0.1
+
+
+def test_milestones_past_the_end_of_a_shortened_run_are_a_warning_not_an_error():
+    """`trainer.max_iters=100` alone, the first smoke test people type: the paper's milestones are never
+    reached, which the run says in one line."""
+    from resnet_cifar.config import warnings
+
+    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+        cfg = OmegaConf.to_object(compose("config", ["trainer.max_iters=100"]))
+    validate(cfg)
+    assert warnings(cfg) == ["optimizer.milestones [32000, 48000] lie at or past trainer.max_iters=100: the lr is "
+                             "not divided there (a shortened run; budget=quick scales the milestones with the run)"]
+    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+        assert warnings(OmegaConf.to_object(compose("config", []))) == []
+
+
+def test_help_is_the_projects_page_above_hydras_lists(tmp_path):
+    """--help: what the command does, the 6n+2 rule, presets as +experiment=NAME, examples; then Hydra's
+    generated groups (with every preset) and the config."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "resnet_cifar.train", "--help"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = result.stdout
+    assert page.startswith("python -m resnet_cifar.train [-m] [KEY=VALUE ...]")
+    assert "powered by Hydra" not in page
+    for text in ("6n+2", "+experiment=NAME", "python -m resnet_cifar.train -m depth=20,32,44,56 arch=plain,resnet"):
+        assert text in page
+    groups, config = page.index("== Configuration groups =="), page.index("== Config ==")
+    assert "experiment: batch, fig6, normalization, shortcuts, table6" in page[groups:config]
+    assert "depth: 20" in page[config:] and not list(tmp_path.iterdir())  # nothing written

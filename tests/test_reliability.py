@@ -1,6 +1,10 @@
 """Nothing lost on kill, signal, divergence, full disk or bad input: the faults in real processes (tests/hooks),
 the runs they are compared with and the resumes in this process where that checks the same thing."""
+import contextlib
+import errno
 import json
+import os
+import pickle
 import re
 import shutil
 import signal
@@ -16,7 +20,8 @@ from conftest import (
     train_env, train_in_process, write_cifar10, write_cifar100,
 )
 from resnet_cifar.errors import RunFolderError, UserError
-from test_train import numbers, read_metrics
+from resnet_cifar.run_folder import RunFolder
+from test_train import numbers, read_metrics, train_ok
 
 # checkpoints at 4 and 8 and evaluations at 3, 6, 9, 12: the two cadences disagree on purpose
 BUDGET = [*TINY_BUDGET, "trainer.eval_every=3", "trainer.checkpoint_every=4"]
@@ -151,6 +156,47 @@ def test_an_output_folder_that_cannot_exist_is_refused_before_anything_is_writte
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
+# -- a process refused a run folder touches nothing in it ------------------------------------
+
+@pytest.mark.parametrize("why", ["another config", "in use"])
+def test_a_refused_process_writes_nothing_into_the_folder(tiny_cifar10, tmp_path, why):
+    """Not .hydra/ (the report would read the refused config), not train.log."""
+    run_dir = tmp_path / "run"
+    args = [*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}"]
+    train_ok(*args, cwd=tmp_path)
+    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert {".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "train.log"} <= {
+        str(p.relative_to(run_dir)) for p in files}
+    with RunFolder(run_dir).held() if why == "in use" else contextlib.nullcontext():
+        refused = run_train(*args, "optimizer.lr=0.05", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert ("optimizer.lr: 0.1 -> 0.05" if why == "another config" else "is in use by another process") in \
+        refused.stderr
+    assert refused.stderr.startswith("error: ") or "\nerror: " in refused.stderr  # one bare line
+    assert {p: p.read_bytes() for p in files} == files
+
+
+def test_the_lock_holds_when_its_file_is_deleted_and_a_file_system_without_locks_only_warns(tmp_path, monkeypatch,
+                                                                                          caplog):
+    folder = RunFolder(tmp_path / "run")
+    with folder.held():
+        (tmp_path / "run" / ".lock").unlink()  # a user tidying up
+        with pytest.raises(RunFolderError, match="is in use by another process"):
+            with RunFolder(tmp_path / "run").held():
+                pass
+    import resnet_cifar.run_folder as run_folder
+
+    def no_locks(fd, operation):  # NFS without its lock service, Lustre mounted without flock
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(run_folder.fcntl, "flock", no_locks)
+    monkeypatch.setattr(run_folder, "_warned_no_locking", False)
+    for _ in range(2):
+        with RunFolder(tmp_path / "other").held():
+            pass
+    assert caplog.text.count("cannot lock (No locks available)") == 1
+
+
 # -- bad input: one clear message, non-zero exit, no file touched ------------------------------
 
 def bad_data(root, kind: str):
@@ -162,6 +208,12 @@ def bad_data(root, kind: str):
     elif kind == "cifar100 folder":  # only CIFAR-100 where CIFAR-10 is expected
         shutil.rmtree(folder)
         write_cifar100(root)
+    elif kind == "class 3 absent":  # a training set without one class
+        for path in folder.glob("data_batch_*"):
+            batch = pickle.loads(path.read_bytes(), encoding="latin1")
+            keep = [i for i, label in enumerate(batch["labels"]) if label != 3]
+            batch["data"], batch["labels"] = batch["data"][keep], [batch["labels"][i] for i in keep]
+            path.write_bytes(pickle.dumps(batch, protocol=2))
     else:
         break_batch_file(folder / "data_batch_2", kind)
     return root
@@ -182,8 +234,10 @@ BAD_INPUT = [
     ("zero max_iters", ["trainer.max_iters=0"], 2, "trainer.max_iters=0 is not allowed: it must be > 0"),
     ("negative eval_every", ["trainer.eval_every=-1"], 2, "trainer.eval_every=-1 is not allowed: it must be > 0"),
     ("milestones not increasing", ["optimizer.milestones=[9,6]"], 2, "they must be positive and strictly increasing"),
-    ("milestone beyond max_iters", ["optimizer.milestones=[6,20]"], 2,
-     "every milestone must be below trainer.max_iters=12"),
+    ("seed too large", ["seed=100000000000000000000000"], 2,
+     "seed=100000000000000000000000 is not allowed: it must lie in 0 .. 2**63-1"),
+    ("val_size with a class absent", ["data.root={bad}", "data.val_size=10"], 2,
+     "data.val_size=10 is not allowed here: class 3 has 0 training image(s)"),
     ("val_size too big", ["data.val_size=1000"], 2, "data.val_size=1000 is not allowed: it must be a multiple"),
     ("negative val_size", ["data.val_size=-10"], 2, "data.val_size=-10 is not allowed: it must be >= 0"),
     ("batch not divisible by processes", ["trainer.nproc_per_node=3"], 2,
@@ -204,7 +258,7 @@ BAD_INPUT = [
     ("CIFAR-100 folder under data=cifar10", ["data.root={bad}", "data.download=false"], 2,
      "holds cifar-100-python/: did you mean data=cifar100?"),
 ]
-BAD_DATA_KIND = {"truncated batch file": "truncated", "batch file not a pickle": "not a pickle",
+BAD_DATA_KIND = {"val_size with a class absent": "class 3 absent", "truncated batch file": "truncated", "batch file not a pickle": "not a pickle",
                  "batch of the wrong shape": "wrong shape", "batch of the wrong dtype": "wrong dtype",
                  "labels out of range": "labels out of range", "CIFAR-100 file under a CIFAR-10 name": "cifar100 content",
                  "CIFAR-100 folder under data=cifar10": "cifar100 folder"}
@@ -232,19 +286,25 @@ def test_bad_input_is_refused_with_one_clear_message_before_anything_starts(tiny
     assert not (run_dir / "summary.json").exists()
 
 
-@pytest.mark.parametrize("case", ["unknown arch", "depth not 6n+2", "truncated batch file"])
-def test_bad_input_through_the_command_exits_non_zero_and_touches_nothing(tiny_cifar10, tmp_path, case):
+@pytest.mark.parametrize("case,folder", [("unknown arch", None), ("depth not 6n+2", None),
+                                         ("truncated batch file", None), ("depth not 6n+2", "absolute")])
+def test_bad_input_through_the_command_exits_non_zero_and_touches_nothing(tiny_cifar10, tmp_path, case, folder):
     """Each way the command refuses input once as a user meets it: a Hydra composition error (1), a config
-    value (2) and a data file (2): one line, no traceback, no run folder nor outputs/DATE/ left."""
+    value (2) and a data file (2): one bare line, no traceback, no run folder nor outputs/DATE/ left; nor
+    the folders made for an absolute hydra.run.dir outside the working directory."""
     _, overrides, code, message = next(c for c in BAD_INPUT if c[0] == case)
     work = tmp_path / "work"
     work.mkdir()
-    result = run_train(*bad_input(case, overrides, tiny_cifar10, tmp_path), cwd=work)  # Hydra's own outputs/
+    where = [f"hydra.run.dir={tmp_path / 'elsewhere' / 'new' / 'run'}"] if folder else []  # else Hydra's outputs/
+    result = run_train(*bad_input(case, overrides, tiny_cifar10, tmp_path), *where, cwd=work)
     output = result.stdout + result.stderr
     assert result.returncode == code, output
     assert message in output, output
     assert "Traceback" not in output
-    assert list(work.iterdir()) == []
+    assert list(work.iterdir()) == [] and not (tmp_path / "elsewhere").exists()
+    if code == 2:
+        last = result.stderr.splitlines()[-1]
+        assert last.startswith("error: ") and message in last  # the bare line the README shows
 
 
 @pytest.mark.parametrize("damage,message", [
@@ -266,6 +326,50 @@ def test_a_checkpoint_that_cannot_be_resumed_is_refused_with_the_reason(tiny_cif
     with pytest.raises(RunFolderError, match=re.escape(message)):  # exit status 2, as every UserError
         train_in_process(*TINY_BUDGET, f"data.root={tiny_cifar10}", run_dir=run_dir)
     assert (run_dir / "checkpoint.pt").read_bytes() == before  # not replaced by a fresh start
+
+
+# -- damaged files: resumed or refused with a reason, never a traceback -------------------------
+
+@pytest.mark.parametrize("damage", ["completed without test_error", "completed before max_iters",
+                                    "metrics lines not UTF-8 and with an unbalanced quote"])
+def test_a_damaged_summary_or_metrics_file_is_not_believed_and_the_run_ends_as_it_should(tiny_cifar10, tmp_path,
+                                                                                        straight, damage, caplog):
+    """A 'completed' summary without its final error, or short of max_iters, was believed (or a KeyError);
+    a line of metrics.csv that is not UTF-8 stopped the resume, and an unbalanced quote took the next row
+    with it. Now the run goes on from its checkpoint and ends with the uninterrupted run's metrics."""
+    run_dir = tmp_path / "run"
+    args = [*BUDGET, f"data.root={tiny_cifar10}"]
+    train_in_process(*args, run_dir=run_dir)
+    state = summary(run_dir)
+    if damage == "completed without test_error":
+        del state["test_error"]
+    elif damage == "completed before max_iters":
+        state["iteration"] = 4
+    else:
+        state["status"] = "running"  # killed after its last row
+        lines = (run_dir / "metrics.csv").read_bytes().split(b"\n")
+        lines[2:2] = [b'"3,0.1,unbalanced', b"\xff\xfe not utf-8"]  # between the rows of iterations 3 and 6
+        (run_dir / "metrics.csv").write_bytes(b"\n".join(lines))
+    (run_dir / "summary.json").write_text(json.dumps(state))
+    caplog.set_level("WARNING")
+    after = train_in_process(*args, run_dir=run_dir)
+    assert after["status"] == "completed" and after["iteration"] == 12 and after["test_error"] is not None
+    assert numbers(read_metrics(run_dir)) == straight
+    said = {"completed without test_error": "says completed, but with test_error=None at iteration 12 of 12",
+            "completed before max_iters": "at iteration 4 of 12: resuming it from its checkpoint",
+            "metrics lines not UTF-8 and with an unbalanced quote": "2 damaged line(s) dropped"}[damage]
+    assert said in caplog.text
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"completed"'])
+def test_a_summary_that_is_not_a_mapping_is_unreadable_to_a_sweep_and_to_a_run(tmp_path, content):
+    """A sweep relaunch took a summary.json of [] for no summary and skipped the config check."""
+    from resnet_cifar.sweep import JobState, job_state
+
+    (tmp_path / "summary.json").write_text(content)
+    assert job_state(tmp_path) == JobState.unreadable
+    with pytest.raises(RunFolderError, match=r"summary.json is unreadable \(it holds .*, not a run's summary\)"):
+        RunFolder(tmp_path).previous(None)
 
 
 # -- a sweep relaunched, and the report, over damaged job folders ------------------------------

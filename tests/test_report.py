@@ -194,3 +194,42 @@ def test_a_key_an_older_run_lacks_counts_as_its_default(tmp_path):
     report([root], out)
     rows = table_rows(out)
     assert [(r["model"], r["runs"], r["paper error %"]) for r in rows] == [("resnet", "2", "8.75")]
+
+
+def test_the_report_says_what_its_numbers_come_from(tmp_path, monkeypatch):
+    """Budget, data and seeds under the table and on every figure; the band explained; depth.png from 0;
+    runs.csv without binary noise (21.799999999999997)."""
+    import multirun_analysis.plots as plots
+
+    root = tmp_path / "sweep"
+    for seed in (0, 1):
+        run = write_run(root / f"seed={seed}", ["budget=quick", f"seed={seed}"], 100 - 78.2, iterations=(782, 1564))
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "train_images": 50000, "val_images": 0,
+                                                      "test_images": 10000}))
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    out = tmp_path / "out"
+    report([root], out)
+    basis = "From 2 completed runs: 1564 iterations (the paper trained 64000); cifar10 (50000 training, 10000 test images)"
+    assert f"{basis} from data; seeds 0, 1. Mean ± sample std over the seeds of a row." in (out / "table.md").read_text()
+    assert "21.8," in (out / "runs.csv").read_text() and "21.79999" not in (out / "runs.csv").read_text()
+    texts = {figure: " ".join(t.get_text() for t in figure.texts + [figure._suptitle] if t) for figure in figures}
+    assert len(figures) == 2 and all(f"{basis}; seeds 0, 1." in text for text in texts.values())
+    assert any("band ± 1 std" in text for text in texts.values())  # fig6 says what its band is
+    depth = next(f for f in figures if "by depth" in f.axes[0].get_title())
+    assert depth.axes[0].get_ylim()[0] == 0
+
+
+@pytest.mark.parametrize("file,content,why", [
+    (".hydra/config.yaml", "- a\n- list\n", "config.yaml holds list, not the mapping"),
+    ("summary.json", "[]", "summary.json holds list, not the mapping"),
+    ("summary.json", "null", "summary.json holds nothing, not the mapping"),
+])
+def test_a_run_file_that_is_not_a_mapping_is_skipped_with_the_reason(sweep_dir, tmp_path, file, content, why):
+    """It was a TypeError/AttributeError and no report at all."""
+    damaged = sweep_dir / "arch=plain,depth=20,seed=0"
+    (damaged / file).write_text(content)
+    account = report([sweep_dir], tmp_path / "out")
+    assert f"skipped {damaged}: {why}" in account
+    assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 11

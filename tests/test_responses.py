@@ -58,3 +58,21 @@ def test_without_models_it_says_so(tmp_path):
                              "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "no completed run with a model.pt" in result.stderr
+
+
+def test_a_run_the_report_skips_is_not_in_figure_7(trained, tmp_path):
+    """One list of runs: a completed run with a model whose config.yaml is damaged is skipped by the report,
+    and so by Figure 7 too (before, responses.csv still held it)."""
+    import shutil
+
+    from multirun_analysis.report import main as report_main
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained / "runs", runs)
+    damaged = runs / "plain8"
+    (damaged / ".hydra" / "config.yaml").write_text("- a list\n- not a config\n")
+    assert report_main([str(runs), "--out", str(tmp_path / "out")]) == 0
+    responses = pd.read_csv(tmp_path / "out" / "responses.csv")
+    assert set(responses["run"]) == {str(runs / "resnet14")}
+    report_runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert set(report_runs["run"]) == {str(runs / "resnet14")}

@@ -63,6 +63,32 @@ def test_job_folders_are_named_by_overrides_whatever_the_order(tmp_path):
     assert sorted(names) == sorted(d.name for d in job_dirs(reordered))
 
 
+ABLATION = ("optimizer.lr=0.1", "optimizer.weight_decay=0.0001", "optimizer.momentum=0.9", "optimizer.gamma=0.1",
+            "optimizer.warmup.lr=0.01", "optimizer.warmup.min_depth=110", "optimizer.warmup.max_iters=2000",
+            "optimizer.warmup.until_train_error=80.0", "optimizer.warmup.window=100", "trainer.precision=fp32",
+            "trainer.compile_mode=default", "normalization=per_pixel_mean")
+
+
+def test_a_sweep_with_many_overrides_names_its_jobs_within_the_limit_and_finds_them_again(tiny_cifar10, tmp_path):
+    """A dozen overrides made names over 255 bytes (OSError: File name too long in every job). Now: a readable
+    prefix and a hash of all overrides, the same on relaunch, the full overrides in the folder."""
+    sweep_dir = tmp_path / "sweep"
+    result = sweep("depth=8", "seed=0,1", *ABLATION, data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert result.returncode == 0, result.stderr
+    done = summaries(sweep_dir)
+    assert len(done) == 2 and all(s["status"] == "completed" for s in done.values())
+    for name, summary in done.items():
+        assert len(name.encode()) <= 255 and name.startswith("data.batch_size=16,depth=8,normalization=")
+        assert set(ABLATION) <= set(summary["overrides"])
+        assert set(ABLATION) <= set((sweep_dir / name / ".hydra" / "overrides.yaml").read_text().replace("- ", "").split())
+    seeds = {summary["config"]["seed"] for summary in done.values()}
+    assert seeds == {0, 1}  # two names, one per job
+    _, cfg = grid("depth=8", "seed=1,0", *reversed(ABLATION), *SWEEP_BUDGET, f"hydra.sweep.dir={sweep_dir}")
+    assert sorted(d.name for d in job_dirs(cfg)) == sorted(done)
+    again = sweep("depth=8", "seed=0,1", *ABLATION, data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert again.returncode == 0 and "2 done, 0 to resume, 0 new" in again.stderr
+
+
 def test_the_users_command_runs_every_job(tiny_cifar10, tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = sweep("depth=20,32,44,56", "arch=plain,resnet", data=tiny_cifar10, sweep_dir=sweep_dir)

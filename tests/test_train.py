@@ -124,15 +124,6 @@ def test_a_completed_run_is_not_run_again(tiny_cifar10, tmp_path, caplog):
     assert "is already completed" in caplog.text
     assert before == ((run_dir / "metrics.csv").read_bytes(), (run_dir / "checkpoint.pt").stat().st_mtime_ns)
 
-    # another config into the same folder is refused by the command, and the folder keeps its own config
-    # (Hydra writes the refused one into .hydra/ before the run starts; the command puts the run's back)
-    refused = run_train(*args, "optimizer.lr=0.05", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert refused.returncode == 2
-    assert "optimizer.lr: 0.1 -> 0.05" in refused.stderr
-    assert "lr: 0.1\n" in (run_dir / ".hydra" / "config.yaml").read_text()
-    assert "optimizer.lr=0.05" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
-    assert before[0] == (run_dir / "metrics.csv").read_bytes()
-
 
 @pytest.mark.skipif(not (SHARED_DATA / "make_cifar10.py").exists(), reason="needs ../shared/data")
 def test_real_cifar10_copy_learns_well_above_chance(tmp_path):
