@@ -1,7 +1,8 @@
 """Run folders -> pandas frames: one row per run, and the curves in long form.
 
 Reads only the files of the run-folder contract (.hydra/config.yaml,
-summary.json, metrics.csv); never imports the training code.
+summary.json, metrics.csv), older config values read as today's (resnet_cifar.config.upgrade);
+never imports the training code.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
+
+from resnet_cifar.config import upgrade
 
 CURVE_METRICS = ("lr", "train_loss", "train_error", "test_loss", "test_error", "val_error")
 FINAL_COLUMNS = ("test_error", "test_loss", "train_error", "train_loss", "val_error")
@@ -75,7 +78,7 @@ def _mapping(path: Path, load) -> dict:
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str]]:
     """(row, curves, config keys) of one run folder, or BrokenRun."""
-    config = _mapping(run_dir / ".hydra" / "config.yaml", lambda p: OmegaConf.to_container(OmegaConf.load(p)))
+    config = upgrade(_mapping(run_dir / ".hydra" / "config.yaml", lambda p: OmegaConf.to_container(OmegaConf.load(p))))
     summary = _mapping(run_dir / "summary.json", lambda p: json.loads(p.read_text()))
     flat = flatten_config(config)
     metrics_path = run_dir / "metrics.csv"
@@ -86,7 +89,8 @@ def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str]]:
     row = {"run": str(run_dir), "status": summary.get("status", "unknown"),
            "iteration": summary.get("iteration"), "params": summary.get("params"),
            "wall_time_s": summary.get("wall_time_s"), "error": summary.get("error"),
-           **{key: summary.get(key) for key in DATA_SIZES}}
+           **{key: summary.get(key) for key in DATA_SIZES},
+           "commit": (summary.get("source") or {}).get("commit")}  # the project's code, when run from a checkout
     last = metrics.iloc[-1] if len(metrics) else {}
     for column in FINAL_COLUMNS:  # the end of training (or the latest evaluation of a running run)
         value = summary.get(column) if row["status"] == "completed" else None

@@ -17,7 +17,7 @@ import seaborn as sns  # noqa: E402
 
 # File names for the factors the seed README compared; others use their key.
 FACTOR_FILES = {"normalization.name": "normalization", "data.batch_size": "batch", "shortcut": "shortcut",
-                "data.augment": "augmentation", "optimizer.lr": "lr", "data.name": "dataset",
+                "data.augment": "augment", "data.pipeline": "pipeline", "optimizer.lr": "lr", "data.name": "dataset",
                 "trainer.nproc_per_node": "processes", "trainer.batch_semantics": "batch_semantics",
                 "trainer.sync_bn": "sync_bn"}
 METRIC_LABELS = {"train_error": "train", "test_error": "test"}
@@ -79,16 +79,20 @@ def depth_plot(runs: pd.DataFrame, path: Path, caption: str = "") -> Path:
 
 
 def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, path: Path, caption: str = "") -> Path:
-    """Test error curves coloured by the factor's value (a panel per depth and model when they vary)."""
+    """Test (bold) and training (dashed) error curves coloured by the factor's value (a panel per depth and
+    model when they vary): a factor that changes how the net fits its training data (augmentation, the
+    input pipeline) shows in the gap between the two."""
     panels = [c for c in ("depth", "arch") if runs[c].nunique() > 1]
-    data = _with_factors(curves[curves["metric"] == "test_error"], runs, [factor, *panels])
-    data[factor] = data[factor].astype(str)
-    grid = sns.relplot(data=data, x="iteration", y="value", hue=factor, kind="line", errorbar="sd",
+    data = _with_factors(curves[curves["metric"].isin(METRIC_LABELS)], runs, [factor, *panels])
+    data = data.assign(error=data["metric"].map(METRIC_LABELS), **{factor: data[factor].astype(str)})
+    grid = sns.relplot(data=data, x="iteration", y="value", hue=factor, style="error", size="error",
+                       sizes={"test": 2.2, "train": 0.9}, dashes={"test": "", "train": (4, 2)},
+                       kind="line", errorbar="sd", palette="deep",
                        col=panels[0] if panels else None, row=panels[1] if len(panels) > 1 else None,
                        height=3.5, aspect=1.3)
-    grid.set_axis_labels("iteration", "test error (%)")
+    grid.set_axis_labels("iteration", "error (%)")
     grid.set(ylim=_error_ylim(data["value"]))
-    grid.figure.suptitle(f"Test error by {factor} ({BAND})", y=1.02)
+    grid.figure.suptitle(f"Test (bold) and training (dashed) error by {factor} ({BAND})", y=1.02)
     _caption(grid.figure, caption)
     grid.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)

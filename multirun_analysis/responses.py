@@ -14,9 +14,7 @@ magnitude, as in the paper.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -25,9 +23,8 @@ import seaborn as sns
 import torch
 from torch import Tensor, nn
 
-from resnet_cifar.config import Arch, Dataset, Normalization, Shortcut
-from resnet_cifar.data import CifarArrays, eval_batches, load_cifar, split_and_normalize
-from resnet_cifar.models import CifarResNet, build_model
+from resnet_cifar.models import CifarResNet
+from resnet_cifar.trained import load_run
 
 from .collect import collect
 
@@ -79,28 +76,12 @@ def layer_response_std(model: CifarResNet, batches) -> list[float]:
     return stds
 
 
-@lru_cache(maxsize=4)
-def _data(name: str, root: str) -> CifarArrays:
-    return load_cifar(Dataset(name), root, allow_download=False)
-
-
-def _test_batches(config: dict, data_root: str | None, device: torch.device):
-    """The run's test set, normalized as the run saw it (statistics of its own training split)."""
-    data_cfg = config["data"]
-    data = _data(data_cfg["name"], data_root or data_cfg["root"])
-    *_, normalize = split_and_normalize(data, data_cfg["val_size"], Normalization(config["normalization"]["name"]),
-                                        device, channels_last=False)
-    images, labels = torch.from_numpy(data.test_images).to(device), torch.from_numpy(data.test_labels).to(device)
-    return eval_batches(images, labels, 1000, normalize), data.num_classes
-
-
 def run_responses(run_dir: Path, data_root: str | None = None, device: torch.device = torch.device("cpu")) -> pd.DataFrame:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    config = summary["config"]
-    batches, num_classes = _test_batches(config, data_root, device)
-    model = build_model(Arch(config["arch"]), config["depth"], Shortcut(config["shortcut"]), num_classes)
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
-    stds = layer_response_std(model.to(device), batches)
+    """The layer responses of one run's model on its test set, loaded as evaluate loads it (load_run: the
+    net from its config, model.pt, the test set normalized with its own training split's statistics)."""
+    run = load_run(run_dir, device, data_root)
+    stds = layer_response_std(run.model, run.test_batches(1000))
+    config = run.config
     return pd.DataFrame({"run": str(run_dir), "arch": config["arch"], "depth": config["depth"],
                          "seed": config.get("seed"), "layer": range(1, len(stds) + 1), "std": stds})
 

@@ -10,7 +10,7 @@ import pandas as pd
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from resnet_cifar.config import DATA_SOURCE_KEYS, RETIRED_KEYS
+from resnet_cifar.config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT
 
 from .collect import flatten_config
 
@@ -18,8 +18,8 @@ from .collect import flatten_config
 # mean ± std of 5 runs (6.61 ± 0.16); the table compares means, so it uses 6.61.
 PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61, 1202: 7.93}
 
-# Keys that say where or how a run was executed, not what was trained (and keys nothing reads any more).
-NOT_FACTORS = {"seed", *DATA_SOURCE_KEYS, *RETIRED_KEYS, "trainer.device", "trainer.eval_batch_size",
+# Keys that say where or how a run was executed, not what was trained.
+NOT_FACTORS = {"seed", *DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT, "trainer.device", "trainer.eval_batch_size",
                "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last",
                "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode"}
 ROW_KEYS = ["depth", "arch"]

@@ -2,11 +2,13 @@
 
 "Ours" is the training step of resnet_cifar.train itself (TrainingLoop.train_one:
 batch sampling, augmentation on the device, forward, backward, SGD step). The
-standard pipeline is what most reproductions run: a CIFAR10-style dataset
-with PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
-ToTensor, Normalize) through a DataLoader, the same model in NCHW eager fp32.
-Both train on the same images; their timed windows alternate, so a busy
-machine slows both alike. The ratio ours/standard is the figure to report.
+standard pipeline is what most reproductions run, and the same code as
+data.pipeline=torchvision: PIL images with torchvision's transforms
+(RandomCrop(32, padding=4), RandomHorizontalFlip) through a DataLoader with
+workers, per-channel normalization, the model in NCHW eager fp32. Both train
+on the same images; their timed windows alternate, so a busy machine slows
+both alike. The ratio ours/standard is the figure to report. Evaluation is the
+same code for both (the test set on the device).
 """
 from __future__ import annotations
 
@@ -24,34 +26,20 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
-from .config import Arch, BaseConfig, Shortcut, validate
+from .config import BaseConfig, validate
 from .config import Dataset as DatasetName
 from .data import CifarArrays, load_cifar
 from .datasets import DATASETS
 from .loop import TrainingLoop
 from .provenance import device_name
-from .models import build_model
 
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-class PilCifar(Dataset):
-    """torchvision's CIFAR10 without its md5 check: one PIL image per __getitem__."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+# The standard pipeline: resnet_cifar.train's own run with data.pipeline=torchvision and no fast path.
+STANDARD = "standard"
+STANDARD_OVERRIDES = ["data.pipeline=torchvision", "normalization=channel_stats", "trainer.precision=fp32",
+                      "trainer.cuda_graph=false", "trainer.compile=false", "trainer.channels_last=false"]
 
 
 def write_synthetic_cifar10(root: Path, n_train: int = 50_000, n_test: int = 10_000) -> Path:
@@ -73,44 +61,6 @@ def write_synthetic_cifar10(root: Path, n_train: int = 50_000, n_test: int = 10_
     return root
 
 
-class Standard:
-    """The standard pipeline for one depth: PIL transforms, DataLoader, NCHW eager fp32."""
-
-    def __init__(self, data, depth: int, batch: int, workers: int, device: torch.device) -> None:
-        from torchvision import transforms as T
-
-        normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
-        train = PilCifar(data.train_images, data.train_labels,
-                         T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), normalize]))
-        self.test = PilCifar(data.test_images, data.test_labels, T.Compose([T.ToTensor(), normalize]))
-        self.loader = DataLoader(train, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-                                 persistent_workers=workers > 0, pin_memory=device.type == "cuda")
-        self.batches = iter(self.loader)
-        self.workers, self.device = workers, device
-        torch.manual_seed(0)
-        self.model = build_model(Arch.resnet, depth, Shortcut.A, 10).to(device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-
-    def step(self) -> None:
-        try:
-            x, y = next(self.batches)
-        except StopIteration:
-            self.batches = iter(self.loader)
-            x, y = next(self.batches)
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        loss = F.cross_entropy(self.model(x), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-    @torch.no_grad()
-    def evaluate(self) -> None:
-        self.model.eval()
-        for x, _ in DataLoader(self.test, batch_size=1000, num_workers=self.workers):
-            self.model(x.to(self.device))
-        self.model.train()
-
-
 def variant_overrides(variant: str) -> list[str]:
     """'bf16+graph' -> the overrides of resnet_cifar.train that make it (every fast path named, on
     or off, so that no default decides); refuses an unknown part."""
@@ -123,11 +73,14 @@ def variant_overrides(variant: str) -> list[str]:
             f"trainer.compile={'compile' in extras}".lower()]
 
 
-def ours(root: Path, depth: int, variant: str, batch: int, device: str, data: CifarArrays | None = None) -> TrainingLoop:
-    """Our training loop built exactly as `python -m resnet_cifar.train` builds it (from `data` when loaded
-    already); no run folder: only its step and evaluation are timed."""
+def ours(root: Path, depth: int, variant: str, batch: int, device: str, data: CifarArrays | None = None,
+         workers: int | None = None) -> TrainingLoop:
+    """A training loop built exactly as `python -m resnet_cifar.train` builds it (from `data` when loaded
+    already): one of our variants, or STANDARD (the torchvision pipeline with `workers`); no run folder:
+    only its step and evaluation are timed."""
     overrides = [f"depth={depth}", f"data.root={root}", f"data.batch_size={batch}", f"trainer.device={device}",
-                 *variant_overrides(variant)]
+                 *(STANDARD_OVERRIDES + [f"data.workers={'null' if workers is None else workers}"] if variant == STANDARD
+                   else variant_overrides(variant))]
     with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
         cfg: BaseConfig = OmegaConf.to_object(compose("config", overrides))
     validate(cfg)
@@ -234,26 +187,24 @@ def main(argv: list[str] | None = None) -> dict:
         data = load_cifar(DatasetName.cifar10, root, allow_download=False)
         results = []
         for depth in args.depths:
-            loops = {v: ours(root, depth, v, args.batch, args.device, data) for v in args.variants}
+            pipelines = ([] if args.no_standard else [STANDARD]) + args.variants
+            loops = {v: ours(root, depth, v, args.batch, args.device, data, args.workers) for v in pipelines}
             device = next(iter(loops.values())).device
             sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-            standard = None if args.no_standard else Standard(data, depth, args.batch, args.workers, device)
-            steps = {**({"standard": standard.step} if standard else {}),
-                     **{v: (lambda loop=loop: loop.train_one(0.1)) for v, loop in loops.items()}}
+            steps = {v: (lambda loop=loop: loop.train_one(0.1)) for v, loop in loops.items()}
             rates = time_windows(steps, args.batch, args.steps, args.windows, args.warmup, sync)
             train = {name: statistics.median(r) for name, r in rates.items()}
             n_test = len(data.test_images)
             on_gpu = device.type == "cuda"
-            evals = {**({"standard": eval_rate(standard.evaluate, n_test, sync, on_gpu)} if standard else {}),
-                     **{v: eval_rate(loop.evaluate_test, n_test, sync, on_gpu) for v, loop in loops.items()}}
+            evals = {v: eval_rate(loop.evaluate_test, n_test, sync, on_gpu) for v, loop in loops.items()}
             for name in steps:
                 results.append({
                     "depth": depth, "pipeline": name, "train_images_per_s": round(train[name], 1),
                     "train_windows": [round(r, 1) for r in rates[name]],
-                    "ratio_vs_standard": round(train[name] / train["standard"], 3) if standard else None,
+                    "ratio_vs_standard": round(train[name] / train[STANDARD], 3) if STANDARD in train else None,
                     "eval_images_per_s": round(evals[name], 1),
                 })
-            del loops, standard
+            del loops
         concurrent = []
         for n in args.concurrent:
             rate = concurrent_rate(n, root, args.depths[0], args.variants[0], args.batch, args.device,

@@ -44,6 +44,26 @@ class Dataset(Enum):
     cifar100 = "cifar100"
 
 
+class Pipeline(Enum):
+    device = "device"  # the whole split on the device, a batch's crops and flips in one gather (data.py)
+    torchvision = "torchvision"  # PIL images, torchvision's transforms, a DataLoader (torchvision_pipeline.py)
+
+
+class Augment(Enum):
+    random = "random"  # a new crop and flip every time an image is used (the paper)
+    static = "static"  # one crop and flip per image, drawn once from the seed (the seed README's first loader)
+    none = "none"
+
+
+PIPELINES = tuple(p.value for p in Pipeline)
+AUGMENTS = tuple(a.value for a in Augment)
+
+
+class Logger(Enum):
+    csv = "csv"  # metrics.csv only
+    tensorboard = "tensorboard"  # and TensorBoard scalars beside it (live.py)
+
+
 class Precision(Enum):
     fp32 = "fp32"
     bf16 = "bf16"  # autocast: convolutions and the linear layer in bfloat16; BN statistics, weights and loss in fp32
@@ -58,9 +78,41 @@ class Device(Enum):
 # Where the data comes from, not what the experiment is: these never name a sweep job's folder
 # (conf/config.yaml's exclude_keys) and a run folder resumes whatever they say.
 DATA_SOURCE_KEYS = ("data.root", "data.download")
-# Keys that older versions wrote into run folders and nothing reads any more: a run folder that has
-# them still resumes (run_folder.RunFolder.previous), and the report does not take them for a factor.
+# Keys that older versions wrote into run folders and nothing reads any more: upgrade() leaves them out, so
+# a run folder that has them still resumes, loads and reports.
 RETIRED_KEYS = ("optimizer.name",)
+# How a run is carried out or watched, not what it trains (its numbers do not depend on them): never part
+# of a job's folder name (conf/config.yaml's exclude_keys), not compared when a run folder resumes, not a
+# factor of the report.
+NOT_THE_EXPERIMENT = ("data.workers", "logger.name")
+# Values that older versions wrote and that mean one of today's: read as today's wherever a config is
+# read (a run folder resumed or compared, the report), and accepted on the command line.
+LEGACY_VALUES = {("data", "augment"): {"True": Augment.random.value, "False": Augment.none.value,
+                                       "true": Augment.random.value, "false": Augment.none.value}}
+
+
+# Keys added since run folders were first written, with the value that does what runs did before them.
+ADDED_KEYS = {("data", "pipeline"): Pipeline.device.value, ("data", "workers"): None,
+              ("logger", "name"): Logger.csv.value}
+
+
+def upgrade(config: dict) -> dict:
+    """A plain config (as summary.json or .hydra/config.yaml hold it) with older values read as today's, the
+    keys added since filled in as runs were before them, and retired keys left out."""
+    for retired in RETIRED_KEYS:
+        section, key = retired.split(".")
+        part = config.get(section)
+        if isinstance(part, dict) and key in part:
+            config = {**config, section: {k: v for k, v in part.items() if k != key}}
+    for (section, key), values in LEGACY_VALUES.items():
+        part = config.get(section)
+        if isinstance(part, dict) and str(part.get(key)) in values:
+            config = {**config, section: {**part, key: values[str(part[key])]}}
+    for (section, key), value in ADDED_KEYS.items():
+        part = config.get(section, {})
+        if isinstance(part, dict) and key not in part:
+            config = {**config, section: {**part, key: value}}
+    return config
 
 
 @dataclass
@@ -69,8 +121,17 @@ class DataConfig:
     root: str = MISSING
     download: bool = MISSING
     batch_size: int = MISSING
-    augment: bool = MISSING
+    # pipeline and augment are checked by validate() against PIPELINES and AUGMENTS (text, not an Enum: the
+    # older true/false must still compose, see LEGACY_VALUES)
+    pipeline: str = MISSING
+    augment: str = MISSING
+    workers: Optional[int] = MISSING  # DataLoader workers of data.pipeline=torchvision; None: from the cores
     val_size: int = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    name: Logger = MISSING
 
 
 @dataclass
@@ -134,6 +195,7 @@ class BaseConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = MISSING
 
 
@@ -171,12 +233,15 @@ OmegaConf.register_new_resolver("job_folder_name", job_folder_name, replace=True
 ConfigStore.instance().store(name=SCHEMA_NAME, node=BaseConfig)
 
 
-def uses_cuda_graph(t: TrainerConfig, on_gpu: bool, processes: int) -> bool:
+def uses_cuda_graph(cfg: BaseConfig, on_gpu: bool, processes: int) -> bool:
     """trainer.cuda_graph=null (the default) captures the step wherever that is possible and the
-    result is the same arithmetic: one process on a GPU, no torch.compile mode that captures itself."""
+    result is the same arithmetic: one process on a GPU fed by the device pipeline, no torch.compile mode
+    that captures itself."""
+    t = cfg.trainer
     if t.cuda_graph is not None:
         return t.cuda_graph
-    return on_gpu and processes == 1 and not (t.compile and t.compile_mode in COMPILE_MODES_WITH_CUDA_GRAPHS)
+    return on_gpu and processes == 1 and cfg.data.pipeline == Pipeline.device.value and \
+        not (t.compile and t.compile_mode in COMPILE_MODES_WITH_CUDA_GRAPHS)
 
 
 def warnings(cfg: BaseConfig) -> list[str]:
@@ -215,6 +280,13 @@ def validate(cfg: BaseConfig) -> None:
     d, o, w, t = cfg.data, cfg.optimizer, cfg.optimizer.warmup, cfg.trainer
     _require(d.batch_size > 0, f"data.batch_size={d.batch_size} is not allowed: it must be > 0")
     _require(d.val_size >= 0, f"data.val_size={d.val_size} is not allowed: it must be >= 0")
+    _require(d.pipeline in PIPELINES, f"data.pipeline={d.pipeline} is not allowed: it must be one of "
+             f"{', '.join(PIPELINES)}")
+    _require(d.augment in AUGMENTS, f"data.augment={d.augment} is not allowed: it must be one of "
+             f"{', '.join(AUGMENTS)} (true and false, from older configs, mean random and none)")
+    _require(d.workers is None or d.workers >= 0,
+             f"data.workers={d.workers} is not allowed: it must be >= 0 (0: images are prepared in the training "
+             "process), or null for one per core left to each process")
     _require(o.lr > 0, f"optimizer.lr={o.lr} is not allowed: it must be > 0")
     _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} is not allowed: it must be in [0, 1)")
     _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} is not allowed: it must be >= 0")
@@ -233,6 +305,10 @@ def validate(cfg: BaseConfig) -> None:
     _require(t.compile_mode in COMPILE_MODES, f"trainer.compile_mode={t.compile_mode} is not allowed: "
              f"it must be one of {', '.join(COMPILE_MODES)}")
     if t.cuda_graph is True:  # asked for explicitly: refused where it cannot apply
+        _require(d.pipeline == Pipeline.device.value, "trainer.cuda_graph=true is not allowed with "
+                 "data.pipeline=torchvision: CUDA graphs are kept to the device pipeline, where the whole step "
+                 "runs on the GPU (with a DataLoader the time goes into preparing images, which a graph cannot "
+                 "shorten); use trainer.cuda_graph=false (or null)")
         _require(t.device is not Device.cpu, "trainer.cuda_graph=true is not allowed with trainer.device=cpu: "
                  "CUDA graphs need a GPU")
         _require(processes == 1, f"trainer.cuda_graph=true is not allowed with {processes} processes: "

@@ -3,24 +3,29 @@
 The whole split lives on the device as one uint8 NHWC tensor (as in airbench's
 loader); each step indexes a batch and does the paper's augmentation (pad 4,
 random 32x32 crop, random horizontal flip) for the whole batch in one gather.
-No PIL, no per-image Python work.
+No PIL, no per-image Python work. (data.pipeline=torchvision, the standard
+pipeline with PIL transforms and a DataLoader, is torchvision_pipeline.py.)
 """
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .config import BaseConfig, Dataset, Normalization
+from .config import Augment, BaseConfig, Dataset, Normalization, Pipeline
 from .datasets import DATASETS, DatasetFiles
 from .distributed import World
 from .errors import ConfigError, DataError
 from .fetch import fetch_if_missing
+
+if TYPE_CHECKING:
+    from .torchvision_pipeline import TorchvisionLoader
 
 IMAGE_SHAPE = (32, 32, 3)  # H, W, C as held on the device
 PAD = 4  # the paper's augmentation: 4 pixels on each side
@@ -200,6 +205,12 @@ class Normalize:
         x = torch.addcmul(self.shift, images.float(), self.scale).permute(0, 3, 1, 2)
         return x if self.channels_last else x.contiguous()
 
+    def on(self, device: torch.device, channels_last: bool) -> Normalize:
+        """The same normalization elsewhere (the torchvision pipeline's workers normalize on the CPU)."""
+        moved = Normalize.__new__(Normalize)
+        moved.scale, moved.shift, moved.channels_last = self.scale.to(device), self.shift.to(device), channels_last
+        return moved
+
 
 def draw_crops(n: int, generator: torch.Generator, device: torch.device,
                pad: int = PAD) -> tuple[Tensor, Tensor, Tensor]:
@@ -224,6 +235,15 @@ def crop_flip(images: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, pad: int = P
     cols = torch.where(flip, cols.flip(1), cols)
     batch = torch.arange(b, device=device)[:, None, None]
     return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
+def augment_once(images: Tensor, seed: int, chunk: int = 10_000) -> Tensor:
+    """data.augment=static on the device: one crop and flip per image, drawn once from the run's seed (the
+    seed README's first loader, which transformed the data set once and reused it every epoch)."""
+    generator = torch.Generator(images.device).manual_seed(seed)
+    crops = draw_crops(len(images), generator, images.device)
+    return torch.cat([crop_flip(images[i:i + chunk], *(c[i:i + chunk] for c in crops))
+                      for i in range(0, len(images), chunk)])
 
 
 def split_and_normalize(data: CifarArrays, val_size: int, kind: Normalization, device: torch.device,
@@ -257,6 +277,10 @@ class CifarLoader:
         local = batch_size // processes
         self.own = slice(rank * local, (rank + 1) * local)
         self.epoch, self.position, self.perm = 0, 0, None
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -297,7 +321,7 @@ def eval_batches(images: Tensor, labels: Tensor, batch_size: int, normalize: Nor
 class RunData:
     """A run's data on its device: the training stream, the held-out and test sets, their normalization."""
 
-    loader: CifarLoader
+    loader: CifarLoader | TorchvisionLoader
     val: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
     normalize: Normalize
@@ -309,24 +333,46 @@ class RunData:
 
     def sizes(self) -> dict[str, int]:
         """Images in each split, for summary.json (the report says which data its numbers come from)."""
-        return {"train_images": len(self.loader.images), "val_images": len(self.val[0]),
+        return {"train_images": self.loader.num_images, "val_images": len(self.val[0]),
                 "test_images": len(self.test[0])}
 
 
+def default_workers(world: World) -> int:
+    """data.workers=null: the cores this process may use, shared with the other processes of its node, less
+    one for the training process itself (at most 8: CIFAR's small images need no more)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(8, cores // world.local_world_size - 1))
+
+
 def run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, world: World = World()) -> RunData:
-    """Split, normalize and move a loaded data set to the device as the run's config says: every process
-    draws the same permutation and crops (the run's seed) and keeps its shard of each global batch."""
-    t = cfg.trainer
-    train_idx, val_idx, normalize = split_and_normalize(data, cfg.data.val_size, cfg.normalization.name, device,
+    """Split, normalize and move a loaded data set to the device as the run's config says, with the training
+    stream of data.pipeline: every process draws the same order and crops (the run's seed) and keeps its
+    shard of each global batch."""
+    t, d = cfg.trainer, cfg.data
+    train_idx, val_idx, normalize = split_and_normalize(data, d.val_size, cfg.normalization.name, device,
                                                         t.channels_last)
 
     def on_device(array: np.ndarray) -> Tensor:
         return torch.from_numpy(array).to(device)
 
     per_process = t.batch_semantics == "per_process"
-    global_batch = cfg.data.batch_size * (world.world_size if per_process else 1)
-    generator = torch.Generator(device).manual_seed(cfg.seed)  # the same on every process
-    loader = CifarLoader(on_device(data.train_images[train_idx]), on_device(data.train_labels[train_idx]),
-                         global_batch, normalize, generator, cfg.data.augment, shard=(world.rank, world.world_size))
+    global_batch = d.batch_size * (world.world_size if per_process else 1)
+    if global_batch > len(train_idx):
+        raise ConfigError(f"data.batch_size gives a global batch of {global_batch}, more than the {len(train_idx)} "
+                          "training images")
+    augment, shard = Augment(d.augment), (world.rank, world.world_size)
+    if Pipeline(d.pipeline) is Pipeline.torchvision:
+        from .torchvision_pipeline import TorchvisionLoader  # torchvision and PIL only where they are used
+
+        workers = default_workers(world) if d.workers is None else d.workers
+        loader = TorchvisionLoader(data.train_images[train_idx], data.train_labels[train_idx], global_batch,
+                                   normalize, cfg.seed, augment, workers, device, t.channels_last, shard)
+    else:
+        images = on_device(data.train_images[train_idx])
+        if augment is Augment.static:
+            images = augment_once(images, cfg.seed)
+        generator = torch.Generator(device).manual_seed(cfg.seed)  # the same on every process
+        loader = CifarLoader(images, on_device(data.train_labels[train_idx]), global_batch, normalize, generator,
+                             augment is Augment.random, shard)
     return RunData(loader, (on_device(data.train_images[val_idx]), on_device(data.train_labels[val_idx])),
                    (on_device(data.test_images), on_device(data.test_labels)), normalize, data.num_classes)

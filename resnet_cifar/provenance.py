@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import subprocess
+import sys
 from importlib import metadata
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -56,3 +60,36 @@ def library_versions() -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return versions
+
+
+def cuda_versions(device: torch.device) -> dict | None:
+    """CUDA and cuDNN versions of this torch build, on a GPU (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"cuda": torch.version.cuda, "cudnn": cudnn}
+
+
+def source_version() -> dict | None:
+    """The git commit of the project when it runs from a checkout, and whether the tree had changes that are
+    not committed (None for an installed copy, or without git)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / ".git").exists():
+        return None
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def command_line() -> str:
+    """The command as typed: `python -m resnet_cifar.train ...` for the module (whose argv[0] is its file)."""
+    args = list(sys.argv)
+    if args and args[0].endswith(os.path.join("resnet_cifar", "train.py")):
+        args[:1] = ["python", "-m", "resnet_cifar.train"]
+    return shlex.join(args)

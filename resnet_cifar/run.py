@@ -18,7 +18,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .distributed import World
 from .errors import Diverged, RunFolderError
 from .loop import TrainingLoop
-from .provenance import device_name, gpu_uuids, library_versions, slurm_job
+from .config import Logger
+from .live import TensorBoardCurves
+from .provenance import command_line, cuda_versions, device_name, gpu_uuids, library_versions, slurm_job, source_version
 from .run_folder import RunFolder, RunSpec, Status
 from .signals import Interrupted, StopRequest
 
@@ -38,13 +40,15 @@ def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | No
     loop = TrainingLoop(cfg, world)
     loop.resume_from(folder)
     main = world.is_main
+    curves = TensorBoardCurves(folder.path, loop.iteration) if main and cfg.logger.name is Logger.tensorboard else None
     if main:
         folder.start(spec, iteration=loop.iteration, max_iters=cfg.trainer.max_iters, params=loop.params,
                      device=str(loop.device), device_name=device_name(loop.device), processes=world.world_size,
                      global_batch=loop.data.global_batch, **loop.data.sizes(),
                      cuda_graph=loop.step.graph is not None,
                      num_threads=torch.get_num_threads(), versions=library_versions(), slurm=slurm_job(),
-                     gpus=gpu_uuids(loop.device, world), started_at=_now())
+                     gpus=gpu_uuids(loop.device, world), cuda=cuda_versions(loop.device), source=source_version(),
+                     command=command_line(), started_at=_now())
     else:
         gpu_uuids(loop.device, world)  # a collective: every process takes part
     log.info("%s-%d (shortcut %s), %d parameters, on %s x %d; run folder %s", cfg.arch.value, cfg.depth,
@@ -58,6 +62,8 @@ def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | No
                 bar.update(done - bar.n)
                 if row:
                     bar.set_postfix(test_error=f"{row['test_error']:.2f}%", refresh=False)
+                    if curves:
+                        curves.write(row)
 
             final = loop.fit(folder, stop, progress)
         if not final and main:  # it had trained to the end; a crash kept that from being recorded
@@ -74,6 +80,9 @@ def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | No
             log.warning("%s", e)  # here: the handler passed on may end the process (submitit's exits)
             stop.pass_on()  # e.g. submitit's handler, which requeues the job
         raise
+    finally:
+        if curves:
+            curves.close()
     clock = loop.clock
     if main:
         folder.save_model(loop.model.state_dict())

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint
-from .config import DATA_SOURCE_KEYS, RETIRED_KEYS, BaseConfig
+from .config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, BaseConfig, upgrade
 from .console import LOG_FORMAT
 from .errors import Diverged, RunFolderError
 
@@ -63,6 +63,11 @@ class RunSpec:
     cfg: BaseConfig
     config: dict
     overrides: list[str]
+
+    @classmethod
+    def from_hydra(cls, cfg: DictConfig, overrides: list[str]) -> RunSpec:
+        """The run Hydra composed, older values read as today's (config.upgrade)."""
+        return cls.from_dict(upgrade(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)), overrides)
 
     @classmethod
     def from_dict(cls, config: dict, overrides: list[str]) -> RunSpec:
@@ -279,13 +284,15 @@ class RunFolder:
     def previous(self, spec: RunSpec) -> dict | None:
         """The summary an earlier start of this run left (None if none); refuses another config.
 
-        Where the data comes from (DATA_SOURCE_KEYS) is not part of the experiment, and keys that
-        older versions wrote and nothing reads any more (RETIRED_KEYS) are not compared.
+        Where the data comes from (DATA_SOURCE_KEYS) and how the run is carried out or watched
+        (NOT_THE_EXPERIMENT) are not compared; the earlier config is read as today's (config.upgrade).
         """
         summary = read_summary(self.path)
         if summary:
-            ignored = {*DATA_SOURCE_KEYS, *RETIRED_KEYS}
-            changes = [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(summary.get("config"), spec.config)
+            ignored = {*DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT}
+            earlier = summary.get("config")
+            earlier = upgrade(earlier) if isinstance(earlier, dict) else earlier  # augment: true is random
+            changes = [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(earlier, spec.config)
                        if key not in ignored]
             if changes:
                 raise ConfigMismatch(

@@ -99,7 +99,7 @@ class TrainingStep:
         if t.cuda_graph and (not on_gpu or world.distributed):
             raise ConfigError("trainer.cuda_graph=true is not allowed here: it needs one process on a CUDA "
                               f"device (this run: {world.world_size} process(es) on {device.type})")
-        self.graph = CapturedStep(self._update) if uses_cuda_graph(t, on_gpu, world.world_size) else None
+        self.graph = CapturedStep(self._update) if uses_cuda_graph(cfg, on_gpu, world.world_size) else None
         zero = torch.zeros((), device=device)  # running sums, updated in place (a captured step holds them)
         self.loss_sum, self.wrong, self.window_wrong = zero.clone(), zero.clone(), zero.clone()
         self.steps = 0  # since the sums were last reset

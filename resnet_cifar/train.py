@@ -59,11 +59,11 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> None:
     """The job in a folder this process holds (the first process) or shares (torchrun's others): its
     .hydra/ and train.log are written only once the run is known to be this folder's own."""
     hydra_cfg = HydraConfig.get()
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    config = schema.upgrade(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     overrides = list(hydra_cfg.overrides.task)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        spec = RunSpec(OmegaConf.to_object(cfg), config, overrides)
+        spec = RunSpec.from_hydra(cfg, overrides)
         schema.validate(spec.cfg)
     except UserError as e:
         if in_sweep and world.is_main and not (folder.path / SUMMARY_FILE).exists():  # a new job: the sweep lists it

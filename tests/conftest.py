@@ -213,7 +213,6 @@ def train_in_process(*overrides: str, run_dir: Path) -> dict | None:
     completed. Without the command around it (exit statuses, .hydra/, train.log: the subprocess tests'
     business), and seconds faster. Returns summary.json (None if none was written)."""
     from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
 
     from resnet_cifar.config import validate
     from resnet_cifar.distributed import World
@@ -222,8 +221,7 @@ def train_in_process(*overrides: str, run_dir: Path) -> dict | None:
 
     with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
         cfg = compose("config", list(overrides))
-    spec = RunSpec(OmegaConf.to_object(cfg), OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-                   list(overrides))
+    spec = RunSpec.from_hydra(cfg, list(overrides))
     validate(spec.cfg)
     folder = RunFolder(run_dir)
     with folder.held():

@@ -29,19 +29,20 @@ def test_defaults_are_the_papers_recipe():
     assert (o.warmup.lr, o.warmup.until_train_error, o.warmup.min_depth) == (0.01, 80.0, 110)
     assert cfg.trainer.max_iters == 64000
     d = cfg.data
-    assert (d.batch_size, d.augment, d.val_size, d.download) == (128, True, 0, True)
+    assert (d.batch_size, d.augment, d.val_size, d.download, d.pipeline) == (128, "random", 0, True, "device")
     assert cfg.trainer.channels_last is True
     assert cfg.trainer.cuda_graph is None and cfg.trainer.compile is False  # graphs wherever they apply
 
 
 def test_cuda_graph_by_default_only_where_it_applies():
     from resnet_cifar.config import uses_cuda_graph
-    t = load().trainer
-    assert uses_cuda_graph(t, on_gpu=True, processes=1)
-    assert not uses_cuda_graph(t, on_gpu=False, processes=1)
-    assert not uses_cuda_graph(t, on_gpu=True, processes=2)
-    assert not uses_cuda_graph(load("trainer.compile=true", "trainer.compile_mode=reduce-overhead").trainer, True, 1)
-    assert not uses_cuda_graph(load("trainer.cuda_graph=false").trainer, on_gpu=True, processes=1)
+    cfg = load()
+    assert uses_cuda_graph(cfg, on_gpu=True, processes=1)
+    assert not uses_cuda_graph(cfg, on_gpu=False, processes=1)
+    assert not uses_cuda_graph(cfg, on_gpu=True, processes=2)
+    assert not uses_cuda_graph(load("trainer.compile=true", "trainer.compile_mode=reduce-overhead"), True, 1)
+    assert not uses_cuda_graph(load("data.pipeline=torchvision"), True, 1)  # its batches come from a DataLoader
+    assert not uses_cuda_graph(load("trainer.cuda_graph=false"), on_gpu=True, processes=1)
 
 
 def test_every_group_option_composes():
@@ -169,5 +170,5 @@ def test_help_is_the_projects_page_above_hydras_lists(tmp_path):
     for text in ("6n+2", "+experiment=NAME", "python -m resnet_cifar.train -m depth=20,32,44,56 arch=plain,resnet"):
         assert text in page
     groups, config = page.index("== Configuration groups =="), page.index("== Config ==")
-    assert "experiment: batch, fig6, normalization, shortcuts, table6" in page[groups:config]
+    assert "experiment: batch, fig6, normalization, pipeline, shortcuts, table6" in page[groups:config]
     assert "depth: 20" in page[config:] and not list(tmp_path.iterdir())  # nothing written

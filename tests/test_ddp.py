@@ -59,12 +59,13 @@ def test_a_sweep_runs_each_job_as_a_ddp_job_and_per_process_batches_double_the_g
     assert summaries["global"]["global_batch"] == 16 and summaries["per_process"]["global_batch"] == 32
 
 
-@pytest.mark.parametrize("augment", ["false", "true"])
-def test_two_processes_of_16_follow_one_process_of_32(tiny_cifar10, tmp_path, augment):
-    """Same data order, same crops, same initial weights; with sync_bn the same BN statistics."""
+@pytest.mark.parametrize("pipeline,augment", [("device", "none"), ("device", "random"), ("torchvision", "random")])
+def test_two_processes_of_16_follow_one_process_of_32(tiny_cifar10, tmp_path, pipeline, augment):
+    """Same data order, same crops, same initial weights; with sync_bn the same BN statistics; in both
+    pipelines (each process its shard of the global batch)."""
     budget = ("depth=8", "data.batch_size=32", "trainer.max_iters=3", "trainer.eval_every=1",
               "trainer.checkpoint_every=3", "optimizer.milestones=[2]", f"data.augment={augment}",
-              f"data.root={tiny_cifar10}")
+              f"data.pipeline={pipeline}", f"data.root={tiny_cifar10}")
     one, two = tmp_path / "one", tmp_path / "two"
     train_in_process(*budget, run_dir=one)
     result = run_train(*budget, "trainer.nproc_per_node=2", "trainer.sync_bn=true", f"hydra.run.dir={two}",

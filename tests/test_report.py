@@ -233,3 +233,27 @@ def test_a_run_file_that_is_not_a_mapping_is_skipped_with_the_reason(sweep_dir, 
     account = report([sweep_dir], tmp_path / "out")
     assert f"skipped {damaged}: {why}" in account
     assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 11
+
+
+def test_the_data_study_is_grouped_and_plotted_by_pipeline_and_augmentation(tmp_path):
+    """+experiment=pipeline's factors; a run folder written before data.pipeline existed, with augment: true,
+    counts as device / random."""
+    root = tmp_path / "sweep"
+    errors = {("device", "random"): 30.0, ("torchvision", "random"): 31.0, ("device", "static"): 36.0,
+              ("torchvision", "static"): 37.0}
+    for (pipeline, augment), error in errors.items():
+        write_run(root / f"{pipeline}-{augment}", ["budget=quick", f"data.pipeline={pipeline}", f"data.augment={augment}"],
+                  error, iterations=(782, 1564))
+    old = write_run(root / "old", ["budget=quick"], 32.0, iterations=(782, 1564))
+    config = OmegaConf.load(old / ".hydra" / "config.yaml")
+    config.data.augment = True
+    del config.data["pipeline"], config.data["workers"]
+    OmegaConf.save(config, old / ".hydra" / "config.yaml")
+    out = tmp_path / "out"
+    report([root], out)
+    rows = {(r["data.pipeline"], r["data.augment"]): r for r in table_rows(out)}
+    assert set(rows) == set(errors) and set(table_rows(out)[0]) >= {"data.pipeline", "data.augment"}
+    assert rows[("device", "random")]["runs"] == "2" and rows[("device", "random")]["test error % (mean ± std)"] == \
+        f"31.00 ± {statistics.stdev([30.0, 32.0]):.2f}"
+    for name in ("pipeline.png", "augment.png"):
+        assert (out / name).stat().st_size > 10_000, name

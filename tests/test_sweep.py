@@ -39,6 +39,7 @@ def grid(*overrides):
     ("shortcuts", 6, {"shortcut": {"A", "B", "C"}, "depth": {"20", "56"}}),
     ("normalization", 5, {"normalization": {"per_pixel_mean", "channel_stats", "imagenet", "unit", "raw"}}),
     ("batch", 4, {"data.batch_size": {"128", "256"}, "trainer.nproc_per_node": {"1", "2"}}),
+    ("pipeline", 4, {"data.pipeline": {"device", "torchvision"}, "data.augment": {"random", "static"}}),
 ])
 def test_presets_expand_to_their_grid(preset, size, varying):
     jobs, _ = grid(f"+experiment={preset}")

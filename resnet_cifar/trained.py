@@ -1,0 +1,96 @@
+"""A trained run, loaded back: its net with its weights, the input normalization it was trained with, its
+config and its data set. The one loader that evaluation (evaluate.py), Figure 7
+(multirun_analysis.responses), `load_run` and torch.hub use, so that a model is never fed inputs prepared
+differently from training (the most common cause of a reloaded CIFAR model scoring far below its run).
+
+The normalization is computed again from the run's own training split (as data.split_and_normalize did
+when it trained), so the data set the run trained on must be at hand: its config's `data.root`, or
+`data_root`. Weights are read with `weights_only=True`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .checkpoint import load_checkpoint, load_model_state
+from .config import BaseConfig, Dataset, Normalization, upgrade
+from .data import CifarArrays, Normalize, eval_batches, load_cifar, split_and_normalize
+from .errors import UserError
+from .models import CifarResNet, build_model
+from .run_folder import CHECKPOINT_FILE, MODEL_FILE, RunSpec, read_summary
+
+
+class NotATrainedRun(UserError):
+    """A folder that is not a run, or a run without the weights asked for."""
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    cfg: BaseConfig  # the run's typed config
+    config: dict  # the same, as summary.json holds it
+    model: CifarResNet  # in eval mode, on `device`
+    normalize: Normalize  # uint8 NHWC images -> the model's input, as in training
+    data: CifarArrays
+    weights: Path  # model.pt, or checkpoint.pt
+    iteration: int | None  # of the checkpoint; None for model.pt (the end of training)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def test_set(self) -> tuple[Tensor, Tensor]:
+        """The test images (uint8 NHWC) and labels on the model's device."""
+        return (torch.from_numpy(self.data.test_images).to(self.device),
+                torch.from_numpy(self.data.test_labels).to(self.device))
+
+    def test_batches(self, batch_size: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The normalized test set in the run's evaluation batches."""
+        return eval_batches(*self.test_set(), batch_size or self.cfg.trainer.eval_batch_size, self.normalize)
+
+
+@lru_cache(maxsize=4)
+def _dataset(name: str, root: str) -> CifarArrays:
+    return load_cifar(Dataset(name), root, allow_download=False)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root: str | Path | None = None,
+             checkpoint: bool = False) -> TrainedRun:
+    """Load a run folder's net (model.pt, or with `checkpoint` the weights of checkpoint.pt, so that a run in
+    progress or interrupted can be used) in eval mode on `device`, with the normalization it trained with.
+
+    >>> run = load_run("multirun/fig6/arch=resnet,depth=20", device="cuda")
+    >>> logits = run.model(run.normalize(uint8_nhwc_images.to(run.device)))
+    """
+    run_dir, device = Path(run_dir), torch.device(device)
+    if not run_dir.is_dir():
+        raise NotATrainedRun(f"{run_dir}: no such folder")
+    summary = read_summary(run_dir)
+    if summary is None or not isinstance(summary.get("config"), dict):
+        raise NotATrainedRun(f"{run_dir} is not a run folder (it has no summary.json with the run's config)")
+    spec = RunSpec.from_dict(upgrade(summary["config"]), summary.get("overrides", []))  # older folders too
+    weights = run_dir / (CHECKPOINT_FILE if checkpoint else MODEL_FILE)
+    if not weights.is_file():
+        hint = ("the run has not saved a checkpoint yet" if checkpoint else
+                f"the run has not completed (status: {summary.get('status')}); add --checkpoint (checkpoint=True) "
+                "to use its last checkpoint")
+        raise NotATrainedRun(f"{run_dir} has no {weights.name}: {hint}")
+    cfg = spec.cfg
+    data = _dataset(cfg.data.name.value, str(data_root or cfg.data.root))
+    *_, normalize = split_and_normalize(data, cfg.data.val_size, Normalization(cfg.normalization.name), device,
+                                        cfg.trainer.channels_last)
+    model = build_model(cfg.arch, cfg.depth, cfg.shortcut, data.num_classes)
+    if checkpoint:
+        state = load_checkpoint(weights)
+        weights_state, iteration = state["model"], state["iteration"]
+    else:
+        weights_state, iteration = torch.load(weights, map_location="cpu", weights_only=True), None
+    load_model_state(model, weights_state, weights)
+    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format).eval()
+    return TrainedRun(run_dir, cfg, spec.config, model, normalize, data, weights, iteration)
