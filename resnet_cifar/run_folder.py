@@ -126,6 +126,14 @@ def read_summary(run_dir: Path) -> dict | None:
     return summary
 
 
+def says_finished(summary: dict, max_iters: object) -> bool:
+    """Whether a summary says its run completed, with a final test error, at trainer.max_iters: a summary that
+    says completed without them (edited, or damaged) is not believed."""
+    error, iteration = summary.get("test_error"), summary.get("iteration")
+    return summary.get("status") == Status.completed and isinstance(error, (int, float)) and \
+        isinstance(iteration, int) and isinstance(max_iters, int) and iteration >= max_iters
+
+
 def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
     """(dotted key, old value, new value) for every leaf that differs."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -309,8 +317,7 @@ class RunFolder:
         if not summary or summary.get("status") != Status.completed:
             return False
         error, iteration = summary.get("test_error"), summary.get("iteration")
-        if not isinstance(error, (int, float)) or not isinstance(iteration, int) or \
-                iteration < spec.cfg.trainer.max_iters:
+        if not says_finished(summary, spec.cfg.trainer.max_iters):
             log.warning("%s says completed, but with test_error=%s at iteration %s of %d: resuming it from its "
                         "checkpoint instead", self.path / SUMMARY_FILE, error, iteration, spec.cfg.trainer.max_iters)
             return False

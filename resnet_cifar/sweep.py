@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .config import DATA_SOURCE_KEYS, Dataset
 from .errors import EXIT_BAD_INPUT, DataError, RunFolderError
 from .fetch import fetch_if_missing
-from .run_folder import CHECKPOINT_FILE, Status, read_summary
+from .run_folder import CHECKPOINT_FILE, Status, read_summary, says_finished
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,12 @@ def job_summary(run_dir: Path) -> dict:
 
 
 def job_state(run_dir: Path) -> JobState:
-    status = job_summary(run_dir)["status"]
-    if status == Status.completed:
+    """As the job itself will find its folder (RunFolder.completed): a summary that says completed without its
+    final test error or short of its max_iters is a job to resume."""
+    summary = job_summary(run_dir)
+    if says_finished(summary, summary.get("max_iters")):
         return JobState.completed
-    if status == JobState.unreadable:
+    if summary["status"] == JobState.unreadable:
         return JobState.unreadable
     return JobState.resume if (run_dir / CHECKPOINT_FILE).exists() else JobState.new
 

@@ -362,6 +362,13 @@ def test_a_damaged_summary_or_metrics_file_is_not_believed_and_the_run_ends_as_i
     after = train_in_process(*args, run_dir=run_dir)
     assert after["status"] == "completed" and after["iteration"] == 12 and after["test_error"] is not None
     assert numbers(read_metrics(run_dir)) == straight
+    if damage != "metrics lines not UTF-8 and with an unbalanced quote":  # a sweep's account agrees with the run
+        from resnet_cifar.sweep import JobState, job_state
+
+        (run_dir / "summary.json").write_text(json.dumps(state))
+        assert job_state(run_dir) == JobState.resume and job_state(tmp_path / "nothing") == JobState.new
+        (run_dir / "summary.json").write_text(json.dumps(after))
+        assert job_state(run_dir) == JobState.completed
     said = {"completed without test_error": "says completed, but with test_error=None at iteration 12 of 12",
             "completed before max_iters": "at iteration 4 of 12: resuming it from its checkpoint",
             "metrics lines not UTF-8 and with an unbalanced quote": "2 damaged line(s) dropped"}[damage]
