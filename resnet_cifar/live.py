@@ -8,6 +8,7 @@ order.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .errors import ConfigError
@@ -27,6 +28,21 @@ def require_tensorboard() -> None:
                           "pip install -e \".[tensorboard]\" (or pip install tensorboard), or leave logger=csv") from None
 
 
+def wait_past_earlier_files(folder: Path) -> None:
+    """TensorBoard reads a run's event files in the order of their names, which begin with the second each was
+    created in (events.out.tfevents.SECOND.HOST.PID...). A run resumed within the second its earlier attempt
+    started could sort before it, and the purge of the points after the checkpoint would come first and do
+    nothing: wait (under a second) until a new file sorts last."""
+    seconds = []
+    for path in folder.glob("events.out.tfevents.*"):
+        try:
+            seconds.append(int(path.name.split(".")[3]))
+        except (IndexError, ValueError):
+            continue
+    while seconds and int(time.time()) <= max(seconds):
+        time.sleep(0.05)
+
+
 class TensorBoardCurves:
     """Scalars of each metrics row, at its iteration, into RUN_DIR/tensorboard/."""
 
@@ -34,7 +50,9 @@ class TensorBoardCurves:
         require_tensorboard()
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir / TENSORBOARD_FOLDER), purge_step=resumed_at + 1 if resumed_at else None)
+        folder = run_dir / TENSORBOARD_FOLDER
+        wait_past_earlier_files(folder)
+        self.writer = SummaryWriter(str(folder), purge_step=resumed_at + 1 if resumed_at else None)
 
     def write(self, row: dict) -> None:
         for column, tag in SCALARS.items():

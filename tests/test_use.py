@@ -142,3 +142,20 @@ def test_summary_says_which_code_and_command_ran_and_the_bar_stays_off_the_log(t
 
     assert report([str(tmp_path / "run"), "--out", str(tmp_path / "report")]) == 0
     assert pd.read_csv(tmp_path / "report" / "runs.csv")["commit"].tolist() == [head]
+
+
+def test_a_resumed_writer_sorts_after_an_attempt_started_in_the_same_second(tmp_path):
+    """TensorBoard reads event files in name order (events.out.tfevents.SECOND.HOST.PID...): a quick resume
+    in the same second could sort first, and its purge came before the points it should remove (CI caught
+    it: steps 6, 8, 10, 12, 2, 4, 6)."""
+    import time
+
+    from resnet_cifar.live import TensorBoardCurves
+
+    folder = tmp_path / "tensorboard"
+    folder.mkdir()
+    earlier = folder / f"events.out.tfevents.{int(time.time())}.zzzz.1.0"  # sorts after this host's name
+    earlier.write_bytes(b"")
+    curves = TensorBoardCurves(tmp_path, resumed_at=4)
+    curves.close()
+    assert sorted(p.name for p in folder.iterdir())[-1] != earlier.name
