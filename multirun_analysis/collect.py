@@ -17,6 +17,7 @@ from resnet_cifar.config import upgrade
 
 CURVE_METRICS = ("lr", "train_loss", "train_error", "test_loss", "test_error", "val_error")
 FINAL_COLUMNS = ("test_error", "test_loss", "train_error", "train_loss", "val_error")
+FLOATS = "%.10g"  # how the report's CSV files write floats: 21.8, not the 21.799999999999997 of 100 - 78.2
 DATA_SIZES = ("train_images", "val_images", "test_images")  # in summary.json since the report says its data
 
 

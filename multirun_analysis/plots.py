@@ -25,7 +25,7 @@ WIDTH_IN = 10  # inches: a README column at 100 dpi
 BAND = "lines: mean over seeds, band ± 1 std"
 
 
-def _caption(figure, caption: str) -> None:
+def add_caption(figure, caption: str) -> None:
     """The report's basis (budget, data, seeds) under a figure."""
     if caption:
         figure.text(0.5, -0.02, caption, ha="center", va="top", fontsize=8, wrap=True)
@@ -55,7 +55,7 @@ def figure6(curves: pd.DataFrame, runs: pd.DataFrame, path: Path, caption: str =
     grid.set_titles("{col_name}")
     grid.set(ylim=_error_ylim(data["value"]))
     grid.figure.suptitle(f"Training (dashed) and test (bold) error, as the paper's Figure 6 ({BAND})", y=1.02)
-    _caption(grid.figure, caption)
+    add_caption(grid.figure, caption)
     grid.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
     return path
@@ -72,7 +72,7 @@ def depth_plot(runs: pd.DataFrame, path: Path, caption: str = "") -> Path:
     ax.set(xlabel="depth (layers)", ylabel="final test error (%)",
            title="Final test error by depth (mean over seeds, bars ± 1 std)")
     ax.set_ylim(0, max(5.0, 1.15 * float((done["test_error"]).max())))
-    _caption(fig, caption)
+    add_caption(fig, caption)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -93,7 +93,7 @@ def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, path: Pat
     grid.set_axis_labels("iteration", "error (%)")
     grid.set(ylim=_error_ylim(data["value"]))
     grid.figure.suptitle(f"Test (bold) and training (dashed) error by {factor} ({BAND})", y=1.02)
-    _caption(grid.figure, caption)
+    add_caption(grid.figure, caption)
     grid.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
     return path

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .collect import collect
+from .collect import FLOATS, collect
 from .plots import draw_all
 from .table import aggregate, basis, paper_recipe, to_markdown, varying_factors, with_defaults
 
 DEFAULT_DIRS = ("multirun", "outputs")  # where Hydra puts sweeps and single runs
-FLOATS = "%.10g"  # 21.8, not the 21.799999999999997 that 100 - 78.2 is in binary
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 
 

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from resnet_cifar.models import CifarResNet
 from resnet_cifar.trained import load_run
 
-from .collect import collect
+from .collect import FLOATS, collect
+from .plots import add_caption
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -112,8 +113,7 @@ def figure7(responses: pd.DataFrame, path: Path, caption: str = "") -> Path:
     axes[0].set(xlabel="layer index (original)", ylabel=ylabel,
                 title="Layer responses on the test set (Fig. 7); band: ± 1 std over seeds")
     axes[1].set(xlabel="layer index (sorted by magnitude)", ylabel=ylabel)
-    if caption:
-        fig.text(0.5, 0.0, caption, ha="center", va="top", fontsize=8, wrap=True)
+    add_caption(fig, caption)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -130,7 +130,7 @@ def write_responses(runs: pd.DataFrame, out: Path, data_root: str | None = None,
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     responses = pd.concat([run_responses(r, data_root, device) for r in with_models], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
-    responses.to_csv(out / RESPONSES_FILE, index=False, float_format="%.10g")
+    responses.to_csv(out / RESPONSES_FILE, index=False, float_format=FLOATS)
     return responses, figure7(responses, out / FIGURE_FILE, caption)
 
 

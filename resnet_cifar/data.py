@@ -255,6 +255,13 @@ def split_and_normalize(data: CifarArrays, val_size: int, kind: Normalization, d
     return train_idx, val_idx, Normalize(mean, std, device, channels_last)
 
 
+def check_batch_fits(batch_size: int, num_images: int) -> None:
+    """Both pipelines train on full global batches only: one must fit in the training split."""
+    if batch_size > num_images:
+        raise ConfigError(f"data.batch_size gives a global batch of {batch_size}, more than the {num_images} "
+                          "training images")
+
+
 class CifarLoader:
     """The training stream: a fresh seeded permutation each epoch, full global batches only.
 
@@ -268,8 +275,7 @@ class CifarLoader:
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, normalize: Normalize,
                  generator: torch.Generator, augment: bool, shard: tuple[int, int] = (0, 1)) -> None:
-        if batch_size > len(images):
-            raise ConfigError(f"data.batch_size gives a global batch of {batch_size}, more than the {len(images)} training images")
+        check_batch_fits(batch_size, len(images))
         self.images, self.labels = images, labels
         self.batch_size, self.normalize = batch_size, normalize
         self.generator, self.augment = generator, augment
@@ -357,9 +363,6 @@ def run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, world: Wo
 
     per_process = t.batch_semantics == "per_process"
     global_batch = d.batch_size * (world.world_size if per_process else 1)
-    if global_batch > len(train_idx):
-        raise ConfigError(f"data.batch_size gives a global batch of {global_batch}, more than the {len(train_idx)} "
-                          "training images")
     augment, shard = Augment(d.augment), (world.rank, world.world_size)
     if Pipeline(d.pipeline) is Pipeline.torchvision:
         from .torchvision_pipeline import TorchvisionLoader  # torchvision and PIL only where they are used

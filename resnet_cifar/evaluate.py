@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import EXIT_BAD_INPUT, UserError
-from .step import autocast
+from .evaluation import outputs
 from .trained import TrainedRun, load_run
 
 matplotlib.use("Agg")
@@ -34,11 +34,9 @@ import seaborn as sns  # noqa: E402
 @torch.no_grad()
 def predict(run: TrainedRun) -> tuple[np.ndarray, np.ndarray, float]:
     """(predicted class, true class, mean loss) over the test set, in the run's evaluation batches and
-    precision: the arithmetic of the run's own evaluation (evaluation.loss_and_error)."""
+    precision: the arithmetic of the run's own evaluation (evaluation.outputs)."""
     predicted, truth, loss = [], [], torch.zeros((), dtype=torch.float64, device=run.device)
-    for x, y in run.test_batches():
-        with autocast(run.device, run.cfg.trainer.precision):
-            out = run.model(x).float()
+    for out, y in outputs(run.model, run.test_batches(), run.device, run.cfg.trainer.precision):
         loss += F.cross_entropy(out, y, reduction="sum")
         predicted.append(out.argmax(1).cpu())
         truth.append(y.cpu())
@@ -53,11 +51,10 @@ def evaluate_run(run: TrainedRun) -> dict:
     confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     np.add.at(confusion, (truth, predicted), 1)
     per_class = {name: round(100.0 * confusion[i, i] / max(1, confusion[i].sum()), 4) for i, name in enumerate(names)}
-    summary = json.loads((run.run_dir / "summary.json").read_text())
     return {"run": str(run.run_dir), "weights": run.weights.name, "iteration": run.iteration,
             "device": str(run.device), "images": int(len(truth)),
             "test_error": round(100.0 * float((predicted != truth).sum()) / len(truth), 4),
-            "test_loss": round(loss, 6), "recorded_test_error": summary.get("test_error"),
+            "test_loss": round(loss, 6), "recorded_test_error": run.summary.get("test_error"),
             "per_class_accuracy": per_class, "confusion": confusion.tolist(), "classes": names}
 
 

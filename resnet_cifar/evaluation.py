@@ -1,6 +1,8 @@
 """Test (and validation) loss and error of a model: every image once, in its single original view."""
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,6 +11,15 @@ from .config import Precision
 from .data import Normalize, eval_batches
 from .distributed import World
 from .step import autocast
+
+
+def outputs(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device,
+            precision: Precision) -> Iterator[tuple[Tensor, Tensor]]:
+    """(logits in fp32, labels) of each batch, in the run's precision: the arithmetic of every evaluation
+    (a run's own, and python -m resnet_cifar.evaluate's)."""
+    for x, y in batches:
+        with autocast(device, precision):
+            yield model(x).float(), y
 
 
 @torch.no_grad()
@@ -22,9 +33,8 @@ def loss_and_error(model: nn.Module, images: Tensor, labels: Tensor, batch_size:
     share = -(-len(images) // world.world_size)
     own = slice(world.rank * share, (world.rank + 1) * share)
     totals = torch.zeros(2, dtype=torch.float64, device=images.device)  # loss sum, wrong count
-    for x, y in eval_batches(images[own], labels[own], batch_size, normalize):
-        with autocast(images.device, precision):
-            out = model(x).float()
+    for out, y in outputs(model, eval_batches(images[own], labels[own], batch_size, normalize), images.device,
+                          precision):
         totals[0] += F.cross_entropy(out, y, reduction="sum")
         totals[1] += (out.argmax(1) != y).sum()
     model.train()

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
 from .config import Augment
-from .data import PAD, Normalize
+from .data import PAD, Normalize, check_batch_fits
 
 SEED_RANGE = 2**63  # torch.manual_seed takes any of these
 STATIC_STREAM = 1  # a stream of seeds apart from the epochs' (epoch numbers are >= 0, this key is negative)
@@ -71,22 +71,22 @@ class GlobalBatches(Sampler):
         self.own, self.start = own, start
         self.static_base = _base_seed(seed, -STATIC_STREAM)
 
-    def _seeds(self, epoch: int, position: int, index: Tensor) -> list[int | None]:
+    def _seeds(self, epoch_base: int, position: int, index: Tensor) -> list[int | None]:
         if self.augment is Augment.none:
             return [None] * len(index)
         if self.augment is Augment.static:  # one crop and flip per image, drawn from the seed alone
             return [(self.static_base + i) % SEED_RANGE for i in index.tolist()]
-        base = _base_seed(self.seed, epoch)  # a new draw each time an image is used
-        first = position + (self.own.start or 0)
-        return [(base + first + k) % SEED_RANGE for k in range(len(index))]
+        first = position + (self.own.start or 0)  # random: a new draw each time an image is used
+        return [(epoch_base + first + k) % SEED_RANGE for k in range(len(index))]
 
     def __iter__(self):
         epoch, position = self.start
         while True:
-            order = torch.randperm(self.num_images, generator=torch.Generator().manual_seed(_base_seed(self.seed, epoch)))
+            epoch_base = _base_seed(self.seed, epoch)
+            order = torch.randperm(self.num_images, generator=torch.Generator().manual_seed(epoch_base))
             while position + self.batch_size <= self.num_images:
                 index = order[position:position + self.batch_size][self.own]
-                yield list(zip(index.tolist(), self._seeds(epoch, position, index)))
+                yield list(zip(index.tolist(), self._seeds(epoch_base, position, index)))
                 position += self.batch_size
             epoch, position = epoch + 1, 0
 
@@ -98,6 +98,7 @@ class TorchvisionLoader:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, normalize: Normalize, seed: int,
                  augment: Augment, workers: int, device: torch.device, channels_last: bool,
                  shard: tuple[int, int] = (0, 1)) -> None:
+        check_batch_fits(batch_size, len(images))
         self.num_images, self.batch_size = len(images), batch_size
         rank, processes = shard
         local = batch_size // processes

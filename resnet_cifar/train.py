@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
@@ -59,17 +59,16 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> None:
     """The job in a folder this process holds (the first process) or shares (torchrun's others): its
     .hydra/ and train.log are written only once the run is known to be this folder's own."""
     hydra_cfg = HydraConfig.get()
-    config = schema.upgrade(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     overrides = list(hydra_cfg.overrides.task)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    spec = RunSpec.from_hydra(cfg, overrides)
     try:
-        spec = RunSpec.from_hydra(cfg, overrides)
         schema.validate(spec.cfg)
     except UserError as e:
         if in_sweep and world.is_main and not (folder.path / SUMMARY_FILE).exists():  # a new job: the sweep lists it
             folder.write_hydra_files(cfg, overrides, hydra_cfg)
             with folder.log_to_file():
-                folder.record_failure(e, config, overrides)
+                folder.record_failure(e, spec.config, overrides)
                 log.error("%s", problem(e))
         raise
     for warning in schema.warnings(spec.cfg):
@@ -88,7 +87,7 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> None:
         except Exception as e:
             # in a sweep, and for a dead worker, what the run could not record itself is recorded here
             if (in_sweep or isinstance(e, ChildFailedError)) and not folder.started:
-                folder.record_failure(e, config, overrides)
+                folder.record_failure(e, spec.config, overrides)
             log.error("%s", problem(e))  # into train.log too, with the prefix
             raise
 

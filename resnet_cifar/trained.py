@@ -34,6 +34,7 @@ class TrainedRun:
     run_dir: Path
     cfg: BaseConfig  # the run's typed config
     config: dict  # the same, as summary.json holds it
+    summary: dict  # summary.json: how the run ended, what it recorded
     model: CifarResNet  # in eval mode, on `device`
     normalize: Normalize  # uint8 NHWC images -> the model's input, as in training
     data: CifarArrays
@@ -93,4 +94,4 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
     load_model_state(model, weights_state, weights)
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).eval()
-    return TrainedRun(run_dir, cfg, spec.config, model, normalize, data, weights, iteration)
+    return TrainedRun(run_dir, cfg, spec.config, summary, model, normalize, data, weights, iteration)
