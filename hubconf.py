@@ -7,9 +7,9 @@
 dependencies = ["torch", "torchvision", "hydra", "omegaconf", "numpy"]
 
 from resnet_cifar.config import Shortcut  # noqa: E402
-from resnet_cifar.models import cifar_plain as _cifar_plain  # noqa: E402
-from resnet_cifar.models import cifar_resnet as _cifar_resnet  # noqa: E402
-from resnet_cifar.trained import load_run  # noqa: E402
+from resnet_cifar.models.resnet import cifar_plain as _cifar_plain  # noqa: E402
+from resnet_cifar.models.resnet import cifar_resnet as _cifar_resnet  # noqa: E402
+from resnet_cifar.saved_run import load_run  # noqa: E402
 
 
 def cifar_resnet(depth: int = 20, shortcut: str = "A", num_classes: int = 10):

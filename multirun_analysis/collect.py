@@ -1,24 +1,27 @@
 """Run folders -> pandas frames: one row per run, and the curves in long form.
 
-Reads only the files of the run-folder contract (.hydra/config.yaml,
-summary.json, metrics.csv), older config values read as today's (resnet_cifar.config.upgrade);
-never imports the training code.
+Reads a run folder only through the run-folder contract (resnet_cifar.contract, torch-free, the code the
+training side reads it with): the run's config from summary.json (as `evaluate` and `load_run` read it),
+older config values read as today's (resnet_cifar.config.upgrade), metrics.csv a line at a time (a damaged
+line is dropped and counted, never the whole run). Never imports the training code.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from resnet_cifar.config import upgrade
+from resnet_cifar.contract import (
+    DATA_SIZES, FINAL_METRICS, HYDRA_FOLDER, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE, Status, UnreadableFile,
+    read_metrics, read_summary, run_config,
+)
 
+DEFAULT_DIRS = ("multirun", "outputs")  # where Hydra puts sweeps and single runs
 CURVE_METRICS = ("lr", "train_loss", "train_error", "test_loss", "test_error", "val_error")
-FINAL_COLUMNS = ("test_error", "test_loss", "train_error", "train_loss", "val_error")
 FLOATS = "%.10g"  # how the report's CSV files write floats: 21.8, not the 21.799999999999997 of 100 - 78.2
-DATA_SIZES = ("train_images", "val_images", "test_images")  # in summary.json since the report says its data
+ARCH = "arch.name"  # the net's name (its arch option): a row of the table, a panel of Figure 6
 
 
 class BrokenRun(Exception):
@@ -31,15 +34,17 @@ class Collection:
     curves: pd.DataFrame  # long form: run, iteration, metric, value
     broken: dict[str, str] = field(default_factory=dict)  # run folder -> what is wrong with it
     config_columns: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # run folder -> what was dropped from it
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Every folder below `paths` that Hydra made a run of (it holds .hydra/config.yaml)."""
+    """Every folder below `paths` that a run was made in (it holds summary.json or Hydra's .hydra/)."""
     found = set()
     for path in paths:
-        if (path / ".hydra").is_dir():
-            found.add(path)
-        found.update(p.parent for p in path.rglob(".hydra") if p.is_dir())
+        for marker in (SUMMARY_FILE, HYDRA_FOLDER):
+            if (path / marker).exists():
+                found.add(path)
+            found.update(p.parent for p in path.rglob(marker))
     return sorted(found)
 
 
@@ -49,73 +54,58 @@ def flatten_config(config: dict) -> dict:
     return {k: str(v) if isinstance(v, list) else v for k, v in flat.items()}
 
 
-def _read(path: Path, parse):
-    if not path.is_file():
-        raise BrokenRun(f"{path.name} is missing")
+def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
+    """(row, curves, config keys, damaged metrics lines dropped) of one run folder, or BrokenRun."""
     try:
-        return parse(path)
-    except Exception as e:
-        raise BrokenRun(f"{path.name} is unreadable ({type(e).__name__}: {e})") from e
-
-
-def _metrics(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path)
-    needed = ["iteration", "train_error", "test_error"]
-    if any(c not in frame for c in needed):
-        raise ValueError(f"columns {list(frame.columns)} lack one of {needed}")
-    if frame[needed].isna().any().any():
-        raise ValueError("a row is cut off")
-    return frame
-
-
-def _mapping(path: Path, load) -> dict:
-    """A file that must hold a mapping (a YAML or JSON object); anything else is a BrokenRun."""
-    content = _read(path, load)
-    if not isinstance(content, dict):
-        raise BrokenRun(f"{path.name} holds {type(content).__name__ if content is not None else 'nothing'}, "
-                        "not the mapping the run folder contract says")
-    return content
-
-
-def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str]]:
-    """(row, curves, config keys) of one run folder, or BrokenRun."""
-    config = upgrade(_mapping(run_dir / ".hydra" / "config.yaml", lambda p: OmegaConf.to_container(OmegaConf.load(p))))
-    summary = _mapping(run_dir / "summary.json", lambda p: json.loads(p.read_text()))
+        summary = read_summary(run_dir)
+        if summary is None:
+            raise BrokenRun(f"{SUMMARY_FILE} is missing")
+        config = upgrade(run_config(summary, run_dir))
+    except UnreadableFile as e:
+        raise BrokenRun(str(e).replace(str(run_dir / SUMMARY_FILE), SUMMARY_FILE)) from e
+    except Exception as e:  # a config too damaged to read as today's
+        raise BrokenRun(f"{SUMMARY_FILE} holds a config that cannot be read ({type(e).__name__}: {e})") from e
     flat = flatten_config(config)
-    metrics_path = run_dir / "metrics.csv"
-    if metrics_path.exists() or summary.get("status") == "completed":
-        metrics = _read(metrics_path, _metrics)
-    else:  # started, no evaluation yet
-        metrics = pd.DataFrame(columns=["iteration", *CURVE_METRICS])
-    row = {"run": str(run_dir), "status": summary.get("status", "unknown"),
+    status = summary.get("status", "unknown")
+    metrics_path = run_dir / METRICS_FILE
+    if status == Status.completed and not metrics_path.exists():
+        raise BrokenRun(f"{METRICS_FILE} is missing")
+    metrics = read_metrics(metrics_path)
+    numbers = pd.DataFrame(metrics.numbers(), columns=list(METRIC_COLUMNS))
+    if status == Status.completed and numbers.empty:
+        raise BrokenRun(f"{METRICS_FILE} holds no whole row")
+    row = {"run": str(run_dir), "status": status,
            "iteration": summary.get("iteration"), "params": summary.get("params"),
            "wall_time_s": summary.get("wall_time_s"), "error": summary.get("error"),
            **{key: summary.get(key) for key in DATA_SIZES},
            "commit": (summary.get("source") or {}).get("commit")}  # the project's code, when run from a checkout
-    last = metrics.iloc[-1] if len(metrics) else {}
-    for column in FINAL_COLUMNS:  # the end of training (or the latest evaluation of a running run)
-        value = summary.get(column) if row["status"] == "completed" else None
+    last = numbers.iloc[-1] if len(numbers) else {}
+    for column in FINAL_METRICS:  # the end of training (or the latest evaluation of a running run)
+        value = summary.get(column) if status == Status.completed else None
         row[column] = value if value is not None else last.get(column)
-    if row["test_error"] is not None:
+    if row["test_error"] is not None and not pd.isna(row["test_error"]):
         row["test_accuracy"] = 100.0 - row["test_error"]
-    curves = metrics.melt(id_vars="iteration", value_vars=[m for m in CURVE_METRICS if m in metrics],
+    curves = numbers.melt(id_vars="iteration", value_vars=list(CURVE_METRICS),
                           var_name="metric", value_name="value").dropna(subset=["value"])
+    curves["iteration"] = curves["iteration"].astype(int)
     curves.insert(0, "run", str(run_dir))
-    return {**row, **flat}, curves, list(flat)
+    return {**row, **flat}, curves, list(flat), metrics.dropped
 
 
 def collect(paths: list[Path]) -> Collection:
-    rows, curves, broken, keys = [], [], {}, {}
+    rows, curves, broken, keys, notes = [], [], {}, {}, {}
     for run_dir in find_run_dirs(paths):
         try:
-            row, run_curves, config_keys = load_run(run_dir)
+            row, run_curves, config_keys, dropped = read_run(run_dir)
         except BrokenRun as e:
             broken[str(run_dir)] = str(e)
             continue
         rows.append(row)
         curves.append(run_curves)
         keys.update(dict.fromkeys(config_keys))
+        if dropped:
+            notes[str(run_dir)] = f"{dropped} damaged line(s) of {METRICS_FILE} left out"
     runs = pd.DataFrame(rows)
     all_curves = (pd.concat(curves, ignore_index=True) if curves
                   else pd.DataFrame(columns=["run", "iteration", "metric", "value"]))
-    return Collection(runs, all_curves, broken, list(keys))
+    return Collection(runs, all_curves, broken, list(keys), notes)

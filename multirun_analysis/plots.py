@@ -10,6 +10,8 @@ from pathlib import Path
 
 import matplotlib
 
+from .collect import ARCH
+
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -40,15 +42,22 @@ def _error_ylim(values: pd.Series) -> tuple[float, float]:
     return 0.0, min(100.0, max(5.0, 1.5 * values.quantile(0.5)))
 
 
+def figure6_panels(runs: pd.DataFrame) -> list[str]:
+    """Figure 6's panels: one per net the runs trained (every arch name, in order), never a fixed list."""
+    return sorted(runs[ARCH].dropna().astype(str).unique())
+
+
 def figure6(curves: pd.DataFrame, runs: pd.DataFrame, path: Path, caption: str = "") -> Path:
-    """The paper's Figure 6: error vs iterations, plain | ResNet, colour by depth, test bold, train dashed."""
-    data = _with_factors(curves[curves["metric"].isin(METRIC_LABELS)], runs, ["arch", "depth"])
+    """The paper's Figure 6: error vs iterations, a panel per net (plain | resnet | yours), colour by depth,
+    test bold, train dashed."""
+    data = _with_factors(curves[curves["metric"].isin(METRIC_LABELS)], runs, [ARCH, "depth"])
     depths = sorted(data["depth"].unique())
     data = data.assign(error=data["metric"].map(METRIC_LABELS), depth=data["depth"].astype(str))
+    panels = figure6_panels(runs)
     grid = sns.relplot(data=data, x="iteration", y="value", hue="depth", hue_order=[str(d) for d in depths],
                        style="error", size="error",
                        sizes={"test": 2.2, "train": 0.9}, dashes={"test": "", "train": (4, 2)},
-                       col="arch", col_order=[a for a in ("plain", "resnet") if a in set(data["arch"])],
+                       col=ARCH, col_order=panels, col_wrap=3 if len(panels) > 3 else None,
                        kind="line", errorbar="sd", palette="deep", height=4, aspect=1.2,
                        facet_kws={"sharey": True})
     grid.set_axis_labels("iteration", "error (%)")
@@ -62,12 +71,12 @@ def figure6(curves: pd.DataFrame, runs: pd.DataFrame, path: Path, caption: str =
 
 
 def depth_plot(runs: pd.DataFrame, path: Path, caption: str = "") -> Path:
-    """Final test error vs depth, plain vs ResNet, error bars over seeds (the degradation problem); the y axis
+    """Final test error vs depth, a line per net, error bars over seeds (the degradation problem); the y axis
     starts at 0 so that a few tenths of a percent do not look like a cliff."""
     done = runs[runs["status"] == "completed"]
     fig, ax = plt.subplots(figsize=(WIDTH_IN * 0.6, 4))
-    sns.lineplot(data=done, x="depth", y="test_error", hue="arch", marker="o", errorbar="sd",
-                 err_style="bars", ax=ax)
+    sns.lineplot(data=done, x="depth", y="test_error", hue=ARCH, hue_order=figure6_panels(done), marker="o",
+                 errorbar="sd", err_style="bars", ax=ax)
     ax.set_xticks(sorted(done["depth"].unique()))
     ax.set(xlabel="depth (layers)", ylabel="final test error (%)",
            title="Final test error by depth (mean over seeds, bars ± 1 std)")
@@ -82,7 +91,7 @@ def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, path: Pat
     """Test (bold) and training (dashed) error curves coloured by the factor's value (a panel per depth and
     model when they vary): a factor that changes how the net fits its training data (augmentation, the
     input pipeline) shows in the gap between the two."""
-    panels = [c for c in ("depth", "arch") if runs[c].nunique() > 1]
+    panels = [c for c in ("depth", ARCH) if runs[c].nunique() > 1]
     data = _with_factors(curves[curves["metric"].isin(METRIC_LABELS)], runs, [factor, *panels])
     data = data.assign(error=data["metric"].map(METRIC_LABELS), **{factor: data[factor].astype(str)})
     grid = sns.relplot(data=data, x="iteration", y="value", hue=factor, style="error", size="error",

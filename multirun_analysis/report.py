@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .collect import FLOATS, collect
+from .collect import DEFAULT_DIRS, FLOATS, collect
 from .plots import draw_all
 from .table import aggregate, basis, paper_recipe, to_markdown, varying_factors, with_defaults
 
-DEFAULT_DIRS = ("multirun", "outputs")  # where Hydra puts sweeps and single runs
 MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 
 
@@ -46,19 +45,14 @@ def update_readme(readme: Path, text: str) -> None:
 
 def figure7_if_possible(runs: pd.DataFrame, out: Path, data_root: str | None,
                         caption: str = "") -> tuple[list[Path], str]:
-    """Figure 7 for the report's runs that kept their models: ([fig7.png] or [], a line for the account)."""
-    from resnet_cifar.errors import UserError
+    """Figure 7 for the report's runs that kept their models: ([fig7.png] or [], lines for the account)."""
+    from .responses import left_out_line, write_responses  # torch and the nets only where a figure needs them
 
-    from .responses import write_responses
-
-    try:
-        written = write_responses(runs, out, data_root, caption)
-    except UserError as e:
-        return [], f"\nFigure 7 skipped: {e} (give the data folder with --data)"
-    if written is None:
-        return [], "\nFigure 7 skipped: no completed run kept a model.pt"
-    responses, figure = written
-    return [figure], f"\nFigure 7 from {responses['run'].nunique()} runs' models: responses.csv, {figure.name}"
+    responses, figure, left_out = write_responses(runs, out, data_root, caption)
+    note = f"\n{left_out_line(runs, left_out)}" if left_out else ""
+    if responses is None:
+        return [], note + ("" if left_out else "\nFigure 7 skipped: no completed run kept a model.pt")
+    return [figure], f"\nFigure 7 from {responses['run'].nunique()} runs' models: responses.csv, {figure.name}{note}"
 
 
 def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: str | None = None) -> str:
@@ -100,6 +94,8 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     account += fig7_note
     for run, why in found.broken.items():
         account += f"\nskipped {run}: {why}"
+    for run, what in found.notes.items():
+        account += f"\n{run}: {what}"
     return account
 
 

@@ -3,10 +3,12 @@
 Usage: python -m multirun_analysis.responses [RUN_OR_SWEEP_DIR ...] [--out DIR] [--data ROOT]
 
 For every completed run that kept its model.pt, the net is rebuilt from the
-run's config and the test set is run through it once in eval mode. The
-response of a 3x3 layer is the output of the BN that follows its convolution,
-before the ReLU and before the shortcut is added (the paper's definition);
-its standard deviation is taken per channel over all test images and
+run's config (load_run: its arch plug-in, its weights, its normalization) and
+the test set is run through it once in eval mode. Which layers are its
+responses the net says itself (its `response_layers()`; for the paper's nets
+the BN after each 3x3 conv, before the ReLU and the addition, the paper's
+definition); a net that does not say is left out, with a line saying so. Each
+response's standard deviation is taken per channel over all test images and
 positions, then averaged over the channels. Writes responses.csv (run, arch,
 depth, seed, layer, std) and fig7.png: std by layer index, and sorted by
 magnitude, as in the paper.
@@ -23,10 +25,13 @@ import seaborn as sns
 import torch
 from torch import Tensor, nn
 
-from resnet_cifar.models import CifarResNet
-from resnet_cifar.trained import load_run
+from resnet_cifar.config import NAME_KEY
+from resnet_cifar.contract import MODEL_FILE
+from resnet_cifar.errors import DataError, UserError
+from resnet_cifar.models import RESPONSES_METHOD, response_layers
+from resnet_cifar.saved_run import load_run
 
-from .collect import FLOATS, collect
+from .collect import ARCH, DEFAULT_DIRS, FLOATS, collect
 from .plots import add_caption
 
 matplotlib.use("Agg")
@@ -36,25 +41,23 @@ RESPONSES_FILE = "responses.csv"
 FIGURE_FILE = "fig7.png"
 
 
-def response_layers(model: CifarResNet) -> list[nn.BatchNorm2d]:
-    """The BN after each 3x3 conv, in forward order: the first layer, then conv1 and conv2 of every block."""
-    layers = [model.bn1]
-    for stage in (model.layer1, model.layer2, model.layer3):
-        for block in stage:
-            layers += [block.bn1, block.bn2]
-    return layers
+class NoResponses(Exception):
+    """A net that does not say which of its layers are its responses."""
 
 
 @torch.no_grad()
-def layer_response_std(model: CifarResNet, batches) -> list[float]:
-    """Per 3x3 layer: std of its BN output per channel over images and positions, mean over channels."""
+def layer_response_std(model: nn.Module, batches) -> list[float]:
+    """Per response layer: std of its output per channel over images and positions, mean over channels."""
     layers = response_layers(model)
+    if layers is None:
+        raise NoResponses(f"{type(model).__name__} has no {RESPONSES_METHOD}() method, so its responses are not "
+                          "known")
     sums: list[Tensor | None] = [None] * len(layers)
     squares: list[Tensor | None] = [None] * len(layers)
     counts = [0] * len(layers)
 
     def hook(index: int):
-        def record(module, inputs, output: Tensor) -> None:  # before the in-place ReLU that follows
+        def record(module, inputs, output: Tensor) -> None:  # before an in-place ReLU that follows
             x = output.double()
             s, q = x.sum((0, 2, 3)), x.square().sum((0, 2, 3))
             sums[index] = s if sums[index] is None else sums[index] + s
@@ -79,11 +82,12 @@ def layer_response_std(model: CifarResNet, batches) -> list[float]:
 
 def run_responses(run_dir: Path, data_root: str | None = None, device: torch.device = torch.device("cpu")) -> pd.DataFrame:
     """The layer responses of one run's model on its test set, loaded as evaluate loads it (load_run: the
-    net from its config, model.pt, the test set normalized with its own training split's statistics)."""
+    net from its config, model.pt, the test set normalized as the run trained); NoResponses for a net that
+    does not say which its responses are."""
     run = load_run(run_dir, device, data_root)
     stds = layer_response_std(run.model, run.test_batches(1000))
     config = run.config
-    return pd.DataFrame({"run": str(run_dir), "arch": config["arch"], "depth": config["depth"],
+    return pd.DataFrame({"run": str(run_dir), "arch": config["arch"][NAME_KEY], "depth": config["depth"],
                          "seed": config.get("seed"), "layer": range(1, len(stds) + 1), "std": stds})
 
 
@@ -93,14 +97,13 @@ def runs_with_models(runs: pd.DataFrame) -> list[Path]:
     if runs.empty:
         return []
     completed = runs.loc[runs["status"] == "completed", "run"]
-    return [Path(run) for run in completed if (Path(run) / "model.pt").is_file()]
+    return [Path(run) for run in completed if (Path(run) / MODEL_FILE).is_file()]
 
 
 def figure7(responses: pd.DataFrame, path: Path, caption: str = "") -> Path:
     """Two panels like the paper's: by layer index, and each net's layers sorted by magnitude; a colour per
     depth that reads on white, a line style per architecture, a band of ± 1 std over seeds."""
     frame = responses.copy()
-    frame["net"] = frame["arch"].map({"plain": "plain", "resnet": "ResNet"}) + "-" + frame["depth"].astype(str)
     frame["rank"] = frame.groupby("run")["std"].rank(ascending=False, method="first").astype(int)
     fig, axes = plt.subplots(2, 1, figsize=(8, 7))
     depths = sorted(frame["depth"].unique())
@@ -109,7 +112,7 @@ def figure7(responses: pd.DataFrame, path: Path, caption: str = "") -> Path:
              "errorbar": "sd", "markers": False}
     sns.lineplot(data=frame, x="layer", y="std", ax=axes[0], **style)
     sns.lineplot(data=frame, x="rank", y="std", ax=axes[1], legend=False, **style)
-    ylabel = "std of the response\n(BN output of a 3x3 layer)"
+    ylabel = "std of the response\n(of each of the net's response layers)"
     axes[0].set(xlabel="layer index (original)", ylabel=ylabel,
                 title="Layer responses on the test set (Fig. 7); band: ± 1 std over seeds")
     axes[1].set(xlabel="layer index (sorted by magnitude)", ylabel=ylabel)
@@ -120,25 +123,41 @@ def figure7(responses: pd.DataFrame, path: Path, caption: str = "") -> Path:
     return path
 
 
+def left_out_line(runs: pd.DataFrame, left_out: dict[str, str]) -> str:
+    """One line per net left out of Figure 7, with how many runs and why."""
+    by_arch: dict[str, list[str]] = {}
+    names = dict(zip(runs["run"].astype(str), runs[ARCH].astype(str))) if ARCH in runs else {}
+    for run, why in left_out.items():
+        by_arch.setdefault(names.get(run, "?"), []).append(why)
+    return "\n".join(f"Figure 7 leaves out arch={arch} ({len(whys)} run{'s' if len(whys) > 1 else ''}): {whys[0]}"
+                     for arch, whys in sorted(by_arch.items()))
+
+
 def write_responses(runs: pd.DataFrame, out: Path, data_root: str | None = None,
-                    caption: str = "") -> tuple[pd.DataFrame, Path] | None:
-    """responses.csv and fig7.png in `out` for the completed runs of `runs` that kept a model (None when
-    no run has one)."""
-    with_models = runs_with_models(runs)
-    if not with_models:
-        return None
+                    caption: str = "") -> tuple[pd.DataFrame | None, Path | None, dict[str, str]]:
+    """responses.csv and fig7.png in `out` for the completed runs of `runs` that kept a model, can be loaded
+    here, and whose net says which its responses are: (responses, figure, {run left out: why}); no figure
+    when none could be measured. One run that cannot be loaded (its net's module not importable here, its
+    data not found) is left out, saying why, not all of them."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    responses = pd.concat([run_responses(r, data_root, device) for r in with_models], ignore_index=True)
+    measured, left_out = [], {}
+    for run_dir in runs_with_models(runs):
+        try:
+            measured.append(run_responses(run_dir, data_root, device))
+        except NoResponses as e:
+            left_out[str(run_dir)] = str(e)
+        except UserError as e:
+            hint = " (give the data folder with --data)" if isinstance(e, DataError) else ""
+            left_out[str(run_dir)] = f"it cannot be loaded here: {e}{hint}"
+    if not measured:
+        return None, None, left_out
+    responses = pd.concat(measured, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     responses.to_csv(out / RESPONSES_FILE, index=False, float_format=FLOATS)
-    return responses, figure7(responses, out / FIGURE_FILE, caption)
+    return responses, figure7(responses, out / FIGURE_FILE, caption), left_out
 
 
 def main(argv: list[str] | None = None) -> int:
-    from resnet_cifar.errors import UserError
-
-    from .report import DEFAULT_DIRS
-
     parser = argparse.ArgumentParser(prog="python -m multirun_analysis.responses",
                                      description="Figure 7: std of the 3x3 layers' responses on the test set.")
     parser.add_argument("dirs", nargs="*", type=Path, help="run or sweep folders (default: multirun/ and outputs/)")
@@ -153,15 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     found = collect(dirs)
     for run, why in found.broken.items():
         print(f"skipped {run}: {why}", file=sys.stderr)
-    try:
-        written = write_responses(found.runs, args.out, args.data)
-    except UserError as e:
-        print(f"error: {e} (give the data folder with --data)", file=sys.stderr)
+    responses, figure, left_out = write_responses(found.runs, args.out, args.data)
+    if left_out:
+        print(left_out_line(found.runs, left_out), file=sys.stderr)
+    if responses is None:
+        print(f"error: no completed run with a model.pt whose net says its responses, under "
+              f"{', '.join(map(str, dirs))}", file=sys.stderr)
         return 2
-    if written is None:
-        print(f"error: no completed run with a model.pt under {', '.join(map(str, dirs))}", file=sys.stderr)
-        return 2
-    responses, figure = written
     print(f"{responses['run'].nunique()} runs, {len(responses)} layers: wrote {args.out / RESPONSES_FILE}, {figure}")
     return 0
 

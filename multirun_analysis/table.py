@@ -1,37 +1,46 @@
 """Completed runs -> the accuracy table: depth x model (x every other factor that varies), over seeds.
 
-A row is compared with the paper's Table 6 only when its runs used the
-paper's recipe and budget in full (ResNet, option A, the default config of
-conf/), so short runs are never set against the paper.
+A row is compared with a published number only when its runs used that paper's recipe and budget in full
+(the default config of conf/, with the conditions the paper states: references.csv), so short runs are
+never set against a paper. Models are whatever arch names the runs have, never a fixed list.
 """
 from __future__ import annotations
 
+from importlib import resources
+
 import pandas as pd
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
-from resnet_cifar.config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT
+from resnet_cifar.config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, NAME_KEY, PLUGIN_GROUPS, composed_run_config, is_under
 
-from .collect import flatten_config
+from .collect import ARCH, flatten_config
 
-# He et al. 2015, Table 6 (CIFAR-10 test error %). For 110 the paper gives best of 5 (6.43) and the
-# mean ± std of 5 runs (6.61 ± 0.16); the table compares means, so it uses 6.61.
-PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61, 1202: 7.93}
+REFERENCES_FILE = "references.csv"  # published CIFAR-10 test errors: arch, depth, conditions, error, source
 
-# Keys that say where or how a run was executed, not what was trained.
-NOT_FACTORS = {"seed", *DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT, "trainer.device", "trainer.eval_batch_size",
+# Keys that say where or how a run was executed, not what was trained (a key stands for all under it).
+NOT_FACTORS = ("seed", *DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT, "trainer.device", "trainer.eval_batch_size",
                "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last",
-               "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode"}
-ROW_KEYS = ["depth", "arch"]
-# The paper trained on two GPUs with per-GPU BN; one process or several both count as its recipe.
-NOT_RECIPE = NOT_FACTORS | {"depth", "trainer.nproc_per_node", "trainer.nnodes"}
+               "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode")
+ROW_KEYS = ["depth", ARCH]
+# The paper trained on two GPUs with per-GPU BN; one process or several both count as its recipe. The net
+# (arch) is the reference's own key, with its conditions.
+NOT_RECIPE = (*NOT_FACTORS, "depth", "arch", "trainer.nproc_per_node", "trainer.nnodes")
 
 
 def paper_recipe() -> dict:
     """The default config of conf/ (the paper's recipe and full budget), flattened."""
     with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = compose(config_name="config")
-    return flatten_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+        cfg = compose(config_name="config", return_hydra_config=True)
+    return flatten_config(composed_run_config(cfg))
+
+
+def references() -> pd.DataFrame:
+    """The published numbers the table compares with (references.csv), conditions as {key: value}."""
+    with resources.files("multirun_analysis").joinpath(REFERENCES_FILE).open() as f:
+        table = pd.read_csv(f, keep_default_na=False)
+    table["conditions"] = table["conditions"].map(
+        lambda text: dict(part.split("=", 1) for part in text.split(";")) if text else {})
+    return table
 
 
 def with_defaults(runs: pd.DataFrame, recipe: dict) -> pd.DataFrame:
@@ -43,35 +52,74 @@ def with_defaults(runs: pd.DataFrame, recipe: dict) -> pd.DataFrame:
     return runs
 
 
+def own_keys_determined(runs: pd.DataFrame, column: str) -> bool:
+    """Whether a plug-in's own key (arch.bottleneck, normalization.epsilon) takes one value per option of its
+    group: then it is part of what the option is, not a factor of its own."""
+    group = column.split(".")[0]
+    name = f"{group}.name"
+    if group not in PLUGIN_GROUPS or column == name or name not in runs:
+        return False
+    return bool((runs.groupby(name, dropna=False)[column].agg(lambda v: v.astype(str).nunique()) <= 1).all())
+
+
 def varying_factors(runs: pd.DataFrame, config_columns: list[str]) -> list[str]:
-    """Config keys (other than depth, arch and execution details) whose value differs between runs."""
+    """Config keys (other than depth, the net and execution details) whose value differs between runs."""
     return [c for c in config_columns
-            if c not in NOT_FACTORS and c not in ROW_KEYS and c in runs and runs[c].astype(str).nunique() > 1]
+            if not is_under(c, NOT_FACTORS) and c not in ROW_KEYS and c in runs
+            and runs[c].astype(str).nunique() > 1 and not own_keys_determined(runs, c)]
 
 
-def is_paper_recipe(runs: pd.DataFrame, recipe: dict) -> pd.Series:
-    """Per run: every key that defines the experiment, except depth and the process count, has the
-    paper's value."""
-    ok = pd.Series(True, index=runs.index)
-    for key, value in recipe.items():
-        if key in NOT_RECIPE:
-            continue
-        ok &= runs[key].astype(str) == str(value) if key in runs else False
-    return ok
+def _same(value, wanted) -> bool:
+    """A config value against a reference's condition (text): numbers as numbers, words case-blind."""
+    try:
+        return float(value) == float(wanted)
+    except (TypeError, ValueError):
+        return str(value).lower() == str(wanted).lower()
+
+
+def reference_errors(runs: pd.DataFrame, recipe: dict) -> pd.Series:
+    """Per run: the published error of its net, depth and conditions, where every other key that defines
+    the experiment has the recipe's value (NaN elsewhere)."""
+    found = pd.Series(float("nan"), index=runs.index)
+    for _, ref in references().iterrows():
+        conditions = ref["conditions"]
+        ok = (runs[ARCH].astype(str) == ref["arch"]) & runs["depth"].map(lambda v, d=ref["depth"]: _same(v, d))
+        for key, value in recipe.items():
+            if is_under(key, NOT_RECIPE) or key in conditions:
+                continue
+            ok &= runs[key].map(lambda v, value=value: _same(v, value)) if key in runs else False
+        for key, value in conditions.items():
+            ok &= runs[key].map(lambda v, value=value: _same(v, value)) if key in runs else False
+        found[ok] = float(ref["error"])
+    return found
+
+
+def reference_sources(table: pd.DataFrame) -> list[str]:
+    """The sources of the published numbers a table shows."""
+    refs = references()
+    shown = table.dropna(subset=["paper_error"])
+    sources = []
+    for _, row in shown.iterrows():
+        match = refs[(refs["arch"] == row[ARCH]) & (refs["depth"] == row["depth"])
+                     & (refs["error"] == row["paper_error"])]
+        for source in match["source"]:
+            line = f"{row[ARCH]}-{row['depth']} {row['paper_error']:.2f}: {source}"
+            if line not in sources:
+                sources.append(line)
+    return sources
 
 
 def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict) -> pd.DataFrame:
     """Mean, std and count of the final test error over seeds, per depth x arch x factors."""
     done = runs[runs["status"] == "completed"].copy()
     keys = [k for k in ROW_KEYS if k in done] + factors
-    done["paper_recipe"] = is_paper_recipe(done, recipe)
+    done["reference"] = reference_errors(done, recipe) if ARCH in done and "depth" in done else float("nan")
     table = done.groupby(keys, dropna=False, sort=True).agg(
         test_error_mean=("test_error", "mean"), test_error_std=("test_error", "std"),
-        runs=("test_error", "size"), params=("params", "first"), paper_recipe=("paper_recipe", "all"),
+        runs=("test_error", "size"), params=("params", "first"),
+        paper_error=("reference", lambda v: v.iloc[0] if v.notna().all() and v.nunique() == 1 else float("nan")),
     ).reset_index()
     table["test_accuracy_mean"] = 100.0 - table["test_error_mean"]
-    paper = table["depth"].map(PAPER_TABLE6) if "depth" in table else pd.Series(float("nan"), index=table.index)
-    table["paper_error"] = paper.where(table["paper_recipe"])
     table["vs_paper"] = table["test_error_mean"] - table["paper_error"]
     return table
 
@@ -107,17 +155,21 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataFrame, caption: str) -> str:
+    """The table, its basis and sources under it, and the runs that are not in it."""
     header = ["depth", "model", *factors, "test error % (mean ± std)", "accuracy %", "runs", "params",
               "paper error %", "vs paper"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in table.iterrows():
         spread = f" ± {_fmt(r.test_error_std)}" if r.runs > 1 else ""
-        cells = [str(r.get("depth", "")), str(r.get("arch", "")), *(str(r[f]) for f in factors),
+        cells = [str(r.get("depth", "")), str(r.get(ARCH, "")), *(str(r[f]) for f in factors),
                  f"{_fmt(r.test_error_mean)}{spread}", _fmt(r.test_accuracy_mean), str(r.runs),
                  f"{int(r.params):,}" if not pd.isna(r.params) else "", _fmt(r.paper_error),
                  "" if pd.isna(r.vs_paper) else f"{r.vs_paper:+.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n\n" + caption + " Mean ± sample std over the seeds of a row.\n"
+    sources = reference_sources(table)
+    if sources:
+        text += "\nPaper numbers (compared only at that paper's full recipe): " + "; ".join(sources) + ".\n"
     if len(not_completed):
         text += "\nNot in the table (not completed):\n\n| run | status | iteration | error |\n|---|---|---|---|\n"
         for _, r in not_completed.iterrows():

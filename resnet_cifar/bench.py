@@ -27,12 +27,11 @@ from typing import Callable
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
 
-from .config import BaseConfig, validate
+from .config import BaseConfig, composed_run_config, typed, validate
 from .config import Dataset as DatasetName
-from .data import CifarArrays, load_cifar
-from .datasets import DATASETS
+from .data.cifar import CifarArrays, load_cifar
+from .data.files import DATASETS
 from .loop import TrainingLoop
 from .provenance import device_name
 
@@ -82,7 +81,7 @@ def ours(root: Path, depth: int, variant: str, batch: int, device: str, data: Ci
                  *(STANDARD_OVERRIDES + [f"data.workers={'null' if workers is None else workers}"] if variant == STANDARD
                    else variant_overrides(variant))]
     with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg: BaseConfig = OmegaConf.to_object(compose("config", overrides))
+        cfg: BaseConfig = typed(composed_run_config(compose("config", overrides, return_hydra_config=True)))
     validate(cfg)
     return TrainingLoop(cfg, data=data)
 

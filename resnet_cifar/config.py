@@ -3,26 +3,34 @@
 Values live in the YAML tree under conf/; this module only says what may be
 there. Hydra merges the YAML into ``BaseConfig``, so an unknown key, a wrong
 type or a value outside an Enum fails at composition, before any work.
-``validate`` adds the checks a type cannot express (depth 6n+2, positive
-rates, increasing milestones...).
+``validate`` adds the checks a type cannot express (positive rates,
+increasing milestones...).
+
+Four groups are plug-ins (PLUGIN_GROUPS): arch, normalization, optimizer and
+logger. Each option is a YAML file that names a callable by ``_target_`` and
+gives it the file's other keys; those nodes are open mappings here, and what
+their keys mean is the callable's business, checked when it is imported
+(plugins.py), before anything runs. ``name`` is the option's name (the YAML
+file's, filled in by ``with_plugin_names``): what folder names, the report's
+table and its figures show.
 """
 from __future__ import annotations
 
 import hashlib
-
 from dataclasses import dataclass, field
-from typing import List, Optional
 from enum import Enum
+from importlib import resources
+from typing import Any, Dict, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from .errors import ConfigError
 
-
-class Arch(Enum):
-    resnet = "resnet"
-    plain = "plain"
+PLUGIN_GROUPS = ("arch", "normalization", "optimizer", "logger")
+TARGET_KEY = "_target_"
+NAME_KEY = "name"
+RESERVED_KEYS = (TARGET_KEY, NAME_KEY)  # never passed to a plug-in's callable
 
 
 class Shortcut(Enum):
@@ -31,22 +39,14 @@ class Shortcut(Enum):
     C = "C"  # projection on every block
 
 
-class Normalization(Enum):
-    per_pixel_mean = "per_pixel_mean"  # the paper: subtract the mean image
-    channel_stats = "channel_stats"  # per-channel mean/std
-    imagenet = "imagenet"  # ImageNet mean/std (the seed README's original mistake)
-    unit = "unit"  # x / 255
-    raw = "raw"  # 0..255 as is
-
-
 class Dataset(Enum):
     cifar10 = "cifar10"
     cifar100 = "cifar100"
 
 
 class Pipeline(Enum):
-    device = "device"  # the whole split on the device, a batch's crops and flips in one gather (data.py)
-    torchvision = "torchvision"  # PIL images, torchvision's transforms, a DataLoader (torchvision_pipeline.py)
+    device = "device"  # the whole split on the device, a batch's crops and flips in one gather (data/device_loader.py)
+    torchvision = "torchvision"  # PIL images, torchvision's transforms, a DataLoader (data/torchvision_loader.py)
 
 
 class Augment(Enum):
@@ -57,11 +57,6 @@ class Augment(Enum):
 
 PIPELINES = tuple(p.value for p in Pipeline)
 AUGMENTS = tuple(a.value for a in Augment)
-
-
-class Logger(Enum):
-    csv = "csv"  # metrics.csv only
-    tensorboard = "tensorboard"  # and TensorBoard scalars beside it (live.py)
 
 
 class Precision(Enum):
@@ -78,40 +73,88 @@ class Device(Enum):
 # Where the data comes from, not what the experiment is: these never name a sweep job's folder
 # (conf/config.yaml's exclude_keys) and a run folder resumes whatever they say.
 DATA_SOURCE_KEYS = ("data.root", "data.download")
-# Keys that older versions wrote into run folders and nothing reads any more: upgrade() leaves them out, so
-# a run folder that has them still resumes, loads and reports.
-RETIRED_KEYS = ("optimizer.name",)
 # How a run is carried out or watched, not what it trains (its numbers do not depend on them): never part
 # of a job's folder name (conf/config.yaml's exclude_keys), not compared when a run folder resumes, not a
-# factor of the report.
-NOT_THE_EXPERIMENT = ("data.workers", "logger.name")
+# factor of the report. A key stands for everything under it.
+NOT_THE_EXPERIMENT = ("data.workers", "logger")
+
+
+def is_under(key: str, prefixes: tuple[str, ...] | list[str] | set[str]) -> bool:
+    """Whether a dotted key is one of `prefixes` or lies under one of them (logger.experiment under logger)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 # Values that older versions wrote and that mean one of today's: read as today's wherever a config is
 # read (a run folder resumed or compared, the report), and accepted on the command line.
 LEGACY_VALUES = {("data", "augment"): {"True": Augment.random.value, "False": Augment.none.value,
                                        "true": Augment.random.value, "false": Augment.none.value}}
-
-
 # Keys added since run folders were first written, with the value that does what runs did before them.
-ADDED_KEYS = {("data", "pipeline"): Pipeline.device.value, ("data", "workers"): None,
-              ("logger", "name"): Logger.csv.value}
+ADDED_KEYS = {("data", "pipeline"): Pipeline.device.value, ("data", "workers"): None}
+# Before plug-ins, the schedule's keys lived in `optimizer`, and `logger` might be missing (it was added later).
+SCHEDULE_KEYS = ("milestones", "gamma", "warmup")
+OLDEST_PLUGIN_CHOICES = {"optimizer": "sgd", "logger": "csv"}  # what runs did before they could choose
 
 
-def upgrade(config: dict) -> dict:
-    """A plain config (as summary.json or .hydra/config.yaml hold it) with older values read as today's, the
-    keys added since filled in as runs were before them, and retired keys left out."""
-    for retired in RETIRED_KEYS:
-        section, key = retired.split(".")
-        part = config.get(section)
-        if isinstance(part, dict) and key in part:
-            config = {**config, section: {k: v for k, v in part.items() if k != key}}
+def builtin_option(group: str, name: str) -> dict:
+    """A built-in option of a plug-in group as its YAML in conf/ holds it (with its name)."""
+    path = resources.files("resnet_cifar.conf") / group / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{group}={name} is not a built-in option (a run folder from an older version names it)")
+    return {**OmegaConf.to_container(OmegaConf.create(path.read_text())), NAME_KEY: name}
+
+
+def _upgrade_plugin(config: dict, group: str) -> dict:
+    """A plug-in node of an older run folder as today's YAML gives it: `arch: resnet` was a name, and
+    normalization and logger were `{name: ...}`; what the node held besides keeps its value."""
+    node = config.get(group, {NAME_KEY: OLDEST_PLUGIN_CHOICES.get(group)})
+    if isinstance(node, str):
+        node = {NAME_KEY: node}
+    if not isinstance(node, dict) or TARGET_KEY in node:
+        return config
+    name = node.get(NAME_KEY) or OLDEST_PLUGIN_CHOICES.get(group)
+    if group == "optimizer":  # its schedule keys moved to `schedule`
+        schedule = {k: node[k] for k in SCHEDULE_KEYS if k in node}
+        node = {k: v for k, v in node.items() if k not in SCHEDULE_KEYS}
+        config = {**config, "schedule": {**schedule, **config.get("schedule", {})}}
+    return {**config, group: {**builtin_option(group, name), **node, NAME_KEY: name}}
+
+
+def read_legacy_values(config: dict) -> dict:
+    """Values that older versions wrote read as today's (data.augment: true is random), in a recorded config
+    or on today's command line."""
     for (section, key), values in LEGACY_VALUES.items():
         part = config.get(section)
         if isinstance(part, dict) and str(part.get(key)) in values:
             config = {**config, section: {**part, key: values[str(part[key])]}}
+    return config
+
+
+def upgrade(config: dict) -> dict:
+    """A config a run folder recorded (summary.json) as today's code reads it: older values read as today's,
+    the keys added since filled in as runs were before them, plug-in nodes of versions before plug-ins as
+    today's YAML gives them. Only for recorded configs: a node of today without `_target_` is an error of its
+    YAML (plugins.py says so), never a built-in."""
+    for group in PLUGIN_GROUPS:
+        config = _upgrade_plugin(config, group)
+    config = read_legacy_values(config)
     for (section, key), value in ADDED_KEYS.items():
         part = config.get(section, {})
         if isinstance(part, dict) and key not in part:
             config = {**config, section: {**part, key: value}}
+    return config
+
+
+def with_plugin_names(config: dict, choices: Mapping[str, Any]) -> dict:
+    """The composed config with each plug-in node's `name`: the option chosen in its group (Hydra's
+    runtime choices), unless the YAML sets one itself."""
+    for group in PLUGIN_GROUPS:
+        node = config.get(group)
+        if isinstance(node, dict) and not node.get(NAME_KEY):
+            name = choices.get(group)
+            if not name:
+                raise ConfigError(f"{group} has no name: choose it as {group}=NAME (a file {group}/NAME.yaml in "
+                                  f"conf/ or in your --config-dir), or set {group}.name")
+            config = {**config, group: {**node, NAME_KEY: name}}
     return config
 
 
@@ -130,16 +173,6 @@ class DataConfig:
 
 
 @dataclass
-class LoggerConfig:
-    name: Logger = MISSING
-
-
-@dataclass
-class NormalizationConfig:
-    name: Normalization = MISSING
-
-
-@dataclass
 class WarmupConfig:
     """The paper's warm-up for ResNet-110/1202: a low lr until training error drops."""
 
@@ -151,11 +184,11 @@ class WarmupConfig:
 
 
 @dataclass
-class OptimizerConfig:
-    lr: float = MISSING
-    momentum: float = MISSING
-    weight_decay: float = MISSING
-    milestones: List[int] = MISSING  # iterations at which lr is multiplied by gamma
+class ScheduleConfig:
+    """The lr schedule of the run, for any optimizer: its base lr (optimizer.lr) times gamma at each
+    milestone, and the paper's warm-up of deep nets before that."""
+
+    milestones: List[int] = MISSING  # iterations at which lr is multiplied by gamma (they come with the budget)
     gamma: float = MISSING
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
@@ -188,15 +221,36 @@ class TrainerConfig:
 
 @dataclass
 class BaseConfig:
-    arch: Arch = MISSING
-    depth: int = MISSING
-    shortcut: Shortcut = MISSING
+    arch: Dict[str, Any] = field(default_factory=dict)  # plug-in: the model (called with depth, num_classes)
+    depth: int = MISSING  # what depths a model accepts is the model's rule (6n+2 for the paper's nets)
+    shortcut: Shortcut = MISSING  # for models that take a `shortcut` argument
     data: DataConfig = field(default_factory=DataConfig)
-    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    normalization: Dict[str, Any] = field(default_factory=dict)  # plug-in: fitted on the training split
+    optimizer: Dict[str, Any] = field(default_factory=dict)  # plug-in: a torch.optim class and its keys
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: Dict[str, Any] = field(default_factory=dict)  # plug-in: a live tracker beside metrics.csv, or none
     seed: int = MISSING
+
+
+def named_run_config(plain: dict, choices: Mapping[str, Any]) -> dict:
+    """A freshly composed config (plain, resolved) as a run records it: legacy values of the command line read
+    as today's, each plug-in named by the option chosen in its group."""
+    return with_plugin_names(read_legacy_values(plain), choices)
+
+
+def composed_run_config(composed: Any) -> dict:
+    """A config composed with Hydra's node (compose(..., return_hydra_config=True)) as a run records it:
+    named_run_config of it without the `hydra` node (for code outside a Hydra job: the sweep's checks, the
+    benchmark, the report's recipe)."""
+    plain = OmegaConf.to_container(composed, resolve=False)
+    choices = plain.pop("hydra")["runtime"]["choices"]
+    return named_run_config(OmegaConf.to_container(OmegaConf.create(plain), resolve=True, enum_to_str=True), choices)
+
+
+def typed(config: dict) -> BaseConfig:
+    """A plain run config as the typed schema (what the code reads)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BaseConfig), config))
 
 
 SCHEMA_NAME = "base_config"
@@ -233,34 +287,24 @@ OmegaConf.register_new_resolver("job_folder_name", job_folder_name, replace=True
 ConfigStore.instance().store(name=SCHEMA_NAME, node=BaseConfig)
 
 
-def uses_cuda_graph(cfg: BaseConfig, on_gpu: bool, processes: int) -> bool:
+def uses_cuda_graph(cfg: BaseConfig, on_gpu: bool, processes: int, captured_optimizer: bool) -> bool:
     """trainer.cuda_graph=null (the default) captures the step wherever that is possible and the
-    result is the same arithmetic: one process on a GPU fed by the device pipeline, no torch.compile mode
-    that captures itself."""
+    result is the same arithmetic: one process on a GPU fed by the device pipeline, an optimizer whose step
+    can be captured (SGD: see step.py), no torch.compile mode that captures itself."""
     t = cfg.trainer
     if t.cuda_graph is not None:
         return t.cuda_graph
-    return on_gpu and processes == 1 and cfg.data.pipeline == Pipeline.device.value and \
+    return on_gpu and processes == 1 and captured_optimizer and cfg.data.pipeline == Pipeline.device.value and \
         not (t.compile and t.compile_mode in COMPILE_MODES_WITH_CUDA_GRAPHS)
 
 
 def warnings(cfg: BaseConfig) -> list[str]:
     """What is allowed but probably not meant: one line each, for the log."""
-    late = [m for m in cfg.optimizer.milestones if m >= cfg.trainer.max_iters]
+    late = [m for m in cfg.schedule.milestones if m >= cfg.trainer.max_iters]
     if late:
-        return [f"optimizer.milestones {late} lie at or past trainer.max_iters={cfg.trainer.max_iters}: the lr is "
+        return [f"schedule.milestones {late} lie at or past trainer.max_iters={cfg.trainer.max_iters}: the lr is "
                 "not divided there (a shortened run; budget=quick scales the milestones with the run)"]
     return []
-
-
-def check_depth(depth: int) -> int:
-    """Return n for a CIFAR depth 6n+2, or refuse it."""
-    if depth < 8 or (depth - 2) % 6:
-        raise ConfigError(
-            f"depth={depth} is not allowed: depth must be 6n+2 with n >= 1 "
-            f"(8, 14, 20, 26, 32, ...; the paper used 20, 32, 44, 56, 110, 1202)"
-        )
-    return (depth - 2) // 6
 
 
 def _require(ok: bool, message: str) -> None:
@@ -268,16 +312,31 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _validate_optimizer_keys(cfg: BaseConfig) -> None:
+    """The keys of the optimizer node the run itself reads or that the paper sets (whether the callable takes
+    them is plugins.py's to check, naming its YAML)."""
+    o = cfg.optimizer
+    lr = o.get("lr")
+    _require(_is_number(lr) and lr > 0, f"optimizer.lr={lr} is not allowed: it must be a number > 0 (the "
+             "schedule's base lr)")
+    if "momentum" in o:  # the keys of SGD that the paper sets, wherever an optimizer has them
+        _require(_is_number(o["momentum"]) and 0 <= o["momentum"] < 1,
+                 f"optimizer.momentum={o['momentum']} is not allowed: it must be in [0, 1)")
+    if "weight_decay" in o:
+        _require(_is_number(o["weight_decay"]) and o["weight_decay"] >= 0,
+                 f"optimizer.weight_decay={o['weight_decay']} is not allowed: it must be >= 0")
+
+
 def validate(cfg: BaseConfig) -> None:
-    """Checks that types cannot express; raises ConfigError naming the value and the rule."""
-    check_depth(cfg.depth)
+    """Checks that types cannot express; raises ConfigError naming the value and the rule. What a plug-in
+    accepts (the depths of a model among them) is checked by plugins.check_plugins."""
     _require(0 <= cfg.seed < 2**63, f"seed={cfg.seed} is not allowed: it must lie in 0 .. 2**63-1")
-    _require(
-        cfg.arch is Arch.resnet or cfg.shortcut is Shortcut.A,
-        f"shortcut={cfg.shortcut.value} has no meaning for arch=plain (a plain net has no "
-        "shortcuts); use arch=resnet, or keep the default shortcut=A with arch=plain",
-    )
-    d, o, w, t = cfg.data, cfg.optimizer, cfg.optimizer.warmup, cfg.trainer
+    _validate_optimizer_keys(cfg)
+    d, s, w, t = cfg.data, cfg.schedule, cfg.schedule.warmup, cfg.trainer
     _require(d.batch_size > 0, f"data.batch_size={d.batch_size} is not allowed: it must be > 0")
     _require(d.val_size >= 0, f"data.val_size={d.val_size} is not allowed: it must be >= 0")
     _require(d.pipeline in PIPELINES, f"data.pipeline={d.pipeline} is not allowed: it must be one of "
@@ -287,10 +346,7 @@ def validate(cfg: BaseConfig) -> None:
     _require(d.workers is None or d.workers >= 0,
              f"data.workers={d.workers} is not allowed: it must be >= 0 (0: images are prepared in the training "
              "process), or null for one per core left to each process")
-    _require(o.lr > 0, f"optimizer.lr={o.lr} is not allowed: it must be > 0")
-    _require(0 <= o.momentum < 1, f"optimizer.momentum={o.momentum} is not allowed: it must be in [0, 1)")
-    _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} is not allowed: it must be >= 0")
-    _require(0 < o.gamma <= 1, f"optimizer.gamma={o.gamma} is not allowed: it must be in (0, 1]")
+    _require(0 < s.gamma <= 1, f"schedule.gamma={s.gamma} is not allowed: it must be in (0, 1]")
     for name in ("max_iters", "eval_every", "checkpoint_every", "eval_batch_size", "nproc_per_node", "nnodes"):
         value = getattr(t, name)
         _require(value > 0, f"trainer.{name}={value} is not allowed: it must be > 0")
@@ -316,16 +372,21 @@ def validate(cfg: BaseConfig) -> None:
         _require(not t.compile or t.compile_mode not in COMPILE_MODES_WITH_CUDA_GRAPHS,
                  f"trainer.compile_mode={t.compile_mode} is not allowed with trainer.cuda_graph=true: that mode "
                  "captures CUDA graphs itself; use compile_mode=default or max-autotune-no-cudagraphs")
-    m = list(o.milestones)
+    m = list(s.milestones)
     _require(
         all(a < b for a, b in zip([0] + m, m)),
-        f"optimizer.milestones={m} is not allowed: they must be positive and strictly increasing",
+        f"schedule.milestones={m} is not allowed: they must be positive and strictly increasing",
     )
-    _require(w.min_depth >= 0, f"optimizer.warmup.min_depth={w.min_depth} is not allowed: it must be >= 0")
-    _require(w.max_iters > 0, f"optimizer.warmup.max_iters={w.max_iters} is not allowed: it must be > 0")
-    _require(w.lr > 0, f"optimizer.warmup.lr={w.lr} is not allowed: it must be > 0")
+    _require(w.min_depth >= 0, f"schedule.warmup.min_depth={w.min_depth} is not allowed: it must be >= 0")
+    _require(w.max_iters > 0, f"schedule.warmup.max_iters={w.max_iters} is not allowed: it must be > 0")
+    _require(w.lr > 0, f"schedule.warmup.lr={w.lr} is not allowed: it must be > 0")
     _require(
         0 < w.until_train_error <= 100,
-        f"optimizer.warmup.until_train_error={w.until_train_error} is not allowed: it is a percentage in (0, 100]",
+        f"schedule.warmup.until_train_error={w.until_train_error} is not allowed: it is a percentage in (0, 100]",
     )
-    _require(w.window > 0, f"optimizer.warmup.window={w.window} is not allowed: it must be > 0")
+    _require(w.window > 0, f"schedule.warmup.window={w.window} is not allowed: it must be > 0")
+    base_lr = cfg.optimizer["lr"]
+    _require(cfg.depth < w.min_depth or w.lr <= base_lr,
+             f"schedule.warmup.lr={w.lr} is not allowed with optimizer.lr={base_lr}: a depth-{cfg.depth} net warms up "
+             f"(schedule.warmup.min_depth={w.min_depth}) at a lower lr than its base; set schedule.warmup.lr to at most "
+             f"{base_lr}, or schedule.warmup.min_depth above {cfg.depth}")

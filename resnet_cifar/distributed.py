@@ -2,7 +2,7 @@
 
 Two ways in, one code path:
 - `torchrun --nproc_per_node=N -m resnet_cifar.train ...`: torchrun starts the
-  workers; `train.torchrun_arguments` makes them agree on one run folder before
+  workers; `torchrun.torchrun_arguments` makes them agree on one run folder before
   Hydra runs.
 - `trainer.nproc_per_node=N` (alone or in a sweep): the job process starts the
   workers through PyTorch's elastic launch API (`launch`) and waits for them.

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import EXIT_BAD_INPUT, UserError
-from .evaluation import outputs
-from .trained import TrainedRun, load_run
+from .saved_run import TrainedRun, load_run
+from .scoring import outputs
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -34,7 +34,7 @@ import seaborn as sns  # noqa: E402
 @torch.no_grad()
 def predict(run: TrainedRun) -> tuple[np.ndarray, np.ndarray, float]:
     """(predicted class, true class, mean loss) over the test set, in the run's evaluation batches and
-    precision: the arithmetic of the run's own evaluation (evaluation.outputs)."""
+    precision: the arithmetic of the run's own evaluation (scoring.outputs)."""
     predicted, truth, loss = [], [], torch.zeros((), dtype=torch.float64, device=run.device)
     for out, y in outputs(run.model, run.test_batches(), run.device, run.cfg.trainer.precision):
         loss += F.cross_entropy(out, y, reduction="sum")

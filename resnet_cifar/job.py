@@ -18,8 +18,9 @@ import torch.distributed as dist
 from .console import ConsoleFormatter
 from .distributed import World, launch, world_from_env
 from .placement import gpus_for_job, only_these_gpus, visible_gpus
-from .run import train
+from .training_run import train_run
 from .run_folder import RunFolder, RunSpec
+
 
 def run_worker(config: dict, run_dir: str, overrides: list[str]) -> None:
     """One process of a job's DDP group, started by `distributed.launch` (no Hydra in here)."""
@@ -30,7 +31,7 @@ def run_worker(config: dict, run_dir: str, overrides: list[str]) -> None:
     folder = RunFolder(Path(run_dir))
     try:
         with folder.log_to_file() if world.is_main else nullcontext():
-            train(RunSpec.from_dict(config, overrides), folder, world)
+            train_run(RunSpec.from_dict(config, overrides), folder, world)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -43,7 +44,7 @@ def run_job(spec: RunSpec, folder: RunFolder, world: World) -> None:
     t = spec.cfg.trainer
     processes = t.nproc_per_node * t.nnodes
     if world.distributed:  # torchrun placed the processes: local rank i on GPU i
-        train(spec, folder, world)
+        train_run(spec, folder, world)
     elif processes > 1:
         with gpus_for_job(t.device, processes) as gpus, only_these_gpus(gpus):
             launch(t.nproc_per_node, t.nnodes, run_worker, spec.config, str(folder.path), spec.overrides)
@@ -51,4 +52,4 @@ def run_job(spec: RunSpec, folder: RunFolder, world: World) -> None:
         with gpus_for_job(t.device, 1) as gpus:
             if gpus:
                 torch.cuda.set_device(visible_gpus().index(gpus[0]))
-            train(spec, folder)
+            train_run(spec, folder)

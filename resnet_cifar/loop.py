@@ -20,13 +20,14 @@ import torch.distributed as dist
 
 from .checkpoint import load_model_state
 from .config import BaseConfig
-from .data import CifarArrays, load_cifar, run_data
+from .data.cifar import CifarArrays, load_cifar
+from .data.run_data import run_data
 from .distributed import World, init_process_group, resolve_device, share_cores
 from .errors import Diverged
-from .evaluation import loss_and_error
 from .models import build_model, count_parameters
 from .run_folder import RunFolder
 from .schedule import LrSchedule
+from .scoring import loss_and_error
 from .signals import Interrupted, StopRequest
 from .step import TrainingStep
 
@@ -83,8 +84,10 @@ class TrainingLoop:
 
     STOP_CHECK_EVERY = 20  # with several processes: steps between agreeing on a stop (one small all_reduce)
 
-    def __init__(self, cfg: BaseConfig, world: World = World(), data: CifarArrays | None = None) -> None:
-        """`data`: the data set of cfg.data already loaded (the benchmark builds many loops from one load)."""
+    def __init__(self, cfg: BaseConfig, world: World = World(), data: CifarArrays | None = None,
+                 normalization_state: dict | None = None) -> None:
+        """`data`: the data set of cfg.data already loaded (the benchmark builds many loops from one load);
+        `normalization_state`: the normalization as the run fitted it when it started (not fitted again)."""
         self.cfg, self.world = cfg, world
         self.device = resolve_device(cfg.trainer.device, world)
         init_process_group(world)
@@ -93,12 +96,12 @@ class TrainingLoop:
         else:  # fixed shapes: let cuDNN time its algorithms once and keep the fastest
             torch.backends.cudnn.benchmark = True
         self.data = run_data(data or load_cifar(cfg.data.name, cfg.data.root, cfg.data.download), cfg,
-                             self.device, world)
+                             self.device, world, normalization_state)
         torch.manual_seed(cfg.seed)  # the same initial weights on every device
-        model = build_model(cfg.arch, cfg.depth, cfg.shortcut, self.data.num_classes)
+        model = build_model(cfg, self.data.num_classes)
         self.params = count_parameters(model)
         self.step = TrainingStep(model, cfg, self.device, world)
-        self.schedule = LrSchedule(cfg.optimizer, cfg.depth)
+        self.schedule = LrSchedule(cfg.schedule, cfg.optimizer["lr"], cfg.depth)
         self.clock = RunClock(self.device)
         self.iteration = 0
 
@@ -115,7 +118,7 @@ class TrainingLoop:
     def evaluate_test(self) -> tuple[float, float]:
         """(loss, error %) on the test set now."""
         t = self.cfg.trainer
-        return loss_and_error(self.model, *self.data.test, t.eval_batch_size, self.data.normalize, self.world,
+        return loss_and_error(self.model, *self.data.test, t.eval_batch_size, self.data.prepare, self.world,
                               t.precision)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -177,7 +180,7 @@ class TrainingLoop:
                 dist.broadcast(buffer, 0)
 
         def evaluate(images, labels) -> tuple[float, float]:
-            return loss_and_error(self.model, images, labels, t.eval_batch_size, self.data.normalize, world,
+            return loss_and_error(self.model, images, labels, t.eval_batch_size, self.data.prepare, world,
                                   t.precision)
 
         test_loss, test_error = evaluate(*self.data.test)
@@ -215,7 +218,7 @@ class TrainingLoop:
     def fit(self, folder: RunFolder, stop: StopRequest, progress: Progress = lambda done, row: None) -> dict:
         """Train to trainer.max_iters; return the last metrics row. A stop signal ends it after the step in
         flight with a checkpoint (Interrupted)."""
-        t, warmup = self.cfg.trainer, self.cfg.optimizer.warmup
+        t, warmup = self.cfg.trainer, self.cfg.schedule.warmup
         row: dict = {}
         self.clock.start()
         while self.iteration < t.max_iters:

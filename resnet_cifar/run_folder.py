@@ -1,11 +1,11 @@
-"""The run folder and its one owner: the contract between training and analysis (README "The run folder").
+"""The run folder's one owner (README "The run folder"; its files and how they are read: contract.py).
 
 `RunFolder` is the only writer of a run's files: it holds the folder for one
 process at a time, then writes .hydra/ and train.log, reads and records
-summary.json, appends metrics.csv, saves checkpoint.pt and model.pt. A process
-that is refused the folder (in use, or another run's) writes nothing into it.
-Every file is replaced atomically or appended row by row, so that a crash
-never leaves half a file.
+summary.json, appends metrics.csv, saves checkpoint.pt, normalization.pt and
+model.pt. A process that is refused the folder (in use, or another run's)
+writes nothing into it. Every file is replaced atomically or appended row by
+row, so that a crash never leaves half a file.
 """
 from __future__ import annotations
 
@@ -15,44 +15,26 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint
-from .config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, BaseConfig, upgrade
+from .config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, BaseConfig, is_under, named_run_config, typed, upgrade
 from .console import LOG_FORMAT
+from .contract import (
+    CHECKPOINT_FILE, HYDRA_FOLDER, LOCK_FILE, LOG_FILE, METRIC_COLUMNS, METRICS_FILE, MODEL_FILE, NORMALIZATION_FILE,
+    SUMMARY_FILE, Status, read_metrics, read_summary, says_finished,
+)
 from .errors import Diverged, RunFolderError
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-MODEL_FILE = "model.pt"
-LOG_FILE = "train.log"
-HYDRA_FOLDER = ".hydra"
-LOCK_FILE = ".lock"  # who holds the folder (the lock itself is on the folder)
-METRIC_COLUMNS = (
-    "iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
-    "val_error", "elapsed_s", "images_per_s",
-)
-
-
-class Status(str, Enum):
-    """summary.json's `status` (a str, so that it is written and compared as the plain word)."""
-
-    running = "running"
-    completed = "completed"
-    failed = "failed"
-    diverged = "diverged"
-    interrupted = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -65,15 +47,16 @@ class RunSpec:
     overrides: list[str]
 
     @classmethod
-    def from_hydra(cls, cfg: DictConfig, overrides: list[str]) -> RunSpec:
-        """The run Hydra composed, older values read as today's (config.upgrade)."""
-        return cls.from_dict(upgrade(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)), overrides)
+    def from_hydra(cls, cfg: DictConfig, overrides: list[str], choices: Mapping[str, object]) -> RunSpec:
+        """The run Hydra composed, each plug-in named by the option chosen in its group (Hydra's runtime
+        choices; config.named_run_config)."""
+        return cls.from_dict(named_run_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), choices),
+                             overrides)
 
     @classmethod
     def from_dict(cls, config: dict, overrides: list[str]) -> RunSpec:
         """Rebuilt in a DDP worker, which has no Hydra, from what the job's process passed it."""
-        return cls(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BaseConfig), config)), config,
-                   list(overrides))
+        return cls(typed(config), config, list(overrides))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -109,29 +92,6 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_json(path: Path, data: dict) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    """A run folder's summary.json (None if it has none); a damaged one is a RunFolderError."""
-    path = run_dir / SUMMARY_FILE
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise RunFolderError(f"{path} is unreadable ({e}); move the run folder aside or delete the file") from e
-    if not isinstance(summary, dict):
-        raise RunFolderError(f"{path} is unreadable (it holds {json.dumps(summary)[:40]}, not a run's summary); "
-                             "move the run folder aside or delete the file")
-    return summary
-
-
-def says_finished(summary: dict, max_iters: object) -> bool:
-    """Whether a summary says its run completed, with a final test error, at trainer.max_iters: a summary that
-    says completed without them (edited, or damaged) is not believed."""
-    error, iteration = summary.get("test_error"), summary.get("iteration")
-    return summary.get("status") == Status.completed and isinstance(error, (int, float)) and \
-        isinstance(iteration, int) and isinstance(max_iters, int) and iteration >= max_iters
 
 
 def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -175,24 +135,11 @@ class MetricsLog:
             os.fsync(f.fileno())
 
     def rows(self) -> list[dict]:
-        """The file's whole rows, read one line at a time: a line that is not UTF-8, is cut short by a crash,
-        or does not parse as a full row of numbers is dropped (and counted in the log), so that one damaged
-        line can never take a neighbour with it."""
-        if not self.path.exists():
-            return []
-        *lines, tail = self.path.read_bytes().split(b"\n")  # tail: a last line without its end (or b"")
-        rows, dropped = [], 1 if tail else 0
-        for raw in (line.rstrip(b"\r") for line in lines):
-            if raw in (b"", HEADER):
-                continue
-            row = _parse_row(raw)
-            if row is None:
-                dropped += 1
-            else:
-                rows.append(row)
-        if dropped:
-            log.warning("%s: %d damaged line(s) dropped", self.path, dropped)
-        return rows
+        """The file's whole rows (contract.read_metrics: a damaged line is dropped, and counted in the log)."""
+        metrics = read_metrics(self.path)
+        if metrics.dropped:
+            log.warning("%s: %d damaged line(s) dropped", self.path, metrics.dropped)
+        return metrics.rows
 
     def last_row(self) -> dict:
         """The last evaluation, as numbers (empty if there is none)."""
@@ -213,26 +160,6 @@ class MetricsLog:
                 writer.writerows(rows)
 
         replace_atomically(self.path, write)
-
-
-HEADER = ",".join(METRIC_COLUMNS).encode()
-
-
-def _parse_row(raw: bytes) -> dict | None:
-    """One line of metrics.csv as a row, or None if it is not a whole row of numbers."""
-    try:
-        fields = next(csv.reader([raw.decode("utf-8")]), [])
-    except (UnicodeDecodeError, csv.Error):
-        return None
-    if len(fields) != len(METRIC_COLUMNS) or not fields[0].isdigit():
-        return None
-    for name, value in zip(METRIC_COLUMNS, fields):
-        try:
-            float(value)
-        except ValueError:
-            if not (value == "" and name == "val_error"):
-                return None
-    return dict(zip(METRIC_COLUMNS, fields))
 
 
 _warned_no_locking = False
@@ -297,11 +224,11 @@ class RunFolder:
         """
         summary = read_summary(self.path)
         if summary:
-            ignored = {*DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT}
+            ignored = (*DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT)
             earlier = summary.get("config")
             earlier = upgrade(earlier) if isinstance(earlier, dict) else earlier  # augment: true is random
             changes = [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(earlier, spec.config)
-                       if key not in ignored]
+                       if not is_under(key, ignored)]
             if changes:
                 raise ConfigMismatch(
                     f"{self.path} holds a run made with another config ({'; '.join(changes)}); "
@@ -354,12 +281,13 @@ class RunFolder:
         self.summary = summary
         write_json(self.path / SUMMARY_FILE, summary)
 
-    def write_hydra_files(self, config: DictConfig, overrides: list[str], hydra: DictConfig | None) -> None:
-        """.hydra/config.yaml, overrides.yaml and hydra.yaml, as Hydra writes them, once the run is this
-        process's own (held, and its config checked against what the folder holds)."""
+    def write_hydra_files(self, config: dict, overrides: list[str], hydra: DictConfig | None) -> None:
+        """.hydra/config.yaml (the run's config, plug-ins named), overrides.yaml and hydra.yaml, as Hydra
+        writes them, once the run is this process's own (held, and its config checked against what the folder
+        holds)."""
         folder = self.path / HYDRA_FOLDER
         folder.mkdir(exist_ok=True)
-        files = {"config.yaml": config, "overrides.yaml": OmegaConf.create(list(overrides))}
+        files = {"config.yaml": OmegaConf.create(config), "overrides.yaml": OmegaConf.create(list(overrides))}
         if hydra is not None:
             files["hydra.yaml"] = OmegaConf.create({"hydra": hydra})
         for name, content in files.items():
@@ -378,6 +306,18 @@ class RunFolder:
             root.removeHandler(handler)
             handler.close()
 
+    def discard_unstarted(self, created: list[Path]) -> None:
+        """Bad input must leave no trace: remove what this process made in a folder where no run started
+        (no summary.json), and the folders `created` for it (deepest first) that this leaves empty."""
+        if (self.path / SUMMARY_FILE).exists():
+            return
+        for name in (HYDRA_FOLDER, LOG_FILE, LOCK_FILE):
+            path = self.path / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
     def append_metrics(self, row: dict) -> None:
         self.metrics.append(row)
 
@@ -386,3 +326,17 @@ class RunFolder:
 
     def save_model(self, state_dict: dict) -> None:
         replace_atomically(self.path / MODEL_FILE, lambda tmp: torch.save(state_dict, tmp))
+
+    @property
+    def normalization_path(self) -> Path:
+        return self.path / NORMALIZATION_FILE
+
+    def save_normalization(self, state_dict: dict) -> None:
+        """The input normalization as fitted on the run's training split: written once, when the run starts,
+        so that resuming and evaluating use exactly these numbers (not a refit)."""
+        replace_atomically(self.normalization_path, lambda tmp: torch.save(state_dict, tmp))
+
+    def load_normalization(self) -> dict | None:
+        """The fitted normalization the run saved (None for a folder from before it did)."""
+        path = self.normalization_path
+        return load_checkpoint(path) if path.exists() else None

@@ -1,31 +1,31 @@
-"""The learning-rate schedule of section 4.2: steps at milestones, and the warm-up of deep nets."""
+"""The learning-rate schedule of section 4.2, for any optimizer: steps at milestones, and the warm-up of deep nets."""
 from __future__ import annotations
 
 import logging
 from bisect import bisect_right
 
-from .config import OptimizerConfig
+from .config import ScheduleConfig
 
 log = logging.getLogger(__name__)
 
 
 class LrSchedule:
-    """lr divided by 1/gamma at each milestone; before that, the paper's warm-up if switched on.
+    """The base lr (optimizer.lr) times gamma at each milestone; before that, the paper's warm-up if switched on.
 
     Warm-up (nets of at least `min_depth` layers; the paper: ResNet-110/1202):
     warmup.lr until the training error over the last `window` iterations falls
     below `until_train_error`, or `max_iters` at most.
     """
 
-    def __init__(self, cfg: OptimizerConfig, depth: int) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: ScheduleConfig, base_lr: float, depth: int) -> None:
+        self.cfg, self.base_lr = cfg, base_lr
         self.warming_up = depth >= cfg.warmup.min_depth
         self.warmup_ended_at: int | None = None
 
     def lr(self, iteration: int) -> float:
         if self.warming_up:
             return self.cfg.warmup.lr
-        return self.cfg.lr * self.cfg.gamma ** bisect_right(self.cfg.milestones, iteration)
+        return self.base_lr * self.cfg.gamma ** bisect_right(self.cfg.milestones, iteration)
 
     def window_due(self, iterations_done: int) -> bool:
         return self.warming_up and iterations_done % self.cfg.warmup.window == 0

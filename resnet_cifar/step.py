@@ -1,23 +1,66 @@
-"""The training step: one SGD update on a batch, and what the benchmark times (no run folder needed).
+"""The training step: one optimizer update on a batch, and what the benchmark times (no run folder needed).
 
-It owns the model as it is trained (DDP, sync BN, torch.compile), SGD with its
-learning rate, autocast, the running loss and error sums, and, on a GPU, the
-CUDA graph the step is captured into. The hot path does no host-device
-synchronisation: the running sums stay on the device and are read once per
-evaluation (and, during the warm-up of deep nets, once per warm-up window).
+It owns the model as it is trained (DDP, sync BN, torch.compile), the optimizer
+(a plug-in: any torch.optim class by `optimizer._target_`) with its learning rate,
+autocast, the running loss and error sums, and, on a GPU, the CUDA graph the
+step is captured into. The hot path does no host-device synchronisation: the
+running sums stay on the device and are read once per evaluation (and, during
+the warm-up of deep nets, once per warm-up window).
+
+The paper's SGD keeps the fast path: on a GPU, one fused kernel per step with
+its lr in a device tensor, so that the whole step can be captured as a CUDA
+graph. Any other optimizer runs the same step eagerly, its lr set in its
+param groups.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import BaseConfig, Precision, uses_cuda_graph
+from .config import SCHEDULE_KEYS, BaseConfig, Precision, uses_cuda_graph
 from .distributed import World, convert_sync_batchnorm
 from .errors import ConfigError
+from .plugins import ConfigSource, Plugin
+
+CAPTURED_OPTIMIZER = torch.optim.SGD  # the optimizer whose step is fused and captured on a GPU
+
+
+def optimizer_class(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -> type[torch.optim.Optimizer]:
+    """The torch.optim class (or a user's subclass of Optimizer) that optimizer._target_ names."""
+    plugin = Plugin.of(cfg, "optimizer", sources)
+    found = plugin.locate()
+    if not (isinstance(found, type) and issubclass(found, torch.optim.Optimizer)):
+        raise plugin.fail(f"{plugin.target} is not an optimizer class (a subclass of torch.optim.Optimizer, "
+                          "such as torch.optim.AdamW)")
+    return found
+
+
+def build_optimizer(cfg: BaseConfig, parameters: Iterable[Tensor], lr: Tensor | None = None,
+                    sources: Iterable[ConfigSource] = ()) -> torch.optim.Optimizer:
+    """The run's optimizer over `parameters`, with the YAML's keys; `lr` given as a device tensor makes SGD's
+    fused, capturable step (the schedule fills it in place)."""
+    plugin = Plugin.of(cfg, "optimizer", sources)
+    optimizer_class(cfg, sources)
+    moved = [k for k in SCHEDULE_KEYS if k in plugin.keys]
+    if moved:
+        raise plugin.fail(f"optimizer.{moved[0]} is schedule.{moved[0]} now (the schedule applies to any optimizer): "
+                          f"write schedule.{moved[0]}=...")
+    return plugin.build(list(parameters), replacing=None if lr is None else {"lr": lr, "fused": True})
+
+
+def check_optimizer(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -> None:
+    """Before a run: the optimizer imports, is an Optimizer, takes its keys and values (made for one
+    parameter), and can run the step that trainer.cuda_graph=true asks for."""
+    cls = optimizer_class(cfg, sources)
+    build_optimizer(cfg, [torch.zeros(1, requires_grad=True)], sources=sources)
+    if cfg.trainer.cuda_graph is True and cls is not CAPTURED_OPTIMIZER:
+        plugin = Plugin.of(cfg, "optimizer", sources)
+        raise plugin.fail(f"trainer.cuda_graph=true is not allowed with {plugin.target}: the captured step is "
+                          "SGD's (fused, its lr a device tensor); use trainer.cuda_graph=null or false")
 
 
 def autocast(device: torch.device, precision: Precision):
@@ -69,14 +112,14 @@ class CapturedStep:
 
 
 class TrainingStep:
-    """One SGD step of the recipe on a given batch, with running sums of loss and error.
+    """One optimizer step of the recipe on a given batch, with running sums of loss and error.
 
     `model` is the plain module (what checkpoints hold); `net` is what the step
     calls (the same module, or it wrapped in DDP and/or compiled).
     """
 
     def __init__(self, model: nn.Module, cfg: BaseConfig, device: torch.device, world: World = World()) -> None:
-        t, o = cfg.trainer, cfg.optimizer
+        t = cfg.trainer
         self.device, self.world, self.precision = device, world, t.precision
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         model.to(device, memory_format=memory_format)
@@ -90,16 +133,18 @@ class TrainingStep:
         if t.compile:
             self.net = torch.compile(self.net, mode=t.compile_mode)
         on_gpu = device.type == "cuda"
-        # On the GPU: one fused kernel per step, and lr as a device tensor so that the step never
+        captured = optimizer_class(cfg) is CAPTURED_OPTIMIZER
+        # SGD on the GPU: one fused kernel per step, and lr as a device tensor so that the step never
         # reads it on the host (and a captured step sees each new value).
-        self.lr = torch.tensor(o.lr, device=device) if on_gpu else None
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.lr if on_gpu else o.lr, momentum=o.momentum,
-                                         weight_decay=o.weight_decay, fused=on_gpu or None)
+        self.lr = torch.tensor(cfg.optimizer["lr"], device=device) if on_gpu and captured else None
+        self.optimizer = build_optimizer(cfg, model.parameters(), self.lr)
         self.lr_value: float | None = None  # the lr last set
-        if t.cuda_graph and (not on_gpu or world.distributed):
+        if t.cuda_graph and (not on_gpu or world.distributed or not captured):
             raise ConfigError("trainer.cuda_graph=true is not allowed here: it needs one process on a CUDA "
-                              f"device (this run: {world.world_size} process(es) on {device.type})")
-        self.graph = CapturedStep(self._update) if uses_cuda_graph(cfg, on_gpu, world.world_size) else None
+                              f"device and SGD (this run: {world.world_size} process(es) on {device.type}, "
+                              f"{type(self.optimizer).__name__})")
+        self.graph = (CapturedStep(self._update) if uses_cuda_graph(cfg, on_gpu, world.world_size, captured)
+                      else None)
         zero = torch.zeros((), device=device)  # running sums, updated in place (a captured step holds them)
         self.loss_sum, self.wrong, self.window_wrong = zero.clone(), zero.clone(), zero.clone()
         self.steps = 0  # since the sums were last reset
@@ -119,7 +164,7 @@ class TrainingStep:
         self.steps += 1
 
     def _update(self, x: Tensor, y: Tensor) -> None:
-        """Forward, backward, SGD update and running sums: the part a CUDA graph can capture."""
+        """Forward, backward, optimizer step and running sums: the part a CUDA graph can capture."""
         with autocast(self.device, self.precision):
             out = self.net(x).float()
         loss = F.cross_entropy(out, y)

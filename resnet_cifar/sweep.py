@@ -1,30 +1,41 @@
-"""What a multirun will do and what it did, read from its job folders.
+"""What a multirun will do and what it did, read from its job folders, and its jobs checked before any runs.
 
 Hydra cannot resume a multirun; we make relaunching one safe instead: each
 job's folder is named by its overrides, a completed job is skipped and an
-interrupted one resumes (job.run_job, run.train). This callback tells the user so at
-the start, and at the end lists the jobs that did not complete and makes the
-command exit non-zero.
+interrupted one resumes (job.run_job, training_run.train_run). These callbacks
+refuse a grid with a job that cannot run (CheckJobs: every job's config and
+plug-ins, before anything is created), tell the user at the start what is done
+and what is new, and at the end list the jobs that did not complete and make
+the command exit non-zero.
+
+Hydra has no public API for two things done here, so two of its internals are
+used (hydra-core is pinned below 1.4 for them): the grid its basic sweeper
+expands a command line into (BasicSweeper.split_arguments), and the folder
+name it gives a job (get_overrides_dirname): the account must name the very
+folders the jobs will use.
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.config_loader_impl import get_overrides_dirname  # Hydra's own folder naming
 from hydra import compose
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.config_loader_impl import get_overrides_dirname  # no public API: see the docstring
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # no public API: see the docstring
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import DATA_SOURCE_KEYS, Dataset
-from .errors import EXIT_BAD_INPUT, DataError, RunFolderError
-from .fetch import fetch_if_missing
-from .run_folder import CHECKPOINT_FILE, Status, read_summary, says_finished
+from .config import DATA_SOURCE_KEYS, BaseConfig, Dataset, composed_run_config, typed, validate
+from .contract import CHECKPOINT_FILE, Status, read_summary, says_finished
+from .data.fetch import fetch_if_missing
+from .errors import EXIT_BAD_INPUT, DataError, RunFolderError, UserError
+from .checks import check_plugins
+from .plugins import ConfigSource
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,93 @@ def job_dirs(cfg: DictConfig) -> list[Path]:
 def basic_sweeper(cfg: DictConfig) -> bool:
     """Whether the grid is Hydra's basic sweeper's, which job_overrides can expand (another sweeper draws its own)."""
     return cfg.hydra.sweeper._target_ == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def optimizing_sweeper(cfg: DictConfig) -> bool:
+    """Whether the sweeper optimizes what the jobs return (hydra/sweeper=optuna): the final val_error."""
+    return str(cfg.hydra.sweeper._target_).endswith("OptunaSweeper")
+
+
+def fixed_overrides(cfg: DictConfig) -> list[str]:
+    """The command line's overrides that hold for every job (for a sweeper that draws the rest itself)."""
+    parsed = OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task))
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
+
+
+def job_config(config_name: str, overrides: list[str]) -> BaseConfig:
+    """A job's run config as the job will see it: composed, plug-ins named by their options, typed."""
+    return typed(composed_run_config(compose(config_name=config_name, overrides=overrides, return_hydra_config=True)))
+
+
+def swept_part(overrides: list[str], grid: list[list[str]]) -> str:
+    """A job named by the overrides that tell it from the other jobs of its grid (all of them if it is alone)."""
+    varying = [o for o in overrides if any(o not in other for other in grid)]
+    return ",".join(varying or overrides)
+
+
+def one_line(error: Exception) -> str:
+    text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    return " ".join(text.split())
+
+
+def refuse(message: str) -> None:
+    """One line on the console and exit 2: Hydra ignores exceptions raised in callbacks."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+class CheckJobs(Callback):
+    """Before any job runs (and before Hydra makes a folder), every job of the grid is composed and checked
+    as the job itself will check it: its config (config.validate) and its plug-ins (plugins.check_plugins:
+    the model built and run on a batch...). One job that cannot run refuses the sweep in one line, naming the
+    job, so that a grid is never half-run because of a typo. A sweeper that draws its own jobs
+    (hydra/sweeper=optuna) gets the settings every trial shares checked, and must optimize a validation
+    error: tuning on the test set is refused."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        config_name = kwargs["config_name"]
+        sources = ConfigSource.from_hydra(config.hydra.runtime.config_sources)
+        if basic_sweeper(config):
+            grid = job_overrides(config)
+        else:
+            grid = [fixed_overrides(config)]
+        checked: dict[str, str | None] = {}  # a config's text (the seed aside) -> its error
+        failures = []
+        for overrides in grid:
+            try:
+                cfg = job_config(config_name, overrides)
+            except Exception as e:  # a value the schema refuses at composition, a plug-in without a name
+                failures.append((overrides, one_line(e)))
+                continue
+            key = json.dumps({**OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True), "seed": None},
+                             sort_keys=True, default=str)
+            if key not in checked:
+                try:
+                    validate(cfg)
+                    check_plugins(cfg, sources)
+                    checked[key] = None
+                except Exception as e:  # a UserError says itself; anything else, its type too
+                    checked[key] = one_line(e)
+            if checked[key]:
+                failures.append((overrides, checked[key]))
+            elif optimizing_sweeper(config):
+                self._check_objective(config, cfg)
+        if failures:
+            overrides, message = failures[0]
+            others = f" (and {len(failures) - 1} more of the {len(grid)} jobs)" if len(failures) > 1 else ""
+            job = f"job {swept_part(overrides, grid)}" if basic_sweeper(config) else "every trial"
+            refuse(f"the sweep would run a job that cannot run, so none was started: {job}{others}: {message}")
+
+    @staticmethod
+    def _check_objective(config: DictConfig, cfg: BaseConfig) -> None:
+        direction = OmegaConf.to_container(config.hydra.sweeper).get("direction", "minimize")
+        if str(direction).split(".")[-1] != "minimize":
+            refuse(f"hydra.sweeper.direction={direction} is not allowed: the jobs return their final val_error, "
+                   "which a search minimizes; leave direction=minimize")
+        if cfg.data.val_size <= 0:
+            refuse(f"hydra/sweeper=optuna with data.val_size={cfg.data.val_size} is not allowed: it minimizes the "
+                   "final val_error, and without held-out images it would tune on the test set; set "
+                   "data.val_size=5000 (the paper's 45k/5k split)")
 
 
 class JobState(str, Enum):

@@ -27,7 +27,7 @@ from injected import (  # noqa: E402,F401  (the tests import these names from he
 # Few iterations on tiny data: every evaluation and checkpoint path runs in seconds.
 TINY_BUDGET = (
     "depth=8", "data.batch_size=32", "trainer.max_iters=12", "trainer.eval_every=4",
-    "trainer.checkpoint_every=4", "trainer.eval_batch_size=64", "optimizer.milestones=[6,9]",
+    "trainer.checkpoint_every=4", "trainer.eval_batch_size=64", "schedule.milestones=[6,9]",
 )
 
 
@@ -207,22 +207,34 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"
 
 
+def composed_spec(*overrides: str):
+    """The RunSpec that `python -m resnet_cifar.train OVERRIDES` composes (real Hydra, conf/ as installed),
+    plug-ins named by their options."""
+    from hydra import compose, initialize_config_module
+
+    from resnet_cifar.config import composed_run_config
+    from resnet_cifar.run_folder import RunSpec
+
+    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+        cfg = compose("config", list(overrides), return_hydra_config=True)
+    return RunSpec.from_dict(composed_run_config(cfg), list(overrides))
+
+
 def train_in_process(*overrides: str, run_dir: Path) -> dict | None:
     """What `python -m resnet_cifar.train OVERRIDES hydra.run.dir=RUN_DIR` trains, in this process: the
     config composed by Hydra from conf/ and validated, the job run into its held RunFolder unless it is
     completed. Without the command around it (exit statuses, .hydra/, train.log: the subprocess tests'
     business), and seconds faster. Returns summary.json (None if none was written)."""
-    from hydra import compose, initialize_config_module
-
     from resnet_cifar.config import validate
+    from resnet_cifar.contract import read_summary
     from resnet_cifar.distributed import World
     from resnet_cifar.job import run_job
-    from resnet_cifar.run_folder import RunFolder, RunSpec, read_summary
+    from resnet_cifar.checks import check_plugins
+    from resnet_cifar.run_folder import RunFolder
 
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = compose("config", list(overrides))
-    spec = RunSpec.from_hydra(cfg, list(overrides))
+    spec = composed_spec(*overrides)
     validate(spec.cfg)
+    check_plugins(spec.cfg)
     folder = RunFolder(run_dir)
     with folder.held():
         if not folder.completed(spec):

@@ -2,31 +2,35 @@
 import itertools
 
 import pytest
-from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, HydraException
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from resnet_cifar.config import Arch, BaseConfig, Normalization, Shortcut, validate
-from resnet_cifar.schedule import LrSchedule
+from conftest import composed_spec
+from resnet_cifar.config import BaseConfig, Shortcut, validate
 from resnet_cifar.errors import ConfigError
+from resnet_cifar.checks import check_plugins
+from resnet_cifar.schedule import LrSchedule
+
+NORMALIZATIONS = ("per_pixel_mean", "channel_stats", "imagenet", "unit", "raw", "zca")
 
 
 def load(*overrides: str) -> BaseConfig:
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    typed = OmegaConf.to_object(cfg)
-    validate(typed)
-    return typed
+    """The typed config the command composes, checked as the command checks it (schema, then plug-ins)."""
+    cfg = composed_spec(*overrides).cfg
+    validate(cfg)
+    check_plugins(cfg)
+    return cfg
 
 
 def test_defaults_are_the_papers_recipe():
     cfg = load()
-    assert (cfg.arch, cfg.depth, cfg.shortcut) == (Arch.resnet, 20, Shortcut.A)
-    assert cfg.normalization.name is Normalization.per_pixel_mean
-    o = cfg.optimizer
-    assert (o.lr, o.momentum, o.weight_decay, list(o.milestones), o.gamma) == (0.1, 0.9, 1e-4, [32000, 48000], 0.1)
-    assert (o.warmup.lr, o.warmup.until_train_error, o.warmup.min_depth) == (0.01, 80.0, 110)
+    assert (cfg.arch["name"], cfg.depth, cfg.shortcut) == ("resnet", 20, Shortcut.A)
+    assert cfg.arch["_target_"] == "resnet_cifar.models.resnet.cifar_resnet"
+    assert cfg.normalization["name"] == "per_pixel_mean"
+    o, s = cfg.optimizer, cfg.schedule
+    assert (o["_target_"], o["lr"], o["momentum"], o["weight_decay"]) == ("torch.optim.SGD", 0.1, 0.9, 1e-4)
+    assert (list(s.milestones), s.gamma) == ([32000, 48000], 0.1)
+    assert (s.warmup.lr, s.warmup.until_train_error, s.warmup.min_depth) == (0.01, 80.0, 110)
     assert cfg.trainer.max_iters == 64000
     d = cfg.data
     assert (d.batch_size, d.augment, d.val_size, d.download, d.pipeline) == (128, "random", 0, True, "device")
@@ -37,28 +41,32 @@ def test_defaults_are_the_papers_recipe():
 def test_cuda_graph_by_default_only_where_it_applies():
     from resnet_cifar.config import uses_cuda_graph
     cfg = load()
-    assert uses_cuda_graph(cfg, on_gpu=True, processes=1)
-    assert not uses_cuda_graph(cfg, on_gpu=False, processes=1)
-    assert not uses_cuda_graph(cfg, on_gpu=True, processes=2)
-    assert not uses_cuda_graph(load("trainer.compile=true", "trainer.compile_mode=reduce-overhead"), True, 1)
-    assert not uses_cuda_graph(load("data.pipeline=torchvision"), True, 1)  # its batches come from a DataLoader
-    assert not uses_cuda_graph(load("trainer.cuda_graph=false"), on_gpu=True, processes=1)
+    assert uses_cuda_graph(cfg, on_gpu=True, processes=1, captured_optimizer=True)
+    assert not uses_cuda_graph(cfg, on_gpu=False, processes=1, captured_optimizer=True)
+    assert not uses_cuda_graph(cfg, on_gpu=True, processes=2, captured_optimizer=True)
+    assert not uses_cuda_graph(cfg, on_gpu=True, processes=1, captured_optimizer=False)  # not SGD: eager
+    assert not uses_cuda_graph(load("trainer.compile=true", "trainer.compile_mode=reduce-overhead"), True, 1, True)
+    assert not uses_cuda_graph(load("data.pipeline=torchvision"), True, 1, True)  # its batches come from a DataLoader
+    assert not uses_cuda_graph(load("trainer.cuda_graph=false"), on_gpu=True, processes=1, captured_optimizer=True)
 
 
 def test_every_group_option_composes():
     for arch, normalization, data in itertools.product(
-            ["resnet", "plain"], [n.value for n in Normalization], ["cifar10", "cifar100"]):
+            ["resnet", "plain", "preact"], NORMALIZATIONS, ["cifar10", "cifar100"]):
         cfg = load(f"arch={arch}", f"normalization={normalization}", f"data={data}")
-        assert (cfg.arch.value, cfg.normalization.name.value, cfg.data.name.value) == (arch, normalization, data)
+        assert (cfg.arch["name"], cfg.normalization["name"], cfg.data.name.value) == (arch, normalization, data)
     for shortcut in "ABC":
         assert load(f"shortcut={shortcut}", "depth=56").shortcut.value == shortcut
+    for optimizer, logger in itertools.product(["sgd", "adamw"], ["csv", "tensorboard", "mlflow"]):
+        cfg = load(f"optimizer={optimizer}", f"logger={logger}")
+        assert (cfg.optimizer["name"], cfg.logger["name"]) == (optimizer, logger)
 
 
 def test_quick_budget_scales_the_length_and_keeps_the_shape():
     cfg = load("budget=quick", "depth=110")
     assert cfg.trainer.max_iters == 1564
-    assert list(cfg.optimizer.milestones) == [1564 // 2, 1564 * 3 // 4]
-    assert cfg.optimizer.lr == 0.1 and cfg.depth == 110
+    assert list(cfg.schedule.milestones) == [1564 // 2, 1564 * 3 // 4]
+    assert cfg.optimizer["lr"] == 0.1 and cfg.depth == 110
 
 
 def test_any_6n_plus_2_depth_by_override():
@@ -67,7 +75,8 @@ def test_any_6n_plus_2_depth_by_override():
 
 
 @pytest.mark.parametrize("override", ["trainer.no_such_key=1", "shortcut=D", "arch=wide",
-                                      "normalization=zca", "data=svhn", "optimizer=adam",
+                                      "normalization=whitening", "data=svhn", "optimizer=adam",
+                                      "optimizer.momentun=0.9", "arch.widen=2",
                                       "trainer.device=tpu", "depth=twenty", "+experiment=nope",
                                       "budget=forever"])
 def test_unknown_keys_options_and_types_fail_at_composition(override):
@@ -80,14 +89,14 @@ def test_unknown_keys_options_and_types_fail_at_composition(override):
     ("depth=2", r"depth must be 6n\+2"),
     ("data.batch_size=0", "data.batch_size=0"),
     ("data.val_size=-5", "data.val_size=-5"),
-    ("optimizer.lr=0", "optimizer.lr=0.0"),
+    ("optimizer.lr=0", "optimizer.lr=0 is not allowed"),
     ("optimizer.lr=-0.1", "optimizer.lr=-0.1"),
     ("optimizer.momentum=1.5", "optimizer.momentum=1.5"),
-    ("optimizer.milestones=[48000,32000]", "strictly increasing"),
+    ("schedule.milestones=[48000,32000]", "strictly increasing"),
     ("trainer.max_iters=0", "trainer.max_iters=0"),
     ("trainer.eval_every=-1", "trainer.eval_every=-1"),
     ("trainer.checkpoint_every=0", "trainer.checkpoint_every=0"),
-    ("optimizer.warmup.until_train_error=150", "until_train_error=150"),
+    ("schedule.warmup.until_train_error=150", "until_train_error=150"),
     ("trainer.compile_mode=fastest", "trainer.compile_mode=fastest is not allowed"),
 ])
 def test_values_outside_the_rules_are_refused_with_the_value(override, message):
@@ -118,14 +127,14 @@ def test_plain_net_with_a_projection_shortcut_is_refused():
 # -- the learning-rate schedule -----------------------------------------------------
 
 def test_step_schedule_divides_by_ten_at_the_milestones():
-    s = LrSchedule(load().optimizer, depth=20)
+    s = LrSchedule(load().schedule, 0.1, depth=20)
     assert not s.warming_up
     lrs = [s.lr(i) for i in (0, 31999, 32000, 47999, 48000, 63999)]
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
 def test_deep_nets_warm_up_until_the_training_error_falls_below_80_percent():
-    s = LrSchedule(load("depth=110").optimizer, depth=110)
+    s = LrSchedule(load("depth=110").schedule, 0.1, depth=110)
     assert s.warming_up and s.lr(0) == 0.01
     s.end_warmup_if_done(100, window_error=85.0)
     assert s.warming_up and s.lr(100) == 0.01
@@ -134,7 +143,7 @@ def test_deep_nets_warm_up_until_the_training_error_falls_below_80_percent():
 
 
 def test_warm_up_ends_at_its_cap_even_if_the_error_stays_high():
-    s = LrSchedule(load("depth=110", "optimizer.warmup.max_iters=300").optimizer, depth=110)
+    s = LrSchedule(load("depth=110", "schedule.warmup.max_iters=300").schedule, 0.1, depth=110)
     s.end_warmup_if_done(200, window_error=90.0)
     assert s.warming_up
     s.end_warmup_if_done(300, window_error=90.0)
@@ -146,18 +155,15 @@ def test_milestones_past_the_end_of_a_shortened_run_are_a_warning_not_an_error()
     reached, which the run says in one line."""
     from resnet_cifar.config import warnings
 
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = OmegaConf.to_object(compose("config", ["trainer.max_iters=100"]))
-    validate(cfg)
-    assert warnings(cfg) == ["optimizer.milestones [32000, 48000] lie at or past trainer.max_iters=100: the lr is "
-                             "not divided there (a shortened run; budget=quick scales the milestones with the run)"]
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        assert warnings(OmegaConf.to_object(compose("config", []))) == []
+    assert warnings(load("trainer.max_iters=100")) == [
+        "schedule.milestones [32000, 48000] lie at or past trainer.max_iters=100: the lr is not divided there (a "
+        "shortened run; budget=quick scales the milestones with the run)"]
+    assert warnings(load()) == []
 
 
 def test_help_is_the_projects_page_above_hydras_lists(tmp_path):
-    """--help: what the command does, the 6n+2 rule, presets as +experiment=NAME, examples; then Hydra's
-    generated groups (with every preset) and the config."""
+    """--help: what the command does, the depth rule of the paper's nets, presets as +experiment=NAME, your
+    own model, examples; then Hydra's generated groups (with every preset) and the config."""
     import subprocess
     import sys
 
@@ -167,8 +173,10 @@ def test_help_is_the_projects_page_above_hydras_lists(tmp_path):
     page = result.stdout
     assert page.startswith("python -m resnet_cifar.train [-m] [KEY=VALUE ...]")
     assert "powered by Hydra" not in page
-    for text in ("6n+2", "+experiment=NAME", "python -m resnet_cifar.train -m depth=20,32,44,56 arch=plain,resnet"):
+    for text in ("6n+2", "+experiment=NAME", "python -m resnet_cifar.train -m depth=20,32,44,56 arch=plain,resnet",
+                 "--config-dir"):
         assert text in page
     groups, config = page.index("== Configuration groups =="), page.index("== Config ==")
-    assert "experiment: batch, fig6, normalization, pipeline, shortcuts, table6" in page[groups:config]
+    assert "experiment: batch, fig6, normalization, pipeline, preact, shortcuts, table6" in page[groups:config]
+    assert "arch: plain, preact, resnet" in page[groups:config]
     assert "depth: 20" in page[config:] and not list(tmp_path.iterdir())  # nothing written

@@ -7,14 +7,25 @@ import pytest
 import torch
 
 from conftest import break_batch_file, closed_port_url, write_cifar10, write_cifar100
-from resnet_cifar.config import Dataset, Normalization
-from resnet_cifar.data import (
-    IMAGENET_MEAN, PAD, CifarLoader, Normalize, eval_batches, load_cifar, normalization_stats,
-    crop_flip, draw_crops, split_validation,
+from resnet_cifar.config import Dataset
+from resnet_cifar.data.augment import PAD, crop_flip, draw_crops
+from resnet_cifar.data.cifar import load_cifar, split_validation
+from resnet_cifar.data.device_loader import DeviceLoader
+from resnet_cifar.data.normalization import (
+    ChannelStats, FixedMeanStd, ModelInput, PerPixelMean, ZCAWhitening,
 )
+from resnet_cifar.data.stream import eval_batches
 from resnet_cifar.errors import ConfigError, DataError
 
 CPU = torch.device("cpu")
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def raw_input(channels_last: bool = True) -> ModelInput:
+    """Pixel values as they are (normalization=raw), as the net's input."""
+    raw = FixedMeanStd([0.0] * 3, [1.0] * 3, pixel_scale=1)
+    raw.fit(np.zeros((1, 32, 32, 3), dtype=np.uint8))
+    return ModelInput(raw, channels_last)
 
 
 # -- reading the official layout ----------------------------------------------
@@ -102,26 +113,57 @@ def test_impossible_validation_sizes_are_refused(val_size):
 def test_normalization_statistics_come_from_the_training_split():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
-    mean, std = normalization_stats(Normalization.per_pixel_mean, images)
+    mean, std = PerPixelMean().statistics(images)
     assert mean.shape == (32, 32, 3)
     assert np.allclose(mean, images.mean(0))
-    mean, std = normalization_stats(Normalization.channel_stats, images)
+    mean, std = ChannelStats().statistics(images)
     assert np.allclose(mean, images.reshape(-1, 3).mean(0))
     assert np.allclose(std, images.reshape(-1, 3).std(0))
-    mean, std = normalization_stats(Normalization.imagenet, images)
-    assert np.allclose(mean / 255, IMAGENET_MEAN)
+    mean, std = FixedMeanStd(IMAGENET_MEAN, IMAGENET_STD).statistics(images)
+    assert np.allclose(mean / 255, IMAGENET_MEAN) and np.allclose(std / 255, IMAGENET_STD)
 
 
 def test_per_pixel_mean_centres_every_pixel():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-    norm = Normalize(*normalization_stats(Normalization.per_pixel_mean, images), CPU, channels_last=True)
-    x = norm(torch.from_numpy(images))
+    norm = PerPixelMean()
+    norm.fit(images)
+    x = ModelInput(norm, channels_last=True)(torch.from_numpy(images))
     assert x.shape == (64, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
     assert x.mean(0).abs().max() < 1e-5
     assert x.abs().max() <= 1.0
-    plain = Normalize(*normalization_stats(Normalization.raw, images), CPU, channels_last=False)(torch.from_numpy(images))
+    plain = raw_input(channels_last=False)(torch.from_numpy(images))
     assert plain.is_contiguous() and torch.equal(plain, torch.from_numpy(images).permute(0, 3, 1, 2).float())
+
+
+def test_a_fitted_normalization_is_its_state_dict_and_loads_into_a_fresh_one():
+    """What a run folder keeps (normalization.pt): a resumed run and evaluate get exactly these numbers."""
+    rng = np.random.default_rng(1)
+    images = torch.from_numpy(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))
+    for fitted, fresh in ((ChannelStats(), ChannelStats()), (ZCAWhitening(0.1), ZCAWhitening(0.1))):
+        fitted.fit(rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8))
+        assert not torch.equal(fitted(images), fresh(images))
+        fresh.load_state_dict(fitted.state_dict())
+        assert torch.equal(fitted(images), fresh(images))
+
+
+def test_zca_whitening_decorrelates_the_training_split_and_mixes_pixels():
+    """Not an affine map per pixel or channel: each output value mixes the whole image."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(400, 1, 1, 1)) * 40  # one strong shared component, then pixel noise
+    images = np.clip(128 + base + rng.normal(size=(400, 32, 32, 3)) * 20, 0, 255).astype(np.uint8)
+    zca = ZCAWhitening(epsilon=1e-3)
+    zca.fit(images)
+    white = zca(torch.from_numpy(images)).permute(0, 2, 3, 1).reshape(400, -1).double().numpy()
+    raw = images.reshape(400, -1) / 255.0
+    def mean_abs_correlation(x):
+        c = np.corrcoef(x[:, :300].T)
+        return np.abs(c[~np.eye(len(c), dtype=bool)]).mean()
+    assert mean_abs_correlation(raw) > 0.5 > 0.2 > mean_abs_correlation(white)
+    one = torch.from_numpy(images[:1].copy())
+    changed = one.clone()
+    changed[0, 0, 0, 0] += 1
+    assert (zca(changed) != zca(one)).sum() > 100  # one pixel moved many outputs
 
 
 # -- augmentation -------------------------------------------------------------------
@@ -168,8 +210,7 @@ def test_crops_vary_per_image_stay_in_bounds_and_half_are_flipped():
 def make_loader(n=100, batch=16, augment=True, seed=0):
     images = coordinate_images(n)
     labels = torch.arange(n)
-    norm = Normalize(np.zeros(3), np.ones(3), CPU, channels_last=True)
-    return CifarLoader(images, labels, batch, norm, torch.Generator().manual_seed(seed), augment)
+    return DeviceLoader(images, labels, batch, raw_input(), torch.Generator().manual_seed(seed), augment)
 
 
 def test_each_epoch_is_a_fresh_permutation_of_full_batches():
@@ -202,8 +243,7 @@ def test_loader_resumes_exactly_from_its_state():
 
 def test_evaluation_sees_every_original_image_once():
     images = coordinate_images(70)
-    norm = Normalize(np.zeros(3), np.ones(3), CPU, channels_last=True)
-    batches = list(eval_batches(images, torch.arange(70), 32, norm))
+    batches = list(eval_batches(images, torch.arange(70), 32, raw_input()))
     assert [len(y) for _, y in batches] == [32, 32, 6]
     assert torch.equal(torch.cat([x for x, _ in batches]), images.permute(0, 3, 1, 2).float())
 
@@ -253,9 +293,8 @@ def test_a_failed_download_says_what_to_do_and_leaves_no_folder(tmp_path, monkey
 def test_shards_of_a_global_batch_equal_the_single_process_batch():
     """Two processes each keep half of the same global batch, augmented as one process would."""
     single = make_loader(n=100, batch=16)
-    shards = [CifarLoader(coordinate_images(100), torch.arange(100), 16,
-                          Normalize(np.zeros(3), np.ones(3), CPU, channels_last=True),
-                          torch.Generator().manual_seed(0), True, shard=(rank, 2)) for rank in range(2)]
+    shards = [DeviceLoader(coordinate_images(100), torch.arange(100), 16, raw_input(),
+                           torch.Generator().manual_seed(0), True, shard=(rank, 2)) for rank in range(2)]
     for _ in range(8):  # across an epoch boundary
         x, y = single.next_batch()
         parts = [s.next_batch() for s in shards]

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from conftest import KILL_AT_ITERATION_ENV, SLOW_STEP_ENV, run_train, train_env, train_in_process
-from resnet_cifar.config import Arch, Shortcut
-from resnet_cifar.models import build_model
+from resnet_cifar.models.resnet import cifar_resnet
 
 DDP_BUDGET = ("depth=8", "data.batch_size=32", "trainer.max_iters=6", "trainer.eval_every=3",
-              "trainer.checkpoint_every=3", "optimizer.milestones=[4]", "trainer.eval_batch_size=64")
+              "trainer.checkpoint_every=3", "schedule.milestones=[4]", "trainer.eval_batch_size=64")
 
 
 def train_losses(run_dir, column="train_loss"):
@@ -39,7 +38,7 @@ def test_torchrun_with_two_processes_makes_one_run_folder(tiny_cifar10, tmp_path
     assert len(train_losses(run_dir)) == 2
     assert (run_dir / "train.log").read_text().count("completed: test error") == 1  # the first process logs
     # plain state_dict keys: a DDP checkpoint loads into a single-process model
-    model = build_model(Arch.resnet, 8, Shortcut.A, 10)
+    model = cifar_resnet(8, "A", 10)
     model.load_state_dict(torch.load(run_dir / "model.pt"))
     model.load_state_dict(torch.load(run_dir / "checkpoint.pt")["model"])
 
@@ -64,7 +63,7 @@ def test_two_processes_of_16_follow_one_process_of_32(tiny_cifar10, tmp_path, pi
     """Same data order, same crops, same initial weights; with sync_bn the same BN statistics; in both
     pipelines (each process its shard of the global batch)."""
     budget = ("depth=8", "data.batch_size=32", "trainer.max_iters=3", "trainer.eval_every=1",
-              "trainer.checkpoint_every=3", "optimizer.milestones=[2]", f"data.augment={augment}",
+              "trainer.checkpoint_every=3", "schedule.milestones=[2]", f"data.augment={augment}",
               f"data.pipeline={pipeline}", f"data.root={tiny_cifar10}")
     one, two = tmp_path / "one", tmp_path / "two"
     train_in_process(*budget, run_dir=one)
@@ -128,7 +127,7 @@ def finish(nodes: list[subprocess.Popen]) -> list[int]:
 
 def test_two_torchrun_nodes_stop_together_when_one_is_stopped_and_resume_together(tiny_cifar10, tmp_path):
     args = ("depth=8", "data.batch_size=32", "trainer.max_iters=24", "trainer.eval_every=4",
-            "trainer.checkpoint_every=4", "optimizer.milestones=[12,18]", "trainer.eval_batch_size=64",
+            "trainer.checkpoint_every=4", "schedule.milestones=[12,18]", "trainer.eval_batch_size=64",
             f"data.root={tiny_cifar10}")
     # slow steps (tests/hooks) keep the run going while node 1's torchrun gets SIGTERM
     nodes = start_two_nodes((*args, "hydra.run.dir=split"), tmp_path,

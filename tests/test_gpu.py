@@ -5,10 +5,7 @@ and a GPU run records which GPU it used.
 """
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
-
-from conftest import TINY_BUDGET, train_in_process
+from conftest import TINY_BUDGET, composed_spec, train_in_process
 from resnet_cifar.config import validate
 from resnet_cifar.loop import TrainingLoop
 
@@ -16,9 +13,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def loop_on_the_gpu(data_root, *overrides: str) -> TrainingLoop:
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = OmegaConf.to_object(compose("config", ["depth=8", "data.batch_size=32", f"data.root={data_root}",
-                                                     "trainer.device=cuda", *overrides]))
+    cfg = composed_spec("depth=8", "data.batch_size=32", f"data.root={data_root}", "trainer.device=cuda",
+                        *overrides).cfg
     validate(cfg)
     return TrainingLoop(cfg)
 
@@ -37,6 +33,16 @@ def test_the_captured_step_computes_what_the_eager_step_does(tiny_cifar10):
         assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
     assert torch.allclose(eager.step.running_totals(), captured.step.running_totals(), rtol=1e-4)
     assert eager.evaluate_test() == pytest.approx(captured.evaluate_test(), rel=1e-4)
+
+
+def test_another_optimizer_runs_the_same_step_eagerly_on_the_gpu(tiny_cifar10):
+    """AdamW by _target_: no CUDA graph, no fused SGD lr tensor; its lr follows the schedule."""
+    loop = loop_on_the_gpu(tiny_cifar10, "optimizer=adamw")
+    assert loop.step.graph is None and loop.step.lr is None
+    for lr in (0.001, 0.001, 0.0001):
+        loop.train_one(lr)
+    assert loop.step.optimizer.param_groups[0]["lr"] == 0.0001
+    assert torch.isfinite(loop.step.running_totals()).all()
 
 
 def test_a_gpu_run_records_the_gpu_it_used(tiny_cifar10, tmp_path):

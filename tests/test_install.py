@@ -32,6 +32,8 @@ def test_wheel_carries_conf_and_runs_from_a_foreign_folder(tmp_path):
     conf = {n for n in names if n.startswith("resnet_cifar/conf/") and n.endswith(".yaml")}
     shipped = {f"resnet_cifar/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
     assert conf == shipped and "resnet_cifar/conf/config.yaml" in conf
+    assert {"multirun_analysis/references.csv", "resnet_cifar/models/preact.py", "resnet_cifar/data/cifar.py",
+            "resnet_cifar/trackers/mlflow.py"} <= set(names)  # the subpackages and the report's data
 
     # a fresh venv that sees the packages of the running environment (torch, hydra, ...), whatever kind
     # of environment that is (the machine's Python, a venv, conda), but not the checkout
@@ -51,4 +53,8 @@ def test_wheel_carries_conf_and_runs_from_a_foreign_folder(tmp_path):
     job = subprocess.run([str(python), "-m", "resnet_cifar.train", "--cfg", "job", "depth=56", "arch=plain"],
                          cwd=elsewhere, capture_output=True, text=True)
     assert job.returncode == 0, job.stderr
-    assert "depth: 56" in job.stdout and "arch: plain" in job.stdout and "max_iters: 64000" in job.stdout
+    assert "depth: 56" in job.stdout and "_target_: resnet_cifar.models.resnet.cifar_plain" in job.stdout \
+        and "max_iters: 64000" in job.stdout
+    references = subprocess.run([str(python), "-c", "from multirun_analysis.table import references; "
+                                 "print(len(references()))"], cwd=elsewhere, capture_output=True, text=True)
+    assert references.stdout.strip() == "10", references.stderr

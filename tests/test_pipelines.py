@@ -9,13 +9,14 @@ import torch
 
 from conftest import KILL_AT_ITERATION_ENV, TINY_BUDGET, run_train, train_in_process
 from resnet_cifar.config import Augment
-from resnet_cifar.data import Normalize, augment_once, crop_flip
-from resnet_cifar.torchvision_pipeline import CifarImages, GlobalBatches, TorchvisionLoader
-from test_data import coordinate_images, recover_window
+from resnet_cifar.data.augment import augment_once, crop_flip
+from resnet_cifar.data.normalization import ModelInput, PerPixelMean
+from resnet_cifar.data.torchvision_loader import CifarImages, GlobalBatches, TorchvisionLoader
+from test_data import coordinate_images, raw_input, recover_window
 from test_train import numbers, read_metrics
 
 CPU = torch.device("cpu")
-RAW = Normalize(np.zeros(3), np.ones(3), CPU, channels_last=False)  # pixel values as they are
+RAW = raw_input(channels_last=False)  # pixel values as they are
 
 
 def as_image(x: torch.Tensor) -> torch.Tensor:
@@ -42,8 +43,9 @@ def test_torchvisions_crop_and_flip_are_the_device_pipelines():
 def test_both_pipelines_feed_the_model_the_same_numbers_for_the_same_image():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
-    mean, std = images.mean(0), np.full(3, 255.0)  # per-pixel mean, as the paper
-    device_normalize = Normalize(mean, std, CPU, channels_last=False)
+    per_pixel_mean = PerPixelMean()  # as the paper
+    per_pixel_mean.fit(images)
+    device_normalize = ModelInput(per_pixel_mean, channels_last=False)
     dataset = CifarImages(images, np.arange(8), device_normalize)
     expected = device_normalize(torch.from_numpy(images))
     for i in range(8):

@@ -80,7 +80,7 @@ def wait_for_iteration(run_dir, process, at_least: int, timeout: float = 120) ->
 
 
 LONG_BUDGET = [*TINY_BUDGET, "trainer.max_iters=40", "trainer.eval_every=5", "trainer.checkpoint_every=1000",
-               "optimizer.milestones=[30]"]
+               "schedule.milestones=[30]"]
 
 
 @pytest.fixture(scope="module")
@@ -225,15 +225,15 @@ BAD_INPUT = [
     ("depth below 8", ["depth=2"], 2, "depth=2 is not allowed: depth must be 6n+2"),
     ("unknown arch", ["arch=wide"], 1, "Could not find 'arch/wide'"),
     ("unknown shortcut", ["shortcut=D"], 1, "Could not find 'shortcut/D'"),
-    ("unknown normalization", ["normalization=zca"], 1, "Could not find 'normalization/zca'"),
+    ("unknown normalization", ["normalization=whitening"], 1, "Could not find 'normalization/whitening'"),
     ("unknown optimizer", ["optimizer=adam"], 1, "Could not find 'optimizer/adam'"),
     ("unknown data set", ["data=svhn"], 1, "Could not find 'data/svhn'"),
-    ("zero lr", ["optimizer.lr=0"], 2, "optimizer.lr=0.0 is not allowed: it must be > 0"),
-    ("negative lr", ["optimizer.lr=-0.1"], 2, "optimizer.lr=-0.1 is not allowed: it must be > 0"),
+    ("zero lr", ["optimizer.lr=0"], 2, "optimizer.lr=0 is not allowed: it must be a number > 0"),
+    ("negative lr", ["optimizer.lr=-0.1"], 2, "optimizer.lr=-0.1 is not allowed: it must be a number > 0"),
     ("zero batch size", ["data.batch_size=0"], 2, "data.batch_size=0 is not allowed: it must be > 0"),
     ("zero max_iters", ["trainer.max_iters=0"], 2, "trainer.max_iters=0 is not allowed: it must be > 0"),
     ("negative eval_every", ["trainer.eval_every=-1"], 2, "trainer.eval_every=-1 is not allowed: it must be > 0"),
-    ("milestones not increasing", ["optimizer.milestones=[9,6]"], 2, "they must be positive and strictly increasing"),
+    ("milestones not increasing", ["schedule.milestones=[9,6]"], 2, "they must be positive and strictly increasing"),
     ("seed too large", ["seed=100000000000000000000000"], 2,
      "seed=100000000000000000000000 is not allowed: it must lie in 0 .. 2**63-1"),
     ("val_size with a class absent", ["data.root={bad}", "data.val_size=10"], 2,
@@ -322,7 +322,7 @@ def test_a_checkpoint_that_cannot_be_resumed_is_refused_with_the_reason(tiny_cif
     run_dir = tmp_path / "run"
     if damage == "another architecture":  # a depth-14 checkpoint where a depth-8 run resumes
         donor = tmp_path / "donor"
-        train_in_process(*TINY_BUDGET, "depth=14", "trainer.max_iters=4", "optimizer.milestones=[2]",
+        train_in_process(*TINY_BUDGET, "depth=14", "trainer.max_iters=4", "schedule.milestones=[2]",
                          f"data.root={tiny_cifar10}", run_dir=donor)
         run_dir.mkdir()
         (run_dir / "checkpoint.pt").write_bytes((donor / "checkpoint.pt").read_bytes())

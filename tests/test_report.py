@@ -6,30 +6,38 @@ import sys
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from conftest import run_train
+from conftest import composed_spec, run_train
 from multirun_analysis.report import MARKERS, main, report
 
 METRICS_HEADER = "iteration,epoch,lr,train_loss,train_error,test_loss,test_error,val_error,elapsed_s,images_per_s\n"
 
 
 def composed(*overrides: str) -> dict:
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    """The config a run of these overrides records (summary.json's)."""
+    return composed_spec(*overrides).config
+
+
+def edit_config(run, change) -> None:
+    """Change the config a run folder recorded (summary.json's, which the report reads), as older code
+    wrote it."""
+    summary = json.loads((run / "summary.json").read_text())
+    change(summary["config"])
+    (run / "summary.json").write_text(json.dumps(summary))
 
 
 def write_run(folder, overrides, final_error, status="completed", params=269_722, iterations=(32000, 64000)):
     """A run folder as the training command writes it, with a made-up learning curve."""
     (folder / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(composed(*overrides)), folder / ".hydra" / "config.yaml")
+    config = composed(*overrides)
+    OmegaConf.save(OmegaConf.create(config), folder / ".hydra" / "config.yaml")
     rows = [f"{it},{it / 390:.4f},0.1,{0.5 + k},{final_error + 10 * (len(iterations) - 1 - k) + 1},"
             f"{0.4 + k},{final_error + 10 * (len(iterations) - 1 - k)},,{it / 100},900.0\n"
             for k, it in enumerate(iterations)]
     (folder / "metrics.csv").write_text(METRICS_HEADER + "".join(rows))
-    summary = {"status": status, "iteration": iterations[-1], "params": params, "wall_time_s": 60.0}
+    summary = {"status": status, "iteration": iterations[-1], "params": params, "wall_time_s": 60.0,
+               "config": config, "overrides": list(overrides)}
     if status == "completed":
         summary.update(test_error=final_error, test_loss=0.4, train_error=final_error + 1, train_loss=0.5)
     else:
@@ -75,7 +83,7 @@ def test_table_holds_the_hand_computed_means_and_stds(sweep_dir, tmp_path):
     assert rows[(20, "plain")]["paper error %"] == "" and rows[(56, "plain")]["vs paper"] == ""
     assert rows[(56, "plain")]["params"] == "853,018"
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 12 and {"arch", "depth", "seed", "optimizer.lr", "status", "test_error"} <= set(runs)
+    assert len(runs) == 12 and {"arch.name", "depth", "seed", "optimizer.lr", "status", "test_error"} <= set(runs)
     curves = pd.read_csv(out / "curves.csv")
     assert set(curves.columns) == {"run", "iteration", "metric", "value"}
     assert len(curves[curves.metric == "test_error"]) == 24
@@ -110,13 +118,21 @@ def test_unfinished_and_broken_runs_are_reported_not_averaged(sweep_dir, tmp_pat
     cut = write_run(sweep_dir / "cut_metrics", ["depth=44"], 7.0)
     (cut / "metrics.csv").write_text(METRICS_HEADER + "1000,2.5,0.1,0.5\n")
     missing = write_run(sweep_dir / "missing_config", ["depth=44"], 7.0)
-    (missing / ".hydra" / "config.yaml").unlink()
+    summary = json.loads((missing / "summary.json").read_text())
+    del summary["config"]
+    (missing / "summary.json").write_text(json.dumps(summary))
+    one_bad_line = write_run(sweep_dir / "one_bad_line", ["depth=44"], 7.0)
+    with open(one_bad_line / "metrics.csv", "a") as f:
+        f.write("64000,164.1,0.001,0.5,8.0,\"0.4,7.0,,640.0,900.0\n")  # an unbalanced quote: that line only
 
     out = tmp_path / "reports"
     account = report([sweep_dir], out)
-    for name, why in (("truncated", "summary.json is unreadable"), ("cut_metrics", "metrics.csv is unreadable"),
-                      ("missing_config", "config.yaml is missing")):
+    for name, why in (("truncated", "summary.json is unreadable"), ("cut_metrics", "metrics.csv holds no whole row"),
+                      ("missing_config", "summary.json holds no run config")):
         assert f"skipped {sweep_dir / name}: {why}" in account
+    # one damaged line of metrics.csv leaves the rest of the run in: the contract's rule, training's too
+    assert f"{one_bad_line}: 1 damaged line(s) of metrics.csv left out" in account
+    assert str(one_bad_line) in set(pd.read_csv(out / "runs.csv")["run"])
     text = (out / "table.md").read_text()
     assert "| 110 |" not in text.split("Not in the table")[0]  # not mixed into the means
     assert "| running | 1000 |" in text and "| failed | 1000 | RuntimeError: boom |" in text
@@ -159,7 +175,7 @@ def test_readme_without_one_marker_pair_is_refused_before_anything_is_written(sw
 def test_a_real_sweep_reports_end_to_end(tiny_cifar10, tmp_path, monkeypatch, capsys):
     sweep_dir = tmp_path / "multirun" / "s"
     result = run_train("-m", "depth=8", "arch=plain,resnet", "seed=0,1", "data.batch_size=32", "trainer.max_iters=4",
-                       "trainer.eval_every=2", "trainer.checkpoint_every=4", "optimizer.milestones=[2]",
+                       "trainer.eval_every=2", "trainer.checkpoint_every=4", "schedule.milestones=[2]",
                        f"data.root={tiny_cifar10}", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     monkeypatch.chdir(tmp_path)  # the report's default: multirun/ and outputs/ here
@@ -187,9 +203,7 @@ def test_a_key_an_older_run_lacks_counts_as_its_default(tmp_path):
     root = tmp_path / "sweep"
     write_run(root / "new", ["depth=20"], 8.0)
     old = write_run(root / "old", ["depth=20", "seed=1"], 9.0)
-    config = OmegaConf.load(old / ".hydra" / "config.yaml")
-    del config.trainer["precision"]
-    OmegaConf.save(config, old / ".hydra" / "config.yaml")
+    edit_config(old, lambda config: config["trainer"].pop("precision"))
     out = tmp_path / "out"
     report([root], out)
     rows = table_rows(out)
@@ -222,9 +236,9 @@ def test_the_report_says_what_its_numbers_come_from(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("file,content,why", [
-    (".hydra/config.yaml", "- a\n- list\n", "config.yaml holds list, not the mapping"),
-    ("summary.json", "[]", "summary.json holds list, not the mapping"),
-    ("summary.json", "null", "summary.json holds nothing, not the mapping"),
+    ("summary.json", '{"status": "completed", "config": ["a", "list"]}', "summary.json holds no run config"),
+    ("summary.json", "[]", "summary.json is unreadable (it holds [], not a run's summary)"),
+    ("summary.json", "null", "summary.json is unreadable (it holds null, not a run's summary)"),
 ])
 def test_a_run_file_that_is_not_a_mapping_is_skipped_with_the_reason(sweep_dir, tmp_path, file, content, why):
     """It was a TypeError/AttributeError and no report at all."""
@@ -245,10 +259,12 @@ def test_the_data_study_is_grouped_and_plotted_by_pipeline_and_augmentation(tmp_
         write_run(root / f"{pipeline}-{augment}", ["budget=quick", f"data.pipeline={pipeline}", f"data.augment={augment}"],
                   error, iterations=(782, 1564))
     old = write_run(root / "old", ["budget=quick"], 32.0, iterations=(782, 1564))
-    config = OmegaConf.load(old / ".hydra" / "config.yaml")
-    config.data.augment = True
-    del config.data["pipeline"], config.data["workers"]
-    OmegaConf.save(config, old / ".hydra" / "config.yaml")
+
+    def as_before_the_pipeline_existed(config):
+        config["data"]["augment"] = True
+        del config["data"]["pipeline"], config["data"]["workers"]
+
+    edit_config(old, as_before_the_pipeline_existed)
     out = tmp_path / "out"
     report([root], out)
     rows = {(r["data.pipeline"], r["data.augment"]): r for r in table_rows(out)}
@@ -257,3 +273,59 @@ def test_the_data_study_is_grouped_and_plotted_by_pipeline_and_augmentation(tmp_
         f"31.00 ± {statistics.stdev([30.0, 32.0]):.2f}"
     for name in ("pipeline.png", "augment.png"):
         assert (out / name).stat().st_size > 10_000, name
+
+
+def test_preact_is_compared_with_the_2016_paper_only_under_its_conditions(tmp_path):
+    """references.csv, as Table 6: a pre-activation ResNet-164 (bottleneck, option B) at the full recipe gets
+    5.46; ResNet-1001 4.92 at mini-batch 128 and 4.62 at 64 (the abstract's figure); the same net with
+    option A, or any net at a short budget, gets nothing. The table says where each number comes from."""
+    root = tmp_path / "sweep"
+    bottleneck = ["arch=preact", "arch.bottleneck=true"]
+    write_run(root / "p164", [*bottleneck, "depth=164", "shortcut=B"], 5.9)
+    write_run(root / "p164a", [*bottleneck, "depth=164", "shortcut=A"], 6.0)
+    write_run(root / "p1001", [*bottleneck, "depth=1001", "shortcut=B"], 5.0)
+    write_run(root / "p1001b64", [*bottleneck, "depth=1001", "shortcut=B", "data.batch_size=64",
+                                  "trainer.max_iters=156200", "schedule.milestones=[62480,94501]"], 4.8,
+              iterations=(94501, 156200))
+    write_run(root / "p1001b64short", [*bottleneck, "depth=1001", "shortcut=B", "data.batch_size=64"], 4.9)
+    write_run(root / "p110", ["arch=preact", "depth=110"], 6.5)
+    write_run(root / "p110q", ["arch=preact", "depth=110", "budget=quick"], 30.0, iterations=(782, 1564))
+    out = tmp_path / "out"
+    report([root], out)
+    rows = table_rows(out)
+    paper = {(r["depth"], r["model"], r.get("shortcut", ""), r.get("data.batch_size", ""),
+              r.get("trainer.max_iters", "")): r["paper error %"] for r in rows}
+    assert paper[("164", "preact", "B", "128", "64000")] == "5.46"
+    assert paper[("164", "preact", "A", "128", "64000")] == ""
+    assert paper[("1001", "preact", "B", "128", "64000")] == "4.92"
+    assert paper[("1001", "preact", "B", "64", "156200")] == "4.62"  # the authors' 200 epochs at 64
+    assert paper[("1001", "preact", "B", "64", "64000")] == ""  # mini-batch 64 for 82 epochs: not that run
+    assert paper[("110", "preact", "A", "128", "64000")] == "6.37"
+    assert paper[("110", "preact", "A", "128", "1564")] == ""
+    text = (out / "table.md").read_text()
+    assert "preact-1001 4.62: He et al. 2016, abstract; the authors' code (KaimingHe/resnet-1k-layers): mini-batch 64" \
+        in text
+
+
+def test_every_net_gets_its_row_and_its_panel_never_a_fixed_list(tmp_path):
+    """A net the package does not know (a user's) is reported like the built-ins: its own rows, its own
+    Figure 6 panel, its own line in depth.png; a key of its own YAML that never varies is part of it."""
+    from multirun_analysis.collect import collect
+    from multirun_analysis.plots import figure6_panels
+
+    root = tmp_path / "sweep"
+    for arch in ("plain", "resnet", "preact"):
+        write_run(root / arch, [f"arch={arch}", "depth=20"], 9.0)
+    wide = write_run(root / "wide", ["depth=20"], 7.5)
+
+    def as_a_users_net(config):
+        config["arch"] = {"_target_": "my_nets.WideResNet", "widen": 4, "name": "wide"}
+
+    edit_config(wide, as_a_users_net)
+    out = tmp_path / "out"
+    report([root], out)
+    rows = table_rows(out)
+    assert [r["model"] for r in rows] == ["plain", "preact", "resnet", "wide"]
+    assert "arch.widen" not in rows[0] and "arch.bottleneck" not in rows[0]  # part of what the net is
+    assert figure6_panels(collect([root]).runs) == ["plain", "preact", "resnet", "wide"]
+    assert (out / "fig6.png").stat().st_size > 10_000

@@ -8,16 +8,16 @@ import torch
 
 from conftest import TINY_BUDGET
 from multirun_analysis.responses import layer_response_std, main, response_layers
-from resnet_cifar.config import Arch, Shortcut
-from resnet_cifar.models import build_model
+from resnet_cifar.models.resnet import cifar_resnet
 from test_train import train_ok
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_cifar10, tmp_path_factory):
-    """plain-8 and ResNet-14, trained a few steps each: folders with summary.json and model.pt."""
+    """plain-8, ResNet-14 and pre-activation ResNet-8, trained a few steps each: folders with summary.json and
+    model.pt."""
     root = tmp_path_factory.mktemp("responses")
-    for arch, depth in (("plain", 8), ("resnet", 14)):  # by the command: run folders with their .hydra/
+    for arch, depth in (("plain", 8), ("resnet", 14), ("preact", 8)):  # by the command: run folders with .hydra/
         train_ok(*TINY_BUDGET, f"arch={arch}", f"depth={depth}", f"data.root={tiny_cifar10}",
                  f"hydra.run.dir={root / 'runs' / f'{arch}{depth}'}", cwd=root)
     return root
@@ -26,16 +26,17 @@ def trained(tiny_cifar10, tmp_path_factory):
 def test_one_positive_std_per_3x3_layer_in_order_and_the_figure(trained, tmp_path):
     assert main([str(trained / "runs"), "--out", str(tmp_path / "out")]) == 0
     responses = pd.read_csv(tmp_path / "out" / "responses.csv")
-    layers = responses.groupby("depth")["layer"].apply(list).to_dict()
-    assert layers == {8: list(range(1, 8)), 14: list(range(1, 14))}  # 6n+1 3x3 layers: the first and 2 per block
-    assert set(responses["arch"]) == {"plain", "resnet"}
+    layers = responses.groupby(["arch", "depth"])["layer"].apply(list).to_dict()
+    # 6n+1 3x3 layers: the first and 2 per block (for preact, their convs' outputs: no BN follows a conv there)
+    assert layers == {("plain", 8): list(range(1, 8)), ("resnet", 14): list(range(1, 14)),
+                      ("preact", 8): list(range(1, 8))}
     assert (responses["std"] > 0).all()
     assert (tmp_path / "out" / "fig7.png").stat().st_size > 10_000
 
 
 def test_the_hooks_measure_bn_outputs_before_the_relu_and_the_addition():
     torch.manual_seed(0)
-    model = build_model(Arch.resnet, 8, Shortcut.A, 10).eval()
+    model = cifar_resnet(8, "A", 10).eval()
     for bn in response_layers(model):  # BN statistics that are not the identity
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
@@ -61,8 +62,9 @@ def test_without_models_it_says_so(tmp_path):
 
 
 def test_a_run_the_report_skips_is_not_in_figure_7(trained, tmp_path):
-    """One list of runs: a completed run with a model whose config.yaml is damaged is skipped by the report,
-    and so by Figure 7 too (before, responses.csv still held it)."""
+    """One list of runs: a completed run with a model whose recorded config is damaged is skipped by the
+    report, and so by Figure 7 too (before, responses.csv still held it)."""
+    import json
     import shutil
 
     from multirun_analysis.report import main as report_main
@@ -70,9 +72,10 @@ def test_a_run_the_report_skips_is_not_in_figure_7(trained, tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(trained / "runs", runs)
     damaged = runs / "plain8"
-    (damaged / ".hydra" / "config.yaml").write_text("- a list\n- not a config\n")
+    summary = json.loads((damaged / "summary.json").read_text())
+    (damaged / "summary.json").write_text(json.dumps({**summary, "config": ["a list", "not a config"]}))
     assert report_main([str(runs), "--out", str(tmp_path / "out")]) == 0
     responses = pd.read_csv(tmp_path / "out" / "responses.csv")
-    assert set(responses["run"]) == {str(runs / "resnet14")}
+    assert set(responses["run"]) == {str(runs / "resnet14"), str(runs / "preact8")}
     report_runs = pd.read_csv(tmp_path / "out" / "runs.csv")
-    assert set(report_runs["run"]) == {str(runs / "resnet14")}
+    assert set(report_runs["run"]) == {str(runs / "resnet14"), str(runs / "preact8")}

@@ -13,7 +13,7 @@ from resnet_cifar.sweep import job_dirs, job_overrides
 
 # Two iterations, one evaluation: a job in about a second.
 SWEEP_BUDGET = ("data.batch_size=16", "trainer.max_iters=2", "trainer.eval_every=2",
-                "trainer.checkpoint_every=1", "optimizer.milestones=[1]", "trainer.eval_batch_size=100")
+                "trainer.checkpoint_every=1", "schedule.milestones=[1]", "trainer.eval_batch_size=100")
 
 
 def sweep(*overrides, data, sweep_dir, env=None):
@@ -40,6 +40,7 @@ def grid(*overrides):
     ("normalization", 5, {"normalization": {"per_pixel_mean", "channel_stats", "imagenet", "unit", "raw"}}),
     ("batch", 4, {"data.batch_size": {"128", "256"}, "trainer.nproc_per_node": {"1", "2"}}),
     ("pipeline", 4, {"data.pipeline": {"device", "torchvision"}, "data.augment": {"random", "static"}}),
+    ("preact", 6, {"arch": {"resnet", "preact"}, "depth": {"20", "56", "110"}}),
 ])
 def test_presets_expand_to_their_grid(preset, size, varying):
     jobs, _ = grid(f"+experiment={preset}")
@@ -64,9 +65,9 @@ def test_job_folders_are_named_by_overrides_whatever_the_order(tmp_path):
     assert sorted(names) == sorted(d.name for d in job_dirs(reordered))
 
 
-ABLATION = ("optimizer.lr=0.1", "optimizer.weight_decay=0.0001", "optimizer.momentum=0.9", "optimizer.gamma=0.1",
-            "optimizer.warmup.lr=0.01", "optimizer.warmup.min_depth=110", "optimizer.warmup.max_iters=2000",
-            "optimizer.warmup.until_train_error=80.0", "optimizer.warmup.window=100", "trainer.precision=fp32",
+ABLATION = ("optimizer.lr=0.1", "optimizer.weight_decay=0.0001", "optimizer.momentum=0.9", "schedule.gamma=0.1",
+            "schedule.warmup.lr=0.01", "schedule.warmup.min_depth=110", "schedule.warmup.max_iters=2000",
+            "schedule.warmup.until_train_error=80.0", "schedule.warmup.window=100", "trainer.precision=fp32",
             "trainer.compile_mode=default", "normalization=per_pixel_mean")
 
 
@@ -123,15 +124,54 @@ def test_a_killed_sweep_relaunched_skips_finished_jobs_and_resumes_the_rest(tiny
 
 
 def test_a_failing_job_is_recorded_and_the_others_complete(tiny_cifar10, tmp_path):
+    """A job that fails only once it runs (its held-out split does not fit the data it finds) is recorded;
+    the sweep goes on and exits non-zero listing it."""
     sweep_dir = tmp_path / "sweep"
-    result = sweep("depth=8", "arch=plain,resnet", "shortcut=B", data=tiny_cifar10, sweep_dir=sweep_dir)
+    result = sweep("depth=8", "data.val_size=0,1000", data=tiny_cifar10, sweep_dir=sweep_dir)
     assert result.returncode == 1
-    assert "1 of 2 jobs did not complete" in result.stderr and "arch=plain" in result.stderr
+    assert "1 of 2 jobs did not complete" in result.stderr and "data.val_size=1000" in result.stderr
     done = summaries(sweep_dir)
-    plain = next(s for name, s in done.items() if "arch=plain" in name)
-    resnet = next(s for name, s in done.items() if "arch=resnet" in name)
-    assert plain["status"] == "failed" and "shortcut=B has no meaning for arch=plain" in plain["error"]
-    assert resnet["status"] == "completed"
+    failed = next(s for name, s in done.items() if "val_size=1000" in name)
+    assert failed["status"] == "failed" and "data.val_size=1000 is not allowed" in failed["error"]
+    assert next(s for name, s in done.items() if "val_size=0" in name)["status"] == "completed"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (("arch=plain,resnet", "shortcut=B"), "job arch=plain: arch=plain (conf/arch/plain.yaml): shortcut=B has no "
+                                          "meaning for arch=plain"),
+    (("depth=8,21",), "job depth=21: arch=resnet (conf/arch/resnet.yaml): depth=21 is not allowed: depth must be "
+                      "6n+2"),
+    (("optimizer.lr=0.1,-1",), "job optimizer.lr=-1: optimizer.lr=-1 is not allowed"),
+])
+def test_a_grid_with_a_job_that_cannot_run_is_refused_before_any_runs(tiny_cifar10, tmp_path, overrides, message):
+    """Every job composed and checked (config, plug-ins) before the first starts: one line, exit 2, no folder."""
+    sweep_dir = tmp_path / "sweep"
+    result = sweep("depth=8", *overrides, data=tiny_cifar10, sweep_dir=sweep_dir) if "depth=8,21" not in overrides \
+        else sweep(*overrides, data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: the sweep would run a job that cannot run"), lines
+    assert message in lines[0]
+    assert not sweep_dir.exists()
+
+
+def test_every_job_of_every_preset_passes_the_checks_a_sweep_makes():
+    """What CheckJobs does before a sweep, for the shipped presets: each job's config and plug-ins."""
+    from resnet_cifar.config import validate
+    from resnet_cifar.checks import check_plugins
+    from conftest import composed_spec
+
+    checked = set()
+    for preset in ("fig6", "table6", "shortcuts", "normalization", "batch", "pipeline", "preact"):
+        jobs, _ = grid(f"+experiment={preset}")
+        for job in jobs:
+            spec = composed_spec(*(f"{k}={v}" for k, v in job.items()))
+            key = json.dumps({**spec.config, "seed": None}, sort_keys=True)
+            if key not in checked:
+                validate(spec.cfg)
+                check_plugins(spec.cfg)
+                checked.add(key)
+    assert len(checked) >= 20
 
 
 def test_a_run_folder_in_use_is_refused(tiny_cifar10, tmp_path):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, TINY_BUDGET, run_train, train_in_process
-from resnet_cifar.config import Arch, Shortcut
-from resnet_cifar.models import build_model, count_parameters
-from resnet_cifar.run_folder import METRIC_COLUMNS
+from resnet_cifar.contract import METRIC_COLUMNS
+from resnet_cifar.models import count_parameters
+from resnet_cifar.models.resnet import cifar_resnet
 
 TIMING_COLUMNS = {"elapsed_s", "images_per_s"}
 
@@ -36,7 +36,7 @@ def test_a_tiny_run_writes_the_whole_run_folder(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
     train_ok(*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", "data.val_size=20",
              cwd=tmp_path)
-    for name in ("metrics.csv", "summary.json", "checkpoint.pt", "model.pt", "train.log",
+    for name in ("metrics.csv", "summary.json", "checkpoint.pt", "model.pt", "normalization.pt", "train.log",
                  ".hydra/config.yaml", ".hydra/overrides.yaml"):
         assert (run_dir / name).is_file(), name
     rows = read_metrics(run_dir)
@@ -48,7 +48,7 @@ def test_a_tiny_run_writes_the_whole_run_folder(tiny_cifar10, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["iteration"] == 12
     assert summary["test_error"] == float(rows[-1]["test_error"])
-    model = build_model(Arch.resnet, 8, Shortcut.A, 10)
+    model = cifar_resnet(8, "A", 10)
     assert summary["params"] == count_parameters(model)
     model.load_state_dict(torch.load(run_dir / "model.pt"))  # plain keys, strict
     assert summary["versions"]["torch"] and summary["device"] == "cpu"
@@ -59,7 +59,7 @@ def test_a_tiny_run_writes_the_whole_run_folder(tiny_cifar10, tmp_path):
 def test_the_loss_falls_on_a_learnable_set(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
     train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=60", "trainer.eval_every=10",
-                     "trainer.checkpoint_every=60", "optimizer.milestones=[40]", f"data.root={tiny_cifar10}",
+                     "trainer.checkpoint_every=60", "schedule.milestones=[40]", f"data.root={tiny_cifar10}",
                      run_dir=run_dir)
     rows = read_metrics(run_dir)
     assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
@@ -69,7 +69,7 @@ def test_the_loss_falls_on_a_learnable_set(tiny_cifar10, tmp_path):
 def test_bf16_autocast_learns_too(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
     train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=60", "trainer.eval_every=30",
-                     "trainer.checkpoint_every=60", "optimizer.milestones=[40]", "trainer.precision=bf16",
+                     "trainer.checkpoint_every=60", "schedule.milestones=[40]", "trainer.precision=bf16",
                      f"data.root={tiny_cifar10}", run_dir=run_dir)
     rows = read_metrics(run_dir)
     assert float(rows[-1]["test_error"]) < 30.0
@@ -83,8 +83,8 @@ def test_the_warm_up_of_deep_nets_runs_at_its_lr_until_the_training_error_drops(
     while the running training error over the window is above 80%, then back to 0.1."""
     run_dir = tmp_path / "run"
     summary = train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=40", "trainer.eval_every=5",
-                               "trainer.checkpoint_every=40", "optimizer.milestones=[35]",
-                               "optimizer.warmup.min_depth=8", "optimizer.warmup.window=5",
+                               "trainer.checkpoint_every=40", "schedule.milestones=[35]",
+                               "schedule.warmup.min_depth=8", "schedule.warmup.window=5",
                                f"data.root={tiny_cifar10}", run_dir=run_dir)
     ended = summary["warmup_ended_at"]
     assert ended is not None and ended % 5 == 0 and 5 <= ended < 35, ended  # at the end of a window
@@ -94,7 +94,7 @@ def test_the_warm_up_of_deep_nets_runs_at_its_lr_until_the_training_error_drops(
     assert all(lr == 0.1 for it, lr in lrs.items() if ended < it <= 35) and lrs[40] == pytest.approx(0.01)
     # a net below the threshold depth (the default: 110) never warms up
     plain = train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=5", "trainer.eval_every=2",
-                             "trainer.checkpoint_every=5", "optimizer.milestones=[4]", f"data.root={tiny_cifar10}",
+                             "trainer.checkpoint_every=5", "schedule.milestones=[4]", f"data.root={tiny_cifar10}",
                              run_dir=tmp_path / "plain")
     assert plain["warmup_ended_at"] is None and float(read_metrics(tmp_path / "plain")[0]["lr"]) == 0.1
 
@@ -102,7 +102,7 @@ def test_the_warm_up_of_deep_nets_runs_at_its_lr_until_the_training_error_drops(
 def test_compiled_training_step_computes_what_the_eager_one_does(tiny_cifar10, tmp_path):
     """trainer.compile changes how the step runs, not what it computes (CPU inductor here)."""
     budget = ["depth=8", "data.batch_size=32", "trainer.max_iters=4", "trainer.eval_every=2",
-              "trainer.checkpoint_every=4", "optimizer.milestones=[3]", f"data.root={tiny_cifar10}"]
+              "trainer.checkpoint_every=4", "schedule.milestones=[3]", f"data.root={tiny_cifar10}"]
     train_in_process(*budget, run_dir=tmp_path / "eager")
     train_in_process(*budget, "trainer.compile=true", run_dir=tmp_path / "compiled")
     eager, compiled = read_metrics(tmp_path / "eager"), read_metrics(tmp_path / "compiled")
@@ -130,7 +130,7 @@ def test_real_cifar10_copy_learns_well_above_chance(tmp_path):
     subprocess.run([sys.executable, str(SHARED_DATA / "make_cifar10.py"), str(tmp_path / "data"),
                     "--train", "5000", "--test", "1000"], check=True, capture_output=True)
     summary = train_in_process("depth=8", "trainer.max_iters=120", "trainer.eval_every=120",
-                               "trainer.checkpoint_every=120", "optimizer.milestones=[100]",
+                               "trainer.checkpoint_every=120", "schedule.milestones=[100]",
                                f"data.root={tmp_path / 'data'}", run_dir=tmp_path / "run")
     assert summary["status"] == "completed"
     assert summary["test_error"] < 70.0, summary  # chance: 90%; 60.6% measured here (2-core CPU)

@@ -122,8 +122,8 @@ def test_tensorboard_shows_each_job_of_a_sweep_and_a_resumed_run_once(tiny_cifar
 
 def test_tensorboard_asked_for_and_not_installed_is_refused_before_the_run(tiny_cifar10, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard -> ImportError
-    with pytest.raises(ConfigError, match=r"logger=tensorboard is not allowed here: the tensorboard package is not "
-                                          r"installed; pip install -e \"\.\[tensorboard\]\""):
+    with pytest.raises(ConfigError, match=r"logger=tensorboard: the tensorboard package is not installed; "
+                                          r"pip install -e \"\.\[tensorboard\]\""):
         train_in_process(*TINY_BUDGET, "logger=tensorboard", f"data.root={tiny_cifar10}", run_dir=tmp_path / "run")
     assert not (tmp_path / "run" / "summary.json").exists()
 
@@ -150,12 +150,12 @@ def test_a_resumed_writer_sorts_after_an_attempt_started_in_the_same_second(tmp_
     it: steps 6, 8, 10, 12, 2, 4, 6)."""
     import time
 
-    from resnet_cifar.live import TensorBoardCurves
+    from resnet_cifar.trackers.tensorboard import TensorBoardTracker
 
     folder = tmp_path / "tensorboard"
     folder.mkdir()
     earlier = folder / f"events.out.tfevents.{int(time.time())}.zzzz.1.0"  # sorts after this host's name
     earlier.write_bytes(b"")
-    curves = TensorBoardCurves(tmp_path, resumed_at=4)
-    curves.close()
+    tracker = TensorBoardTracker(tmp_path, {}, resumed_at=4)
+    tracker.close("completed")
     assert sorted(p.name for p in folder.iterdir())[-1] != earlier.name

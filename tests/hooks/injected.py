@@ -38,7 +38,7 @@ def _kill() -> None:
 
 
 def archive(value: str) -> None:
-    import resnet_cifar.fetch as fetch  # torchvision itself only when a download starts, as in a user's run
+    import resnet_cifar.data.fetch as fetch  # torchvision itself only when a download starts, as in a user's run
 
     download = fetch._download
 

@@ -1,6 +1,6 @@
 """One run in its folder: start or resume, train, and record how it ended.
 
-Every process of a data-parallel run calls `train`; only the first writes, and
+Every process of a data-parallel run calls `train_run`; only the first writes, and
 only through the RunFolder. Stop signals are caught around the loop: the step
 in flight finishes, a checkpoint is written, the run is recorded as
 interrupted, and a handler that was there before (submitit's requeue) is then
@@ -15,32 +15,43 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .contract import FINAL_METRICS, Status
 from .distributed import World
 from .errors import Diverged, RunFolderError
 from .loop import TrainingLoop
-from .config import Logger
-from .live import TensorBoardCurves
 from .provenance import command_line, cuda_versions, device_name, gpu_uuids, library_versions, slurm_job, source_version
-from .run_folder import RunFolder, RunSpec, Status
+from .run_folder import RunFolder, RunSpec
 from .signals import Interrupted, StopRequest
+from .trackers import Tracker, build_tracker
 
 log = logging.getLogger(__name__)
-
-FINAL_METRICS = ("test_error", "test_loss", "train_error", "train_loss", "val_error")
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | None:
+def close(tracker: Tracker | None, status: Status) -> None:
+    """Tell the tracker how the run ended; a tracker that fails then (its server gone) costs a warning, never
+    the run's own record."""
+    if tracker is None:
+        return
+    try:
+        tracker.close(status.value)
+    except Exception as e:
+        log.warning("the tracker could not record the end of the run (%s: %s)", type(e).__name__, e)
+
+
+def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | None:
     """Train the run in `folder` to its end, resuming from its checkpoint; return its summary (on the
     first process). The caller holds the folder and has checked that the run is not completed."""
     cfg = spec.cfg
-    loop = TrainingLoop(cfg, world)
+    normalization = folder.load_normalization()  # as fitted when the run started: resuming never refits
+    loop = TrainingLoop(cfg, world, normalization_state=normalization)
     loop.resume_from(folder)
     main = world.is_main
-    curves = TensorBoardCurves(folder.path, loop.iteration) if main and cfg.logger.name is Logger.tensorboard else None
+    if main and normalization is None:
+        folder.save_normalization(loop.data.normalization.state_dict())
     if main:
         folder.start(spec, iteration=loop.iteration, max_iters=cfg.trainer.max_iters, params=loop.params,
                      device=str(loop.device), device_name=device_name(loop.device), processes=world.world_size,
@@ -51,10 +62,12 @@ def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | No
                      command=command_line(), started_at=_now())
     else:
         gpu_uuids(loop.device, world)  # a collective: every process takes part
-    log.info("%s-%d (shortcut %s), %d parameters, on %s x %d; run folder %s", cfg.arch.value, cfg.depth,
+    log.info("%s-%d (shortcut %s), %d parameters, on %s x %d; run folder %s", cfg.arch["name"], cfg.depth,
              cfg.shortcut.value, loop.params, loop.device, world.world_size, folder.path)
     stop = StopRequest()
+    tracker = None
     try:
+        tracker = build_tracker(cfg, folder.path, spec.config, loop.iteration) if main else None
         with stop, logging_redirect_tqdm(), tqdm(total=cfg.trainer.max_iters, initial=loop.iteration,
                                                  disable=None if main else True, dynamic_ncols=True,
                                                  desc="train", unit="it") as bar:
@@ -62,8 +75,8 @@ def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | No
                 bar.update(done - bar.n)
                 if row:
                     bar.set_postfix(test_error=f"{row['test_error']:.2f}%", refresh=False)
-                    if curves:
-                        curves.write(row)
+                    if tracker:
+                        tracker.log(row)
 
             final = loop.fit(folder, stop, progress)
         if not final and main:  # it had trained to the end; a crash kept that from being recorded
@@ -71,6 +84,7 @@ def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | No
     except BaseException as e:
         status = (Status.diverged if isinstance(e, Diverged)
                   else Status.interrupted if isinstance(e, (Interrupted, KeyboardInterrupt)) else Status.failed)
+        close(tracker, status)
         if main:
             try:
                 folder.record(status=status, iteration=loop.iteration, error=f"{type(e).__name__}: {e}")
@@ -80,9 +94,6 @@ def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | No
             log.warning("%s", e)  # here: the handler passed on may end the process (submitit's exits)
             stop.pass_on()  # e.g. submitit's handler, which requeues the job
         raise
-    finally:
-        if curves:
-            curves.close()
     clock = loop.clock
     if main:
         folder.save_model(loop.model.state_dict())
@@ -90,6 +101,7 @@ def train(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | No
                       wall_time_s=round(clock.elapsed_s, 2),
                       images_per_s=round(loop.iteration * loop.data.global_batch / clock.train_s, 1),
                       warmup_ended_at=loop.schedule.warmup_ended_at, ended_at=_now())
+    close(tracker, Status.completed)
     log.info("completed: test error %s%% after %d iterations, %.1f min", final.get("test_error"), loop.iteration,
              clock.elapsed_s / 60)
     return folder.summary

@@ -1,11 +1,13 @@
-"""A trained run, loaded back: its net with its weights, the input normalization it was trained with, its
+"""A saved run, loaded back: its net with its weights, the input normalization it was trained with, its
 config and its data set. The one loader that evaluation (evaluate.py), Figure 7
 (multirun_analysis.responses), `load_run` and torch.hub use, so that a model is never fed inputs prepared
 differently from training (the most common cause of a reloaded CIFAR model scoring far below its run).
 
-The normalization is computed again from the run's own training split (as data.split_and_normalize did
-when it trained), so the data set the run trained on must be at hand: its config's `data.root`, or
-`data_root`. Weights are read with `weights_only=True`.
+The net is built through its arch plug-in (so a user's own model loads as the built-ins do, its module
+importable); the normalization takes the state the run saved (normalization.pt), or, for a folder from
+before that file, is fitted again on the run's own training split. Either way the data set the run
+trained on must be at hand (its test set, and its split): its config's `data.root`, or `data_root`.
+Weights are read with `weights_only=True`.
 """
 from __future__ import annotations
 
@@ -15,14 +17,18 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .checkpoint import load_checkpoint, load_model_state
-from .config import BaseConfig, Dataset, Normalization, upgrade
-from .data import CifarArrays, Normalize, eval_batches, load_cifar, split_and_normalize
+from .config import BaseConfig, Dataset, upgrade
+from .contract import CHECKPOINT_FILE, MODEL_FILE, read_summary
+from .data.cifar import CifarArrays, load_cifar
+from .data.normalization import ModelInput
+from .data.run_data import split_and_prepare
+from .data.stream import eval_batches
 from .errors import UserError
-from .models import CifarResNet, build_model
-from .run_folder import CHECKPOINT_FILE, MODEL_FILE, RunSpec, read_summary
+from .models import build_model
+from .run_folder import RunFolder, RunSpec
 
 
 class NotATrainedRun(UserError):
@@ -35,8 +41,8 @@ class TrainedRun:
     cfg: BaseConfig  # the run's typed config
     config: dict  # the same, as summary.json holds it
     summary: dict  # summary.json: how the run ended, what it recorded
-    model: CifarResNet  # in eval mode, on `device`
-    normalize: Normalize  # uint8 NHWC images -> the model's input, as in training
+    model: nn.Module  # in eval mode, on `device`
+    normalize: ModelInput  # uint8 NHWC images -> the model's input, as in training
     data: CifarArrays
     weights: Path  # model.pt, or checkpoint.pt
     iteration: int | None  # of the checkpoint; None for model.pt (the end of training)
@@ -83,9 +89,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
         raise NotATrainedRun(f"{run_dir} has no {weights.name}: {hint}")
     cfg = spec.cfg
     data = _dataset(cfg.data.name.value, str(data_root or cfg.data.root))
-    *_, normalize = split_and_normalize(data, cfg.data.val_size, Normalization(cfg.normalization.name), device,
-                                        cfg.trainer.channels_last)
-    model = build_model(cfg.arch, cfg.depth, cfg.shortcut, data.num_classes)
+    *_, normalize = split_and_prepare(data, cfg, device, RunFolder(run_dir).load_normalization())
+    model = build_model(cfg, data.num_classes)
     if checkpoint:
         state = load_checkpoint(weights)
         weights_state, iteration = state["model"], state["iteration"]

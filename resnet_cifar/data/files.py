@@ -1,6 +1,6 @@
 """What each supported data set's official python release holds, and where.
 
-One table read by the loader (data.py), the downloader (fetch.py) and the
+One table read by the reader (cifar.py), the downloader (fetch.py) and the
 benchmark, so that file names, label keys and the torchvision class that knows
 the archive's address and md5 are written down once.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Dataset
+from ..config import Dataset
 
 
 @dataclass(frozen=True)

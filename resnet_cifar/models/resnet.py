@@ -3,6 +3,8 @@
 Written after torchvision's models/resnet.py (same block attribute names, one
 init loop, a private factory and small public builders), with the CIFAR stem
 (3x3 conv, 16 filters, no max-pool) and the shortcut options of section 3.3.
+`arch=resnet` and `arch=plain` name the builders at the bottom (conf/arch/), the
+way a user's own model is named.
 """
 from __future__ import annotations
 
@@ -10,9 +12,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import Arch, Shortcut, check_depth
+from ..config import Shortcut
+from ..errors import ConfigError
 
 STAGE_WIDTHS = (16, 32, 64)
+
+
+def check_depth(depth: int) -> int:
+    """Return n for a CIFAR depth 6n+2, or refuse it: the depth rule of these nets."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ConfigError(
+            f"depth={depth} is not allowed: depth must be 6n+2 with n >= 1 "
+            f"(8, 14, 20, 26, 32, ...; the paper used 20, 32, 44, 56, 110, 1202)"
+        )
+    return (depth - 2) // 6
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -111,26 +124,25 @@ class CifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
+    def response_layers(self) -> list[nn.Module]:
+        """Figure 7's responses (sec. 4.2: "the outputs of each 3x3 layer, after BN and before other
+        nonlinearity (ReLU/addition)"): the BN after each 3x3 conv, in forward order."""
+        layers: list[nn.Module] = [self.bn1]
+        for stage in (self.layer1, self.layer2, self.layer3):
+            for block in stage:
+                layers += [block.bn1, block.bn2]
+        return layers
+
 
 def _cifar_net(depth: int, shortcut: Shortcut | None, num_classes: int) -> CifarResNet:
     return CifarResNet(check_depth(depth), shortcut, num_classes)
 
 
-def cifar_resnet(depth: int, shortcut: Shortcut = Shortcut.A, num_classes: int = 10) -> CifarResNet:
+def cifar_resnet(depth: int, shortcut: Shortcut | str = Shortcut.A, num_classes: int = 10) -> CifarResNet:
     """ResNet-`depth` for CIFAR (He et al. 2015, sec. 4.2; Table 6 uses option A)."""
-    return _cifar_net(depth, shortcut, num_classes)
+    return _cifar_net(depth, Shortcut(shortcut), num_classes)
 
 
 def cifar_plain(depth: int, num_classes: int = 10) -> CifarResNet:
     """Plain-`depth` for CIFAR: the ResNet stack without shortcuts (He et al. 2015, Fig. 6 left)."""
     return _cifar_net(depth, None, num_classes)
-
-
-def build_model(arch: Arch, depth: int, shortcut: Shortcut, num_classes: int) -> CifarResNet:
-    if arch is Arch.plain:
-        return cifar_plain(depth, num_classes)
-    return cifar_resnet(depth, shortcut, num_classes)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

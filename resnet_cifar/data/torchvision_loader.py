@@ -13,9 +13,9 @@ PIL image per `__getitem__`, torchvision's `RandomCrop(32, padding=4)` and
   shard, as the device pipeline does.
 
 The image becomes a tensor without ToTensor's division by 255: the run's
-normalization (data.Normalize, statistics in pixel units) does that scaling
-in the arithmetic the device pipeline uses, so both pipelines feed the model
-the same numbers for the same crop.
+normalization (normalization.py, on uint8 pixels) does that scaling in the
+arithmetic the device pipeline uses, so both pipelines feed the model the same
+numbers for the same crop.
 """
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
-from .config import Augment
-from .data import PAD, Normalize, check_batch_fits
+from ..config import Augment
+from .augment import PAD
+from .normalization import ModelInput
+from .stream import check_batch_fits, own_slice
 
 SEED_RANGE = 2**63  # torch.manual_seed takes any of these
 STATIC_STREAM = 1  # a stream of seeds apart from the epochs' (epoch numbers are >= 0, this key is negative)
@@ -42,8 +44,8 @@ class CifarImages(Dataset):
     """CIFAR images as torchvision's CIFAR10 serves them, one PIL image per item; an item is an image index
     and the seed of its crop and flip (None: no augmentation)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, normalize: Normalize) -> None:
-        self.images, self.labels, self.normalize = images, labels, normalize
+    def __init__(self, images: np.ndarray, labels: np.ndarray, prepare: ModelInput) -> None:
+        self.images, self.labels, self.prepare = images, labels, prepare
         self.augment = T.Compose([T.RandomCrop(32, padding=PAD), T.RandomHorizontalFlip()])
 
     def __len__(self) -> int:
@@ -57,7 +59,7 @@ class CifarImages(Dataset):
                 torch.manual_seed(seed)
                 image = self.augment(image)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # H, W, C uint8
-        return self.normalize(pixels[None])[0], int(self.labels[index])
+        return self.prepare(pixels[None])[0], int(self.labels[index])
 
 
 class GlobalBatches(Sampler):
@@ -92,18 +94,16 @@ class GlobalBatches(Sampler):
 
 
 class TorchvisionLoader:
-    """The training stream of data.pipeline=torchvision, with CifarLoader's interface: next_batch() gives
-    this process's shard of the next global batch on the device; its state is (epoch, position)."""
+    """The training stream of data.pipeline=torchvision (stream.TrainingStream): next_batch() gives this
+    process's shard of the next global batch on the device; its state is (epoch, position)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, normalize: Normalize, seed: int,
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, prepare: ModelInput, seed: int,
                  augment: Augment, workers: int, device: torch.device, channels_last: bool,
                  shard: tuple[int, int] = (0, 1)) -> None:
         check_batch_fits(batch_size, len(images))
         self.num_images, self.batch_size = len(images), batch_size
-        rank, processes = shard
-        local = batch_size // processes
-        self.own = slice(rank * local, (rank + 1) * local)
-        self.dataset = CifarImages(images, labels, normalize.on(torch.device("cpu"), channels_last=False))
+        self.own = own_slice(batch_size, shard)
+        self.images, self.labels, self.prepare = images, labels, prepare
         self.seed, self.augment, self.workers = seed, augment, workers
         self.device, self.channels_last = device, channels_last
         self.epoch, self.position = 0, 0
@@ -114,9 +114,12 @@ class TorchvisionLoader:
         return self.num_images // self.batch_size
 
     def _start(self) -> None:
+        """The DataLoader from (epoch, position) on; its workers get the normalization as it is now (a resumed
+        run has loaded its fitted state into it by then)."""
+        dataset = CifarImages(self.images, self.labels, self.prepare.on(torch.device("cpu"), channels_last=False))
         sampler = GlobalBatches(self.num_images, self.batch_size, self.seed, self.augment, self.own,
                                 (self.epoch, self.position))
-        self._batches = iter(DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.workers,
+        self._batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers,
                                         pin_memory=self.device.type == "cuda"))
 
     def next_batch(self) -> tuple[Tensor, Tensor]:

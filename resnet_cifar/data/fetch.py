@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .config import Dataset
-from .datasets import DATASETS
-from .errors import DataError
+from ..config import Dataset
+from .files import DATASETS
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,14 @@
 """Test (and validation) loss and error of a model: every image once, in its single original view."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import Precision
-from .data import Normalize, eval_batches
+from .data.stream import eval_batches
 from .distributed import World
 from .step import autocast
 
@@ -23,7 +23,8 @@ def outputs(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: 
 
 
 @torch.no_grad()
-def loss_and_error(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, normalize: Normalize,
+def loss_and_error(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int,
+                   prepare: Callable[[Tensor], Tensor],
                    world: World = World(), precision: Precision = Precision.fp32) -> tuple[float, float]:
     """(mean loss, error %) over every image exactly once.
 
@@ -33,7 +34,7 @@ def loss_and_error(model: nn.Module, images: Tensor, labels: Tensor, batch_size:
     share = -(-len(images) // world.world_size)
     own = slice(world.rank * share, (world.rank + 1) * share)
     totals = torch.zeros(2, dtype=torch.float64, device=images.device)  # loss sum, wrong count
-    for out, y in outputs(model, eval_batches(images[own], labels[own], batch_size, normalize), images.device,
+    for out, y in outputs(model, eval_batches(images[own], labels[own], batch_size, prepare), images.device,
                           precision):
         totals[0] += F.cross_entropy(out, y, reduction="sum")
         totals[1] += (out.argmax(1) != y).sum()

@@ -1,0 +1,25 @@
+"""Every plug-in of a run checked as it will be used, before anything runs: for a run (command.py) and for
+every job of a sweep before the first starts (sweep.CheckJobs)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from .config import BaseConfig
+from .data.normalization import check_normalization
+from .models import check_model
+from .plugins import ConfigSource
+from .step import check_optimizer
+from .trackers import check_tracker
+
+
+def check_plugins(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -> None:
+    """The model built and run forward on one CIFAR batch, the normalization made, the optimizer made for
+    one parameter, the tracker's package present. Raises PluginError (one line) for the first that fails."""
+    sources = tuple(sources)
+    with torch.random.fork_rng(devices=[]):  # the run's own seeding is untouched
+        check_model(cfg, sources)
+        check_normalization(cfg, sources)
+        check_optimizer(cfg, sources)
+        check_tracker(cfg, sources)

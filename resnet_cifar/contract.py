@@ -1,0 +1,128 @@
+"""The run-folder contract between training and analysis: file names, metrics columns, how each file is read.
+
+Torch-free and Hydra-free, so that analysis (multirun_analysis) and training (run_folder.RunFolder, the one
+writer) read a run folder through the same code: one rule for a damaged metrics line (it is dropped and
+counted, never a whole run), one place the run's config comes from (summary.json, as it was recorded when
+the run started; `.hydra/` is Hydra's copy for people), one rule for "finished".
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from .errors import RunFolderError
+
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+NORMALIZATION_FILE = "normalization.pt"  # the input normalization fitted on the run's training split
+LOG_FILE = "train.log"
+HYDRA_FOLDER = ".hydra"
+LOCK_FILE = ".lock"  # who holds the folder (the lock itself is on the folder)
+METRIC_COLUMNS = (
+    "iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
+    "val_error", "elapsed_s", "images_per_s",
+)
+OPTIONAL_METRICS = ("val_error",)  # empty when the run holds out no validation images
+HEADER = ",".join(METRIC_COLUMNS).encode()
+FINAL_METRICS = ("test_error", "test_loss", "train_error", "train_loss", "val_error")  # in summary.json at the end
+DATA_SIZES = ("train_images", "val_images", "test_images")  # in summary.json: the images of each split
+
+
+class Status(str, Enum):
+    """summary.json's `status` (a str, so that it is written and compared as the plain word)."""
+
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    diverged = "diverged"
+    interrupted = "interrupted"
+
+
+class UnreadableFile(RunFolderError):
+    """A contract file that exists but cannot be read as the contract says (the message says why)."""
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """A run folder's summary.json (None if it has none); UnreadableFile if it is damaged or not a mapping."""
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UnreadableFile(f"{path} is unreadable ({e}); move the run folder aside or delete the file") from e
+    if not isinstance(summary, dict):
+        raise UnreadableFile(f"{path} is unreadable (it holds {json.dumps(summary)[:40]}, not a run's summary); "
+                             "move the run folder aside or delete the file")
+    return summary
+
+
+def run_config(summary: dict, run_dir: Path) -> dict:
+    """The run's config as summary.json recorded it (as composed, before older values are read as today's:
+    config.upgrade does that)."""
+    config = summary.get("config")
+    if not isinstance(config, dict):
+        raise UnreadableFile(f"{Path(run_dir) / SUMMARY_FILE} holds no run config (a mapping under 'config')")
+    return config
+
+
+def says_finished(summary: dict, max_iters: object) -> bool:
+    """Whether a summary says its run completed, with a final test error, at trainer.max_iters: a summary that
+    says completed without them (edited, or damaged) is not believed."""
+    error, iteration = summary.get("test_error"), summary.get("iteration")
+    return summary.get("status") == Status.completed and isinstance(error, (int, float)) and \
+        isinstance(iteration, int) and isinstance(max_iters, int) and iteration >= max_iters
+
+
+@dataclass
+class Metrics:
+    """metrics.csv read back: its whole rows (text, as written) and how many lines were dropped as damaged."""
+
+    rows: list[dict[str, str]]
+    dropped: int
+
+    def numbers(self) -> list[dict[str, float | None]]:
+        """The rows as numbers (an empty optional column is None)."""
+        return [{k: float(v) if v != "" else None for k, v in row.items()} for row in self.rows]
+
+
+def parse_metrics_line(raw: bytes) -> dict[str, str] | None:
+    """One line of metrics.csv as a row, or None if it is not a whole row of numbers (not UTF-8, cut short,
+    an unbalanced quote: each line is parsed on its own, so a damaged line never takes a neighbour with it)."""
+    try:
+        fields = next(csv.reader([raw.decode("utf-8")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if len(fields) != len(METRIC_COLUMNS) or not fields[0].isdigit():
+        return None
+    for name, value in zip(METRIC_COLUMNS, fields):
+        try:
+            float(value)
+        except ValueError:
+            if not (value == "" and name in OPTIONAL_METRICS):
+                return None
+    return dict(zip(METRIC_COLUMNS, fields))
+
+
+def read_metrics(path: Path) -> Metrics:
+    """metrics.csv, a line at a time: a line that is not a whole row (damaged, or cut short by a crash: the
+    last line without its end) is dropped and counted."""
+    path = Path(path)
+    if not path.exists():
+        return Metrics([], 0)
+    *lines, tail = path.read_bytes().split(b"\n")  # tail: a last line without its end (or b"")
+    rows, dropped = [], 1 if tail else 0
+    for raw in (line.rstrip(b"\r") for line in lines):
+        if raw in (b"", HEADER):
+            continue
+        row = parse_metrics_line(raw)
+        if row is None:
+            dropped += 1
+        else:
+            rows.append(row)
+    return Metrics(rows, dropped)

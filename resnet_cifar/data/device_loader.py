@@ -1,0 +1,66 @@
+"""data.pipeline=device: the whole training split on the training device, a batch's crops in one gather.
+
+The split lives on the device as one uint8 NHWC tensor (as in airbench's loader); each step indexes a
+batch and augments it there (augment.py). No PIL, no DataLoader, no per-image Python work.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .augment import crop_flip, draw_crops
+from .normalization import ModelInput
+from .stream import check_batch_fits, own_slice
+
+
+class DeviceLoader:
+    """The training stream: a fresh seeded permutation each epoch, full global batches only.
+
+    With several processes every one draws the same permutation and the same
+    crops (same seed) for the whole global batch and keeps its own slice
+    (`shard` = (rank, processes)): one step consumes one global batch of
+    distinct images, augmented exactly as one process would augment it.
+    Its state (epoch, position, permutation, generator) goes into checkpoints,
+    so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, prepare: ModelInput,
+                 generator: torch.Generator, augment: bool, shard: tuple[int, int] = (0, 1)) -> None:
+        check_batch_fits(batch_size, len(images))
+        self.images, self.labels = images, labels
+        self.batch_size, self.prepare = batch_size, prepare
+        self.generator, self.augment = generator, augment
+        self.own = own_slice(batch_size, shard)
+        self.epoch, self.position, self.perm = 0, 0, None
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.images) // self.batch_size
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        if self.perm is None or self.position + self.batch_size > len(self.images):
+            if self.perm is not None:
+                self.epoch += 1
+            self.perm = torch.randperm(len(self.images), generator=self.generator, device=self.images.device)
+            self.position = 0
+        index = self.perm[self.position:self.position + self.batch_size][self.own]
+        self.position += self.batch_size
+        x = self.images[index]
+        if self.augment:
+            crops = draw_crops(self.batch_size, self.generator, x.device)
+            x = crop_flip(x, *(c[self.own] for c in crops))
+        return self.prepare(x), self.labels[index]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position,
+                "perm": None if self.perm is None else self.perm.cpu(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+        self.perm = None if state["perm"] is None else state["perm"].to(self.images.device)
+        self.generator.set_state(state["generator"])
