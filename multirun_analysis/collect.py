@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resnet_cifar.config import upgrade
+from resnet_cifar.config import NAME_KEY, upgrade
 from resnet_cifar.contract import (
     DATA_SIZES, FINAL_METRICS, HYDRA_FOLDER, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE, Status, UnreadableFile,
     read_metrics, read_summary, run_config,
@@ -21,7 +21,7 @@ from resnet_cifar.contract import (
 DEFAULT_DIRS = ("multirun", "outputs")  # where Hydra puts sweeps and single runs
 CURVE_METRICS = ("lr", "train_loss", "train_error", "test_loss", "test_error", "val_error")
 FLOATS = "%.10g"  # how the report's CSV files write floats: 21.8, not the 21.799999999999997 of 100 - 78.2
-ARCH = "arch.name"  # the net's name (its arch option): a row of the table, a panel of Figure 6
+ARCH = f"arch.{NAME_KEY}"  # the net's name (its arch option): a row of the table, a panel of Figure 6
 
 
 class BrokenRun(Exception):

@@ -56,7 +56,7 @@ def own_keys_determined(runs: pd.DataFrame, column: str) -> bool:
     """Whether a plug-in's own key (arch.bottleneck, normalization.epsilon) takes one value per option of its
     group: then it is part of what the option is, not a factor of its own."""
     group = column.split(".")[0]
-    name = f"{group}.name"
+    name = f"{group}.{NAME_KEY}"
     if group not in PLUGIN_GROUPS or column == name or name not in runs:
         return False
     return bool((runs.groupby(name, dropna=False)[column].agg(lambda v: v.astype(str).nunique()) <= 1).all())

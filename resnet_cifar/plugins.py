@@ -176,14 +176,20 @@ class Plugin:
                             f"remove {self.group}.{key}")
         return {**runtime, **self.keys}
 
-    def build(self, *args: Any, optional: dict | None = None, replacing: dict | None = None, **runtime: Any) -> Any:
-        """Import, check the keys, and call with `args`, the run's `runtime` arguments, those of `optional`
-        the callable takes (a net's shortcut), and the YAML's keys, of which `replacing` replaces some (the
-        lr tensor of SGD's captured step)."""
+    def prepare(self, *args: Any, optional: dict | None = None, replacing: dict | None = None,
+                **runtime: Any) -> tuple[Callable, dict]:
+        """(the callable, what it will be given) once imported and its keys checked: the run's `runtime`
+        arguments, those of `optional` it takes (a net's shortcut), and the YAML's keys, of which `replacing`
+        replaces some (the lr tensor of SGD's captured step); `args` go before them."""
         factory = self.locate()
         runtime = {**runtime, **{k: v for k, v in (optional or {}).items() if takes(factory, k)}}
         given = {**self.arguments(runtime), **(replacing or {})}
         self.check_keys(factory, given, args)
+        return factory, given
+
+    def build(self, *args: Any, optional: dict | None = None, replacing: dict | None = None, **runtime: Any) -> Any:
+        """The plug-in made: prepared, then called."""
+        factory, given = self.prepare(*args, optional=optional, replacing=replacing, **runtime)
         return self.call(factory, *args, **given)
 
 

@@ -6,7 +6,8 @@ of that paper, built through the same seam as a user's model:
 
 - basic units (two 3x3 convs), stages of 16, 32, 64 filters, depth 6n+2 (110: Table 2's 6.37%);
 - bottleneck units (`bottleneck: true`: 1x1, 3x3, 1x1 with 4x the filters out), stages of 64, 128, 256,
-  depth 9n+2 (164: 1.7M parameters, 1001: 10.2M; Table 3).
+  depth 9n+2 (164: 1,703,258 parameters, 1001: 10,327,706; the paper's Table 4 says 1.7M and 10.2M, the
+  latter matching only without BN's scales and shifts).
 
 As the paper's appendix and the authors' code (KaimingHe/resnet-1k-layers, fb.resnet.torch's preresnet) do,
 the first unit of each stage applies its BN-ReLU before the split, so its shortcut sees the activated input

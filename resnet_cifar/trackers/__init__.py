@@ -46,8 +46,7 @@ def check_tracker(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -> None
     plugin = Plugin.of(cfg, "logger", sources)
     if plugin.makes_nothing:
         return
-    factory = plugin.locate()
-    plugin.check_keys(factory, plugin.arguments(tracker_arguments(Path("."), {}, 0)))
+    factory, _ = plugin.prepare(**tracker_arguments(Path("."), {}, 0))
     check = getattr(factory, "check_available", None)
     if callable(check):
         try:

@@ -111,4 +111,3 @@ class MLflowTracker:
 
     def close(self, status: str) -> None:
         self.client.set_terminated(self.run_id, MLFLOW_STATUS.get(status, "FAILED"))
-
