@@ -7,6 +7,7 @@ line is dropped and counted, never the whole run). Never imports the training co
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +15,17 @@ import pandas as pd
 
 from resnet_cifar.config import NAME_KEY, upgrade
 from resnet_cifar.contract import (
-    DATA_SIZES, FINAL_METRICS, HYDRA_FOLDER, METRIC_COLUMNS, METRICS_FILE, SUMMARY_FILE, Status, UnreadableFile,
-    read_metrics, read_summary, run_config,
+    DATA_SIZES,
+    FINAL_METRICS,
+    HYDRA_FOLDER,
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    Status,
+    UnreadableFile,
+    read_metrics,
+    read_summary,
+    run_config,
 )
 
 DEFAULT_DIRS = ("multirun", "outputs")  # where Hydra puts sweeps and single runs
@@ -78,7 +88,9 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
            "iteration": summary.get("iteration"), "params": summary.get("params"),
            "wall_time_s": summary.get("wall_time_s"), "error": summary.get("error"),
            **{key: summary.get(key) for key in DATA_SIZES},
-           "commit": (summary.get("source") or {}).get("commit")}  # the project's code, when run from a checkout
+           "commit": (summary.get("source") or {}).get("commit"),  # the project's code, when run from a checkout
+           # the command line's overrides as JSON text: what a command adding seeds to this run's cell repeats
+           "overrides": json.dumps(summary["overrides"]) if isinstance(summary.get("overrides"), list) else None}
     last = numbers.iloc[-1] if len(numbers) else {}
     for column in FINAL_METRICS:  # the end of training (or the latest evaluation of a running run)
         value = summary.get(column) if status == Status.completed else None
@@ -92,9 +104,71 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
     return {**row, **flat}, curves, list(flat), metrics.dropped
 
 
+RUNS_FILE, CURVES_FILE = "runs.csv", "curves.csv"  # what a report writes, and reads back (read_report)
+# runs.csv columns that are not config keys: read_run's row
+ROW_COLUMNS = ("run", "status", "iteration", "params", "wall_time_s", "error", *DATA_SIZES, "commit", "overrides",
+               *FINAL_METRICS, "test_accuracy")
+
+
+def _unflatten(flat: dict) -> dict:
+    nested: dict = {}
+    for key, value in flat.items():
+        *parents, last = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
+
+
+def _cell_value(value):
+    """A runs.csv cell as the config held it: NaN as null, a list's text as the list."""
+    if isinstance(value, float) and pd.isna(value):
+        return None
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def read_report(path: Path) -> Collection:
+    """An earlier report's runs.csv (and curves.csv beside it) as the runs it was made from: the statistics
+    of today over runs whose folders are gone (committed results, another machine's runs). Each row's config
+    is read as today's (config.upgrade), like a run folder's."""
+    try:
+        table = pd.read_csv(path, keep_default_na=True)
+    except (OSError, ValueError) as e:
+        raise BrokenRun(f"{path.name} cannot be read ({e})") from e
+    if "run" not in table or "status" not in table:
+        raise BrokenRun(f"{path.name} is not a report's runs.csv (no run and status columns)")
+    config_columns = [c for c in table.columns if c not in ROW_COLUMNS]
+    rows, keys = [], {}
+    for record in table.to_dict("records"):
+        config = _unflatten({k: _cell_value(record[k]) for k in config_columns})
+        flat = flatten_config(upgrade(config))
+        rows.append({**{k: record.get(k) for k in ROW_COLUMNS if k in record}, **flat})
+        keys.update(dict.fromkeys(flat))
+    curves_path = path.parent / CURVES_FILE
+    curves = (pd.read_csv(curves_path) if curves_path.is_file()
+              else pd.DataFrame(columns=["run", "iteration", "metric", "value"]))
+    return Collection(pd.DataFrame(rows), curves[curves["run"].isin(table["run"])], {}, list(keys), {})
+
+
 def collect(paths: list[Path]) -> Collection:
+    """The runs under `paths`: run and sweep folders, and earlier reports' runs.csv files."""
     rows, curves, broken, keys, notes = [], [], {}, {}, {}
-    for run_dir in find_run_dirs(paths):
+    for report_csv in [p for p in paths if p.is_file()]:
+        try:
+            earlier = read_report(report_csv)
+        except BrokenRun as e:
+            broken[str(report_csv)] = str(e)
+            continue
+        rows.extend(earlier.runs.to_dict("records"))
+        curves.append(earlier.curves)
+        keys.update(dict.fromkeys(earlier.config_columns))
+    for run_dir in find_run_dirs([p for p in paths if not p.is_file()]):
         try:
             row, run_curves, config_keys, dropped = read_run(run_dir)
         except BrokenRun as e:
@@ -109,3 +183,13 @@ def collect(paths: list[Path]) -> Collection:
     all_curves = (pd.concat(curves, ignore_index=True) if curves
                   else pd.DataFrame(columns=["run", "iteration", "metric", "value"]))
     return Collection(runs, all_curves, broken, list(keys), notes)
+
+
+def in_order(values) -> list:
+    """Distinct values, numbers as numbers (20 before 100), then text; what legends and pairs follow."""
+    def key(value):
+        try:
+            return (0, float(value), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(value))
+    return sorted(pd.unique(pd.Series(list(values)).dropna()), key=key)

@@ -1,8 +1,12 @@
 """Seaborn figures of the paper and of the seed README's comparisons, readable at README width.
 
-Curves of several seeds are drawn as their mean with a band (± one standard
-deviation, said on each figure); errors are in percent, iterations are SGD
-steps. Each figure carries the report's caption: budget, data and seeds.
+Curves of several seeds are drawn as their mean with a band: the 95% interval
+of the mean, the table's own (stats.mean_interval; none for one seed), said on
+each figure. A figure holds everything else equal: one line per setting, and a
+panel per setting of the factors it does not draw (never several settings
+pooled into one line). Numbers are ordered as numbers. Errors are in percent,
+iterations are SGD steps. Each figure carries the report's caption: budget,
+data and seeds.
 """
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from pathlib import Path
 
 import matplotlib
 
-from .collect import ARCH
+from .collect import ARCH, in_order
+from .stats import mean_interval
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -24,7 +29,35 @@ FACTOR_FILES = {"normalization.name": "normalization", "data.batch_size": "batch
                 "trainer.sync_bn": "sync_bn"}
 METRIC_LABELS = {"train_error": "train", "test_error": "test"}
 WIDTH_IN = 10  # inches: a README column at 100 dpi
-BAND = "lines: mean over seeds, band ± 1 std"
+BAND = "lines: mean over seeds, band: 95% interval of the mean"
+SETTING = "setting"  # the column naming a panel: the values of the factors a figure does not draw
+PANEL_WRAP = 3
+
+
+def interval_of_mean(values) -> tuple[float, float]:
+    """seaborn's errorbar: the table's 95% interval of the mean (NaN, no band, for one seed)."""
+    found = mean_interval(values)
+    return found.low, found.high
+
+
+def band_note(counts: pd.Series) -> str:
+    """What the band is, and where there is none (a line of one seed)."""
+    return BAND + ("; 1 seed: no interval" if (counts <= 1).any() else "")
+
+
+def with_setting(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """A SETTING column: 'key=value, ...' of `keys` (the factors a figure holds equal in a panel)."""
+    if not keys:
+        return frame.assign(**{SETTING: ""})
+    parts = [f"{k.removesuffix('.name')}=" + frame[k].astype(str) for k in keys]
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + ", " + part
+    return frame.assign(**{SETTING: text})
+
+
+def _points_per_line(data: pd.DataFrame, line: list[str]) -> int:
+    return int(data.groupby(line, dropna=False)["iteration"].nunique().min()) if len(data) else 0
 
 
 def add_caption(figure, caption: str) -> None:
@@ -47,61 +80,77 @@ def figure6_panels(runs: pd.DataFrame) -> list[str]:
     return sorted(runs[ARCH].dropna().astype(str).unique())
 
 
-def figure6(curves: pd.DataFrame, runs: pd.DataFrame, path: Path, caption: str = "") -> Path:
-    """The paper's Figure 6: error vs iterations, a panel per net (plain | resnet | yours), colour by depth,
-    test bold, train dashed."""
-    data = _with_factors(curves[curves["metric"].isin(METRIC_LABELS)], runs, [ARCH, "depth"])
-    depths = sorted(data["depth"].unique())
+def figure6(curves: pd.DataFrame, runs: pd.DataFrame, factors: list[str], path: Path, caption: str = "") -> Path:
+    """The paper's Figure 6: error vs iterations, a panel per net (plain | resnet | yours) and setting of the
+    other factors, colour by depth, test bold, train dashed; a point per evaluation where a line has one."""
+    data = _with_factors(curves[curves["metric"].isin(METRIC_LABELS)], runs, [ARCH, "depth", *factors])
+    data = with_setting(data, [ARCH, *factors]) if factors else data.assign(**{SETTING: data[ARCH].astype(str)})
+    depths = in_order(data["depth"])
+    counts = data.groupby([SETTING, "depth", "metric", "iteration"])["run"].nunique()
     data = data.assign(error=data["metric"].map(METRIC_LABELS), depth=data["depth"].astype(str))
-    panels = figure6_panels(runs)
+    panels = in_order(data[SETTING]) if factors else [p for p in figure6_panels(runs) if p in set(data[SETTING])]
+    marker = {"marker": "o"} if _points_per_line(data, [SETTING, "depth", "metric", "run"]) < 2 else {}
     grid = sns.relplot(data=data, x="iteration", y="value", hue="depth", hue_order=[str(d) for d in depths],
                        style="error", size="error",
                        sizes={"test": 2.2, "train": 0.9}, dashes={"test": "", "train": (4, 2)},
-                       col=ARCH, col_order=panels, col_wrap=3 if len(panels) > 3 else None,
-                       kind="line", errorbar="sd", palette="deep", height=4, aspect=1.2,
-                       facet_kws={"sharey": True})
+                       col=SETTING, col_order=panels, col_wrap=PANEL_WRAP if len(panels) > PANEL_WRAP else None,
+                       kind="line", errorbar=interval_of_mean, palette="deep", height=4, aspect=1.2,
+                       facet_kws={"sharey": True}, **marker)
     grid.set_axis_labels("iteration", "error (%)")
     grid.set_titles("{col_name}")
     grid.set(ylim=_error_ylim(data["value"]))
-    grid.figure.suptitle(f"Training (dashed) and test (bold) error, as the paper's Figure 6 ({BAND})", y=1.02)
+    grid.figure.suptitle(f"Training (dashed) and test (bold) error, as the paper's Figure 6 ({band_note(counts)})",
+                         y=1.02)
     add_caption(grid.figure, caption)
     grid.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
     return path
 
 
-def depth_plot(runs: pd.DataFrame, path: Path, caption: str = "") -> Path:
-    """Final test error vs depth, a line per net, error bars over seeds (the degradation problem); the y axis
-    starts at 0 so that a few tenths of a percent do not look like a cliff."""
-    done = runs[runs["status"] == "completed"]
-    fig, ax = plt.subplots(figsize=(WIDTH_IN * 0.6, 4))
-    sns.lineplot(data=done, x="depth", y="test_error", hue=ARCH, hue_order=figure6_panels(done), marker="o",
-                 errorbar="sd", err_style="bars", ax=ax)
-    ax.set_xticks(sorted(done["depth"].unique()))
-    ax.set(xlabel="depth (layers)", ylabel="final test error (%)",
-           title="Final test error by depth (mean over seeds, bars ± 1 std)")
-    ax.set_ylim(0, max(5.0, 1.15 * float((done["test_error"]).max())))
-    add_caption(fig, caption)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+def depth_plot(runs: pd.DataFrame, factors: list[str], path: Path, caption: str = "") -> Path:
+    """Final test error vs depth, a line per net, error bars the 95% interval of the mean over seeds, a
+    panel per setting of the other factors (the degradation problem); the y axis starts at 0 so that a few
+    tenths of a percent do not look like a cliff."""
+    done = with_setting(runs[runs["status"] == "completed"], factors)
+    counts = done.groupby([SETTING, ARCH, "depth"])["run"].nunique()
+    grid = sns.relplot(data=done, x="depth", y="test_error", hue=ARCH, hue_order=figure6_panels(done), marker="o",
+                       kind="line", errorbar=interval_of_mean, err_style="bars", col=SETTING,
+                       col_order=in_order(done[SETTING]), col_wrap=PANEL_WRAP if done[SETTING].nunique() > PANEL_WRAP
+                       else None, height=4, aspect=1.5 if not factors else 1.2)
+    grid.set(xticks=in_order(done["depth"]), xlabel="depth (layers)", ylabel="final test error (%)",
+             ylim=(0, max(5.0, 1.15 * float(done["test_error"].max()))))
+    grid.set_titles("{col_name}" if factors else "")
+    grid.figure.suptitle(f"Final test error by depth (mean over seeds, bars: 95% interval of the mean"
+                         f"{'; 1 seed: no interval' if (counts <= 1).any() else ''})", y=1.02)
+    add_caption(grid.figure, caption)
+    grid.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(grid.figure)
     return path
 
 
-def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, path: Path, caption: str = "") -> Path:
-    """Test (bold) and training (dashed) error curves coloured by the factor's value (a panel per depth and
-    model when they vary): a factor that changes how the net fits its training data (augmentation, the
-    input pipeline) shows in the gap between the two."""
-    panels = [c for c in ("depth", ARCH) if runs[c].nunique() > 1]
-    data = _with_factors(curves[curves["metric"].isin(METRIC_LABELS)], runs, [factor, *panels])
+def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, keys: list[str], path: Path,
+                caption: str = "") -> Path:
+    """Test (bold) and training (dashed) error curves, a colour per value of the factor (numbers in order),
+    a panel per setting of every other key that varies (depth, net, other factors): a factor that changes
+    how the net fits its training data (augmentation, the input pipeline) shows in the gap between the two."""
+    others = [k for k in keys if k != factor and runs[k].nunique() > 1]
+    data = _with_factors(curves[curves["metric"].isin(METRIC_LABELS)], runs, [factor, *others])
+    data = with_setting(data, others)
+    counts = data.groupby([SETTING, factor, "metric", "iteration"])["run"].nunique()
+    order = [str(v) for v in in_order(data[factor])]
     data = data.assign(error=data["metric"].map(METRIC_LABELS), **{factor: data[factor].astype(str)})
-    grid = sns.relplot(data=data, x="iteration", y="value", hue=factor, style="error", size="error",
+    panels = in_order(data[SETTING])
+    marker = {"marker": "o"} if _points_per_line(data, [SETTING, factor, "metric", "run"]) < 2 else {}
+    grid = sns.relplot(data=data, x="iteration", y="value", hue=factor, hue_order=order, style="error", size="error",
                        sizes={"test": 2.2, "train": 0.9}, dashes={"test": "", "train": (4, 2)},
-                       kind="line", errorbar="sd", palette="deep",
-                       col=panels[0] if panels else None, row=panels[1] if len(panels) > 1 else None,
-                       height=3.5, aspect=1.3)
+                       kind="line", errorbar=interval_of_mean, palette="deep",
+                       col=SETTING if others else None, col_order=panels if others else None,
+                       col_wrap=PANEL_WRAP if len(panels) > PANEL_WRAP else None, height=3.5, aspect=1.3, **marker)
     grid.set_axis_labels("iteration", "error (%)")
+    grid.set_titles("{col_name}" if others else "")
     grid.set(ylim=_error_ylim(data["value"]))
-    grid.figure.suptitle(f"Test (bold) and training (dashed) error by {factor} ({BAND})", y=1.02)
+    held = f"; a panel per setting of {', '.join(o.removesuffix('.name') for o in others)}" if others else ""
+    grid.figure.suptitle(f"Test (bold) and training (dashed) error by {factor} ({band_note(counts)}{held})", y=1.02)
     add_caption(grid.figure, caption)
     grid.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
@@ -112,14 +161,15 @@ def factor_file(factor: str) -> str:
     return FACTOR_FILES.get(factor, factor.replace(".", "_")) + ".png"
 
 
-def draw_all(curves: pd.DataFrame, runs: pd.DataFrame, factors: list[str], out: Path, caption: str = "") -> list[Path]:
+def draw_all(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], factors: list[str], out: Path,
+             caption: str = "") -> list[Path]:
     """Every figure the runs support; a figure needs curves (or completed runs for depth.png)."""
     drawn = []
     if len(curves):
-        drawn.append(figure6(curves, runs, out / "fig6.png", caption))
+        drawn.append(figure6(curves, runs, factors, out / "fig6.png", caption))
     if (runs["status"] == "completed").any():
-        drawn.append(depth_plot(runs, out / "depth.png", caption))
+        drawn.append(depth_plot(runs, factors, out / "depth.png", caption))
     for factor in factors:
         if len(curves):
-            drawn.append(factor_plot(curves, runs, factor, out / factor_file(factor), caption))
+            drawn.append(factor_plot(curves, runs, factor, keys, out / factor_file(factor), caption))
     return drawn

@@ -32,7 +32,7 @@ from resnet_cifar.models import RESPONSES_METHOD, response_layers
 from resnet_cifar.saved_run import load_run
 
 from .collect import ARCH, DEFAULT_DIRS, FLOATS, collect
-from .plots import add_caption
+from .plots import add_caption, interval_of_mean
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -102,19 +102,21 @@ def runs_with_models(runs: pd.DataFrame) -> list[Path]:
 
 def figure7(responses: pd.DataFrame, path: Path, caption: str = "") -> Path:
     """Two panels like the paper's: by layer index, and each net's layers sorted by magnitude; a colour per
-    depth that reads on white, a line style per architecture, a band of ± 1 std over seeds."""
+    depth that reads on white, a line style per architecture, a band of the 95% interval of the mean over seeds
+    (the table's; none for one seed)."""
     frame = responses.copy()
     frame["rank"] = frame.groupby("run")["std"].rank(ascending=False, method="first").astype(int)
     fig, axes = plt.subplots(2, 1, figsize=(8, 7))
     depths = sorted(frame["depth"].unique())
     frame["depth"] = frame["depth"].astype(str)
     style = {"hue": "depth", "hue_order": [str(d) for d in depths], "style": "arch", "palette": "deep",
-             "errorbar": "sd", "markers": False}
+             "errorbar": interval_of_mean, "markers": False}
     sns.lineplot(data=frame, x="layer", y="std", ax=axes[0], **style)
     sns.lineplot(data=frame, x="rank", y="std", ax=axes[1], legend=False, **style)
     ylabel = "std of the response\n(of each of the net's response layers)"
     axes[0].set(xlabel="layer index (original)", ylabel=ylabel,
-                title="Layer responses on the test set (Fig. 7); band: ± 1 std over seeds")
+                title="Layer responses on the test set (Fig. 7); band: 95% interval of the mean over seeds"
+                + ("; 1 seed: no interval" if (frame.groupby(["arch", "depth"])["run"].nunique() <= 1).any() else ""))
     axes[1].set(xlabel="layer index (sorted by magnitude)", ylabel=ylabel)
     add_caption(fig, caption)
     fig.tight_layout()

@@ -11,9 +11,17 @@ from importlib import resources
 import pandas as pd
 from hydra import compose, initialize_config_module
 
-from resnet_cifar.config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, NAME_KEY, PLUGIN_GROUPS, composed_run_config, is_under
+from resnet_cifar.config import (
+    DATA_SOURCE_KEYS,
+    NAME_KEY,
+    NOT_THE_EXPERIMENT,
+    PLUGIN_GROUPS,
+    composed_run_config,
+    is_under,
+)
 
-from .collect import ARCH, flatten_config
+from .collect import ARCH, FLOATS, flatten_config
+from .stats import BOOTSTRAP_MIN_SEEDS, mean_intervals, seeds_for_precision
 
 REFERENCES_FILE = "references.csv"  # published CIFAR-10 test errors: arch, depth, conditions, error, source
 
@@ -22,6 +30,11 @@ NOT_FACTORS = ("seed", *DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT, "trainer.device",
                "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last",
                "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode")
 ROW_KEYS = ["depth", ARCH]
+CELL_COLUMNS = ["n", "mean", "std", "ci_low", "ci_high", "ci_method", "min", "max", "seeds_needed"]
+DEFAULT_PRECISION = 0.3  # points of test error: the distance at which a reproduction matches Table 6
+PAPER_FORM_SEEDS = 5  # the paper gave "best (mean ± std)" over 5 runs (ResNet-110)
+INTERVAL_NOTE = (f"Student's t below {BOOTSTRAP_MIN_SEEDS} seeds, where the bootstrap undercovers, a BCa "
+                 "bootstrap from there on; none for 1 seed or identical values")
 # The paper trained on two GPUs with per-GPU BN; one process or several both count as its recipe. The net
 # (arch) is the reference's own key, with its conditions.
 NOT_RECIPE = (*NOT_FACTORS, "depth", "arch", "trainer.nproc_per_node", "trainer.nnodes")
@@ -109,19 +122,45 @@ def reference_sources(table: pd.DataFrame) -> list[str]:
     return sources
 
 
-def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict) -> pd.DataFrame:
-    """Mean, std and count of the final test error over seeds, per depth x arch x factors."""
+def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: float = DEFAULT_PRECISION) -> pd.DataFrame:
+    """One row per depth x arch x factors: over its seeds (each counted once, duplicates.count_once) the
+    final test error's n, mean, std, LEVEL interval of the mean and its method, min, max, the seeds that
+    would bring the interval's half-width to `precision` points; beside a paper's number (its full recipe
+    only) the interval of mean - paper and whether the paper lies inside."""
     done = runs[runs["status"] == "completed"].copy()
     keys = [k for k in ROW_KEYS if k in done] + factors
     done["reference"] = reference_errors(done, recipe) if ARCH in done and "depth" in done else float("nan")
-    table = done.groupby(keys, dropna=False, sort=True).agg(
-        test_error_mean=("test_error", "mean"), test_error_std=("test_error", "std"),
-        runs=("test_error", "size"), params=("params", "first"),
-        paper_error=("reference", lambda v: v.iloc[0] if v.notna().all() and v.nunique() == 1 else float("nan")),
-    ).reset_index()
-    table["test_accuracy_mean"] = 100.0 - table["test_error_mean"]
-    table["vs_paper"] = table["test_error_mean"] - table["paper_error"]
+    groups = list(done.groupby(keys, dropna=False, sort=True))
+    intervals = mean_intervals([g["test_error"].astype(float).to_numpy() for _, g in groups])
+    rows = []
+    for (values, group), interval in zip(groups, intervals):
+        errors = group["test_error"].astype(float).to_numpy()
+        reference = group["reference"]
+        paper = reference.iloc[0] if reference.notna().all() and reference.nunique() == 1 else float("nan")
+        rows.append({**dict(zip(keys, values if isinstance(values, tuple) else (values,))),
+                     "n": len(errors), "mean": errors.mean(), "std": errors.std(ddof=1) if len(errors) > 1 else float("nan"),
+                     # an error lies in [0, 100]: the interval of its mean too
+                     "ci_low": max(interval.low, 0.0), "ci_high": min(interval.high, 100.0), "ci_method": interval.method,
+                     "min": errors.min(), "max": errors.max(),
+                     "seeds_needed": seeds_for_precision(errors, precision),
+                     "params": group["params"].iloc[0], "paper_error": paper,
+                     "seeds": sorted(group["seed"].dropna().astype(int)) if "seed" in group else [],
+                     "overrides": group["overrides"].iloc[0] if "overrides" in group else None,
+                     "runs": list(group["run"])})
+    table = pd.DataFrame(rows, columns=[*keys, *CELL_COLUMNS, "params", "paper_error", "seeds", "overrides", "runs"])
+    table["accuracy"] = 100.0 - table["mean"]
+    table["vs_paper"] = table["mean"] - table["paper_error"]
+    table["vs_paper_low"] = table["ci_low"] - table["paper_error"]
+    table["vs_paper_high"] = table["ci_high"] - table["paper_error"]
+    table["paper_inside"] = [None if pd.isna(p) or pd.isna(lo) else bool(lo <= p <= hi)
+                             for p, lo, hi in zip(table["paper_error"], table["ci_low"], table["ci_high"])]
     return table
+
+
+def to_csv(table: pd.DataFrame, path) -> None:
+    """table.csv: one row per cell, its factors, then CELL_COLUMNS and the paper's columns."""
+    columns = [c for c in table.columns if c not in ("seeds", "overrides", "runs", "accuracy")]
+    table[columns].to_csv(path, index=False, float_format=FLOATS)
 
 
 def _values(series: pd.Series) -> str:
@@ -154,19 +193,41 @@ def _fmt(value, digits: int = 2) -> str:
     return "" if pd.isna(value) else f"{value:.{digits}f}"
 
 
-def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataFrame, caption: str) -> str:
-    """The table, its basis and sources under it, and the runs that are not in it."""
-    header = ["depth", "model", *factors, "test error % (mean ± std)", "accuracy %", "runs", "params",
-              "paper error %", "vs paper"]
+def _interval(low, high) -> str:
+    return "" if pd.isna(low) else f"[{low:.2f}, {high:.2f}]"
+
+
+def _paper_form(errors_mean, std, best) -> str:
+    """The paper's own form for 5 runs or more: best (mean ± std)."""
+    return f"{best:.2f} ({errors_mean:.2f} ± {std:.2f})"
+
+
+def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataFrame, caption: str,
+                precision: float = DEFAULT_PRECISION) -> str:
+    """The table (LEVEL intervals of the mean, the method of each, the seeds a ± `precision` interval
+    needs), its basis and sources under it, and the runs that are not in it."""
+    paper_form = bool((table["n"] >= PAPER_FORM_SEEDS).any())
+    header = ["depth", "model", *factors, "test error % (mean)", "95% CI", "std", "min–max", "seeds",
+              "interval", f"seeds for ±{precision:g}", "accuracy %", "params", "paper error %",
+              "mean − paper [95% CI]", *(["best (mean ± std)"] if paper_form else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in table.iterrows():
-        spread = f" ± {_fmt(r.test_error_std)}" if r.runs > 1 else ""
+        vs_paper = ""
+        if not pd.isna(r.vs_paper):
+            inside = "" if r.paper_inside is None else (", paper inside" if r.paper_inside else ", paper outside")
+            vs_paper = f"{r.vs_paper:+.2f} {_interval(r.vs_paper_low, r.vs_paper_high)}{inside}".strip()
         cells = [str(r.get("depth", "")), str(r.get(ARCH, "")), *(str(r[f]) for f in factors),
-                 f"{_fmt(r.test_error_mean)}{spread}", _fmt(r.test_accuracy_mean), str(r.runs),
-                 f"{int(r.params):,}" if not pd.isna(r.params) else "", _fmt(r.paper_error),
-                 "" if pd.isna(r.vs_paper) else f"{r.vs_paper:+.2f}"]
+                 _fmt(r["mean"]), _interval(r.ci_low, r.ci_high), _fmt(r["std"]), f"{r['min']:.2f}–{r['max']:.2f}",
+                 str(r.n), r.ci_method, "" if pd.isna(r.seeds_needed) else (
+                     "∞" if r.seeds_needed == float("inf") else str(int(r.seeds_needed))),
+                 _fmt(r.accuracy), f"{int(r.params):,}" if not pd.isna(r.params) else "", _fmt(r.paper_error),
+                 vs_paper]
+        if paper_form:
+            cells.append(_paper_form(r["mean"], r["std"], r["min"]) if r.n >= PAPER_FORM_SEEDS else "")
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n\n" + caption + " Mean ± sample std over the seeds of a row.\n"
+    text = ("\n".join(lines) + "\n\n" + caption + " Mean over the seeds of a row (each seed counted once); its "
+            f"95% confidence interval ({INTERVAL_NOTE}); seeds for ±{precision:g}: how many seeds would bring "
+            f"that interval's half-width to {precision:g} points at the spread seen.\n")
     sources = reference_sources(table)
     if sources:
         text += "\nPaper numbers (compared only at that paper's full recipe): " + "; ".join(sources) + ".\n"

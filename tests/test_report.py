@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from conftest import composed_spec, run_train
 from multirun_analysis.report import MARKERS, main, report
 
+T_975_2DF = 4.302652729911275  # the 97.5% quantile of Student's t, 2 degrees of freedom (a printed table: 4.303)
 METRICS_HEADER = "iteration,epoch,lr,train_loss,train_error,test_loss,test_error,val_error,elapsed_s,images_per_s\n"
 
 
@@ -74,13 +75,19 @@ def test_table_holds_the_hand_computed_means_and_stds(sweep_dir, tmp_path):
     assert set(rows) == set(GRID)
     for key, errors in GRID.items():
         mean, std = statistics.mean(errors), statistics.stdev(errors)
-        assert rows[key]["test error % (mean ± std)"] == f"{mean:.2f} ± {std:.2f}"
+        assert (rows[key]["test error % (mean)"], rows[key]["std"]) == (f"{mean:.2f}", f"{std:.2f}")
+        half = T_975_2DF * std / 3 ** 0.5  # Student's t with 2 degrees of freedom, from a table
+        assert rows[key]["95% CI"] == f"[{mean - half:.2f}, {mean + half:.2f}]" and rows[key]["interval"] == "t"
+        assert rows[key]["min–max"] == f"{min(errors):.2f}–{max(errors):.2f}"
         assert rows[key]["accuracy %"] == f"{100 - mean:.2f}"
-        assert rows[key]["runs"] == "3"
+        assert rows[key]["seeds"] == "3"
     # the paper's Table 6 beside full-budget option-A ResNets only
-    assert rows[(20, "resnet")]["paper error %"] == "8.75" and rows[(20, "resnet")]["vs paper"] == "+0.25"
-    assert rows[(56, "resnet")]["paper error %"] == "6.97" and rows[(56, "resnet")]["vs paper"] == "+0.23"
-    assert rows[(20, "plain")]["paper error %"] == "" and rows[(56, "plain")]["vs paper"] == ""
+    assert rows[(20, "resnet")]["paper error %"] == "8.75"
+    # 9.00 ± 4.303 * 1 / sqrt(3) = [6.52, 11.48], less 8.75
+    assert rows[(20, "resnet")]["mean − paper [95% CI]"] == "+0.25 [-2.23, 2.73], paper inside"
+    assert rows[(56, "resnet")]["paper error %"] == "6.97"
+    assert rows[(56, "resnet")]["mean − paper [95% CI]"] == "+0.23 [-0.27, 0.73], paper inside"  # 7.2 ± 0.497
+    assert rows[(20, "plain")]["paper error %"] == "" and rows[(56, "plain")]["mean − paper [95% CI]"] == ""
     assert rows[(56, "plain")]["params"] == "853,018"
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 12 and {"arch.name", "depth", "seed", "optimizer.lr", "status", "test_error"} <= set(runs)
@@ -97,8 +104,8 @@ def test_short_budget_and_other_factors_are_never_compared_with_the_paper(tmp_pa
     report([root], out)
     rows = table_rows(out)
     assert [r["normalization.name"] for r in rows] == ["imagenet", "per_pixel_mean"]
-    assert all(r["paper error %"] == "" and r["runs"] == "1" for r in rows)
-    assert rows[1]["test error % (mean ± std)"] == "30.00"
+    assert all(r["paper error %"] == "" and r["seeds"] == "1" for r in rows)
+    assert rows[1]["test error % (mean)"] == "30.00" and rows[1]["95% CI"] == "" and rows[1]["interval"] == "none: 1 seed"
     assert (out / "normalization.png").stat().st_size > 10_000
 
 
@@ -153,8 +160,10 @@ def test_readme_markers_are_replaced_and_the_rest_untouched(sweep_dir, tmp_path)
 
 @pytest.mark.parametrize("args,message", [
     ([], "no run folders given and none of multirun, outputs/ here"),
-    (["nowhere"], "no such folder: nowhere"),
+    (["nowhere"], "no such folder (or earlier report's runs.csv): nowhere"),
     (["empty"], "no readable run folders under empty"),
+    (["empty", "--precision", "0"], "--precision 0.0: must be a positive number of points"),
+    (["empty", "--precision", "nan"], "--precision nan: must be a positive number of points"),
 ])
 def test_nothing_to_report_is_a_clear_error(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
@@ -182,7 +191,7 @@ def test_a_real_sweep_reports_end_to_end(tiny_cifar10, tmp_path, monkeypatch, ca
     assert main([]) == 0
     assert "read 4 runs (4 completed)" in capsys.readouterr().out
     rows = table_rows(tmp_path / "reports")
-    assert [(r["depth"], r["model"], r["runs"]) for r in rows] == [("8", "plain", "2"), ("8", "resnet", "2")]
+    assert [(r["depth"], r["model"], r["seeds"]) for r in rows] == [("8", "plain", "2"), ("8", "resnet", "2")]
     assert (tmp_path / "reports" / "fig6.png").stat().st_size > 10_000
 
 
@@ -207,7 +216,7 @@ def test_a_key_an_older_run_lacks_counts_as_its_default(tmp_path):
     out = tmp_path / "out"
     report([root], out)
     rows = table_rows(out)
-    assert [(r["model"], r["runs"], r["paper error %"]) for r in rows] == [("resnet", "2", "8.75")]
+    assert [(r["model"], r["seeds"], r["paper error %"]) for r in rows] == [("resnet", "2", "8.75")]
 
 
 def test_the_report_says_what_its_numbers_come_from(tmp_path, monkeypatch):
@@ -226,12 +235,13 @@ def test_the_report_says_what_its_numbers_come_from(tmp_path, monkeypatch):
     out = tmp_path / "out"
     report([root], out)
     basis = "From 2 completed runs: 1564 iterations (the paper trained 64000); cifar10 (50000 training, 10000 test images)"
-    assert f"{basis} from data; seeds 0, 1. Mean ± sample std over the seeds of a row." in (out / "table.md").read_text()
+    assert f"{basis} from data; seeds 0, 1. Mean over the seeds of a row (each seed counted once)" in \
+        (out / "table.md").read_text()
     assert "21.8," in (out / "runs.csv").read_text() and "21.79999" not in (out / "runs.csv").read_text()
     texts = {figure: " ".join(t.get_text() for t in figure.texts + [figure._suptitle] if t) for figure in figures}
     assert len(figures) == 2 and all(f"{basis}; seeds 0, 1." in text for text in texts.values())
-    assert any("band ± 1 std" in text for text in texts.values())  # fig6 says what its band is
-    depth = next(f for f in figures if "by depth" in f.axes[0].get_title())
+    assert any("band: 95% interval of the mean" in text for text in texts.values())  # fig6 says what its band is
+    depth = next(f for f in figures if "by depth" in f._suptitle.get_text())
     assert depth.axes[0].get_ylim()[0] == 0
 
 
@@ -261,6 +271,7 @@ def test_the_data_study_is_grouped_and_plotted_by_pipeline_and_augmentation(tmp_
     old = write_run(root / "old", ["budget=quick"], 32.0, iterations=(782, 1564))
 
     def as_before_the_pipeline_existed(config):
+        config["seed"] = 1  # a second seed (seed 0 again would be counted once)
         config["data"]["augment"] = True
         del config["data"]["pipeline"], config["data"]["workers"]
 
@@ -269,8 +280,8 @@ def test_the_data_study_is_grouped_and_plotted_by_pipeline_and_augmentation(tmp_
     report([root], out)
     rows = {(r["data.pipeline"], r["data.augment"]): r for r in table_rows(out)}
     assert set(rows) == set(errors) and set(table_rows(out)[0]) >= {"data.pipeline", "data.augment"}
-    assert rows[("device", "random")]["runs"] == "2" and rows[("device", "random")]["test error % (mean ± std)"] == \
-        f"31.00 ± {statistics.stdev([30.0, 32.0]):.2f}"
+    assert rows[("device", "random")]["seeds"] == "2" and rows[("device", "random")]["test error % (mean)"] == \
+        "31.00" and rows[("device", "random")]["std"] == f"{statistics.stdev([30.0, 32.0]):.2f}"
     for name in ("pipeline.png", "augment.png"):
         assert (out / name).stat().st_size > 10_000, name
 
