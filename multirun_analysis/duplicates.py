@@ -23,6 +23,8 @@ def count_once(runs: pd.DataFrame, identity: list[str]) -> tuple[pd.DataFrame, l
     """(the runs with each completed (config, seed) once: the first folder in name order, lines naming the
     folders left out as duplicates and warning where their results differ)."""
     completed = runs[runs["status"] == "completed"].sort_values("run")
+    if "seed" in completed:  # a run without a recorded seed cannot be told from another: never merged
+        completed = completed[completed["seed"].notna()]
     if completed.empty or not identity:
         return runs, []
     keys = pd.util.hash_pandas_object(completed[identity].astype(str), index=False)

@@ -40,6 +40,12 @@ def interval_of_mean(values) -> tuple[float, float]:
     return found.low, found.high
 
 
+def interval_of_error(values) -> tuple[float, float]:
+    """interval_of_mean of errors in percent, within their range [0, 100], as in the table."""
+    low, high = interval_of_mean(values)
+    return max(low, 0.0), min(high, 100.0)
+
+
 def band_note(counts: pd.Series) -> str:
     """What the band is, and where there is none (a line of one seed)."""
     return BAND + ("; 1 seed: no interval" if (counts <= 1).any() else "")
@@ -94,7 +100,7 @@ def figure6(curves: pd.DataFrame, runs: pd.DataFrame, factors: list[str], path: 
                        style="error", size="error",
                        sizes={"test": 2.2, "train": 0.9}, dashes={"test": "", "train": (4, 2)},
                        col=SETTING, col_order=panels, col_wrap=PANEL_WRAP if len(panels) > PANEL_WRAP else None,
-                       kind="line", errorbar=interval_of_mean, palette="deep", height=4, aspect=1.2,
+                       kind="line", errorbar=interval_of_error, palette="deep", height=4, aspect=1.2,
                        facet_kws={"sharey": True}, **marker)
     grid.set_axis_labels("iteration", "error (%)")
     grid.set_titles("{col_name}")
@@ -107,6 +113,13 @@ def figure6(curves: pd.DataFrame, runs: pd.DataFrame, factors: list[str], path: 
     return path
 
 
+def highest_bar(done: pd.DataFrame) -> float:
+    """The top of the highest error bar of depth.png, so that no bar runs off the axes."""
+    tops = [interval_of_error(group["test_error"].to_numpy())[1]
+            for _, group in done.groupby([SETTING, ARCH, "depth"], dropna=False)]
+    return max([t for t in tops if not pd.isna(t)], default=0.0)
+
+
 def depth_plot(runs: pd.DataFrame, factors: list[str], path: Path, caption: str = "") -> Path:
     """Final test error vs depth, a line per net, error bars the 95% interval of the mean over seeds, a
     panel per setting of the other factors (the degradation problem); the y axis starts at 0 so that a few
@@ -114,11 +127,11 @@ def depth_plot(runs: pd.DataFrame, factors: list[str], path: Path, caption: str 
     done = with_setting(runs[runs["status"] == "completed"], factors)
     counts = done.groupby([SETTING, ARCH, "depth"])["run"].nunique()
     grid = sns.relplot(data=done, x="depth", y="test_error", hue=ARCH, hue_order=figure6_panels(done), marker="o",
-                       kind="line", errorbar=interval_of_mean, err_style="bars", col=SETTING,
+                       kind="line", errorbar=interval_of_error, err_style="bars", col=SETTING,
                        col_order=in_order(done[SETTING]), col_wrap=PANEL_WRAP if done[SETTING].nunique() > PANEL_WRAP
                        else None, height=4, aspect=1.5 if not factors else 1.2)
     grid.set(xticks=in_order(done["depth"]), xlabel="depth (layers)", ylabel="final test error (%)",
-             ylim=(0, max(5.0, 1.15 * float(done["test_error"].max()))))
+             ylim=(0, min(100.0, max(5.0, 1.15 * float(done["test_error"].max()), highest_bar(done)))))
     grid.set_titles("{col_name}" if factors else "")
     grid.figure.suptitle(f"Final test error by depth (mean over seeds, bars: 95% interval of the mean"
                          f"{'; 1 seed: no interval' if (counts <= 1).any() else ''})", y=1.02)
@@ -143,7 +156,7 @@ def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, keys: lis
     marker = {"marker": "o"} if _points_per_line(data, [SETTING, factor, "metric", "run"]) < 2 else {}
     grid = sns.relplot(data=data, x="iteration", y="value", hue=factor, hue_order=order, style="error", size="error",
                        sizes={"test": 2.2, "train": 0.9}, dashes={"test": "", "train": (4, 2)},
-                       kind="line", errorbar=interval_of_mean, palette="deep",
+                       kind="line", errorbar=interval_of_error, palette="deep",
                        col=SETTING if others else None, col_order=panels if others else None,
                        col_wrap=PANEL_WRAP if len(panels) > PANEL_WRAP else None, height=3.5, aspect=1.3, **marker)
     grid.set_axis_labels("iteration", "error (%)")

@@ -1,6 +1,7 @@
 """The report's statistics on simulated draws with known truth (seeded: the same result every run), and the
 files they make on synthetic run folders."""
 import json
+import statistics
 import math
 
 import numpy as np
@@ -247,3 +248,12 @@ def test_a_cell_of_one_seed_is_given_the_seeds_to_see_its_spread(tmp_path):
     write_seeds(tmp_path / "sweep", ["arch=plain", "budget=quick"], [30.0])
     account = report([tmp_path / "sweep"], tmp_path / "out")
     assert "python -m resnet_cifar.train -m arch=plain budget=quick seed=1,2" in account
+
+
+def test_no_error_bar_runs_off_the_depth_figure(tmp_path, monkeypatch):
+    write_seeds(tmp_path / "sweep", ["arch=plain", "budget=quick"], [30.0, 40.0])  # 35 ± 63.5: up to 98.5
+    figures = drawn_figures(monkeypatch)
+    report([tmp_path / "sweep"], tmp_path / "out")
+    depth = next(f for f in figures if "by depth" in f._suptitle.get_text())
+    top = 35.0 + 12.706204736174707 * statistics.stdev([30.0, 40.0]) / math.sqrt(2)  # t(0.975, 1) from a table
+    assert depth.axes[0].get_ylim()[1] >= top - 1e-6  # it was 1.15 x the largest mean: 46
