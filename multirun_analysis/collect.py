@@ -34,6 +34,15 @@ FLOATS = "%.10g"  # how the report's CSV files write floats: 21.8, not the 21.79
 ARCH = f"arch.{NAME_KEY}"  # the net's name (its arch option): a row of the table, a panel of Figure 6
 
 
+WHOLE_NUMBERS = ("depth", "seed")  # config keys the table and figures sort and group as numbers
+
+
+def _is_number(value: object, whole: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return float(value).is_integer() if whole else True
+
+
 class BrokenRun(Exception):
     """A run folder with a missing, truncated or unreadable file."""
 
@@ -75,12 +84,21 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
         raise BrokenRun(str(e).replace(str(run_dir / SUMMARY_FILE), SUMMARY_FILE)) from e
     except Exception as e:  # a config too damaged to read as today's
         raise BrokenRun(f"{SUMMARY_FILE} holds a config that cannot be read ({type(e).__name__}: {e})") from e
+    for key in WHOLE_NUMBERS:
+        if key in config and not _is_number(config[key], whole=True):
+            raise BrokenRun(f"{SUMMARY_FILE} says {key}: {str(config[key])[:40]!r}, not a whole number")
+    for key in (*FINAL_METRICS, "iteration"):
+        if summary.get(key) is not None and not _is_number(summary[key], whole=key == "iteration"):
+            raise BrokenRun(f"{SUMMARY_FILE} says {key}: {str(summary[key])[:40]!r}, not a number")
     flat = flatten_config(config)
     status = summary.get("status", "unknown")
     metrics_path = run_dir / METRICS_FILE
     if status == Status.completed and not metrics_path.exists():
         raise BrokenRun(f"{METRICS_FILE} is missing")
-    metrics = read_metrics(metrics_path)
+    try:
+        metrics = read_metrics(metrics_path)
+    except UnreadableFile as e:
+        raise BrokenRun(str(e).replace(str(metrics_path), METRICS_FILE)) from None
     numbers = pd.DataFrame(metrics.numbers(), columns=list(METRIC_COLUMNS))
     if status == Status.completed and numbers.empty:
         raise BrokenRun(f"{METRICS_FILE} holds no whole row")

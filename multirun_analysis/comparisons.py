@@ -16,6 +16,7 @@ import pandas as pd
 
 from .collect import ARCH, FLOATS, in_order
 from .stats import ALPHA, compare, holm, seeds_to_detect, smallest_permutation_p
+from resnet_cifar.filesystem import write_frame
 
 COLUMNS = ["factor", "a", "b", "held", "n_a", "n_b", "paired", "diff", "ci_low", "ci_high", "ci_method", "p_value",
            "p_holm", "prob_a_better", "seeds_needed", "verdict"]
@@ -132,4 +133,4 @@ def _p(value) -> str:
 
 
 def to_csv(table: pd.DataFrame, path) -> None:
-    table[COLUMNS].to_csv(path, index=False, float_format=FLOATS)
+    write_frame(table[COLUMNS], path, index=False, float_format=FLOATS)

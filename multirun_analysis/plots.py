@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from resnet_cifar.filesystem import write_figure
 
 # File names for the factors the seed README compared; others use their key.
 FACTOR_FILES = {"normalization.name": "normalization", "data.batch_size": "batch", "shortcut": "shortcut",
@@ -108,7 +109,7 @@ def figure6(curves: pd.DataFrame, runs: pd.DataFrame, factors: list[str], path: 
     grid.figure.suptitle(f"Training (dashed) and test (bold) error, as the paper's Figure 6 ({band_note(counts)})",
                          y=1.02)
     add_caption(grid.figure, caption)
-    grid.savefig(path, dpi=100, bbox_inches="tight")
+    write_figure(grid, path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
     return path
 
@@ -136,7 +137,7 @@ def depth_plot(runs: pd.DataFrame, factors: list[str], path: Path, caption: str 
     grid.figure.suptitle(f"Final test error by depth (mean over seeds, bars: 95% interval of the mean"
                          f"{'; 1 seed: no interval' if (counts <= 1).any() else ''})", y=1.02)
     add_caption(grid.figure, caption)
-    grid.savefig(path, dpi=100, bbox_inches="tight")
+    write_figure(grid, path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
     return path
 
@@ -165,7 +166,7 @@ def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, keys: lis
     held = f"; a panel per setting of {', '.join(o.removesuffix('.name') for o in others)}" if others else ""
     grid.figure.suptitle(f"Test (bold) and training (dashed) error by {factor} ({band_note(counts)}{held})", y=1.02)
     add_caption(grid.figure, caption)
-    grid.savefig(path, dpi=100, bbox_inches="tight")
+    write_figure(grid, path, dpi=100, bbox_inches="tight")
     plt.close(grid.figure)
     return path
 

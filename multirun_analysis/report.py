@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from resnet_cifar import filesystem
+from resnet_cifar.errors import UserError
+
 from . import comparisons
 from .collect import DEFAULT_DIRS, FLOATS, RUNS_FILE, collect
 from .duplicates import count_once, identity_columns
@@ -51,7 +54,7 @@ def check_readme(readme: Path) -> str:
     """The README's text, if it has exactly one pair of markers (checked before anything is written)."""
     if not readme.is_file():
         raise ReportError(f"--readme {readme}: no such file")
-    content = readme.read_text()
+    content = filesystem.read_text(readme)
     if len(MARKED.findall(content)) != 1 or content.count(MARKERS[0]) != 1:
         raise ReportError(f"--readme {readme}: needs exactly one '{MARKERS[0]}' ... '{MARKERS[1]}' pair")
     return content
@@ -60,7 +63,7 @@ def check_readme(readme: Path) -> str:
 def update_readme(readme: Path, text: str) -> None:
     """Replace what lies between the markers; everything else stays byte for byte."""
     content = check_readme(readme)
-    readme.write_text(MARKED.sub(lambda _: f"{MARKERS[0]}\n{text}{MARKERS[1]}", content))
+    filesystem.write_text(readme, MARKED.sub(lambda _: f"{MARKERS[0]}\n{text}{MARKERS[1]}", content))
 
 
 def figure7_if_possible(runs: pd.DataFrame, out: Path, data_root: str | None, caption: str = "",
@@ -82,7 +85,7 @@ def figure7_if_possible(runs: pd.DataFrame, out: Path, data_root: str | None, ca
         frame = pd.concat([pd.read_csv(m) for m in measured], ignore_index=True)
         # duplicates and unreadable runs left out here too, and a run read twice counted once
         frame = frame[frame["run"].isin(runs["run"])].drop_duplicates(["run", "layer"])
-        frame.to_csv(out / RESPONSES_FILE, index=False, float_format=FLOATS)
+        filesystem.write_frame(frame, out / RESPONSES_FILE, index=False, float_format=FLOATS)
         figure = figure7(frame, out / FIGURE_FILE, caption)
         return [figure], (f"\nFigure 7 from {frame['run'].nunique()} runs' responses as measured before: "
                           f"{', '.join(map(str, measured))}")
@@ -114,6 +117,8 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
         raise ReportError(f"no such folder (or earlier report's {RUNS_FILE}): {', '.join(map(str, missing))}")
     if not precision > 0:
         raise ReportError(f"--precision {precision}: must be a positive number of points")
+    if os.path.lexists(out) and not out.is_dir():
+        raise ReportError(f"--out {out} is a file, not a folder: choose a folder for the report's files")
     if readme is not None:
         check_readme(readme)
     found = collect(paths)
@@ -127,8 +132,8 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
                                   identity_columns(found.runs, config_columns, NOT_FACTORS))
     # a folder read twice (a runs.csv and its run folders) is one run: its curve once
     curves = found.curves[found.curves["run"].isin(runs["run"])].drop_duplicates(["run", "iteration", "metric"])
-    runs.to_csv(out / "runs.csv", index=False, float_format=FLOATS)
-    curves.to_csv(out / "curves.csv", index=False, float_format=FLOATS)
+    filesystem.write_frame(runs, out / "runs.csv", index=False, float_format=FLOATS)
+    filesystem.write_frame(curves, out / "curves.csv", index=False, float_format=FLOATS)
 
     completed = runs[runs["status"] == "completed"]
     factors = varying_factors(completed if len(completed) else runs, config_columns)
@@ -143,9 +148,9 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
                      "shown (comparisons.md):\n\n```bash\n" + "\n".join(commands) + "\n```\n")
     if duplicates:
         markdown += "\n" + "\n".join(f"- {line}" for line in duplicates) + "\n"
-    (out / "table.md").write_text(markdown)
+    filesystem.write_text(out / "table.md", markdown)
     to_csv(table, out / "table.csv")
-    (out / "comparisons.md").write_text(comparisons.to_markdown(compared, caption))
+    filesystem.write_text(out / "comparisons.md", comparisons.to_markdown(compared, caption))
     comparisons.to_csv(compared, out / "comparisons.csv")
     figures = draw_all(curves, runs, keys, factors, out, caption)
     fig7, fig7_note = figure7_if_possible(runs, out, data_root, caption, [p for p in paths if p.is_file()])
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         print(report(dirs, args.out, args.readme, args.data, args.precision))
-    except ReportError as e:
+    except (ReportError, UserError) as e:  # UserError: a file that cannot be written (full disk, a link)
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

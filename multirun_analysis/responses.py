@@ -36,6 +36,7 @@ from .plots import add_caption, interval_of_mean
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from resnet_cifar.filesystem import write_figure, write_frame
 
 RESPONSES_FILE = "responses.csv"
 FIGURE_FILE = "fig7.png"
@@ -120,7 +121,7 @@ def figure7(responses: pd.DataFrame, path: Path, caption: str = "") -> Path:
     axes[1].set(xlabel="layer index (sorted by magnitude)", ylabel=ylabel)
     add_caption(fig, caption)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    write_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -155,7 +156,7 @@ def write_responses(runs: pd.DataFrame, out: Path, data_root: str | None = None,
         return None, None, left_out
     responses = pd.concat(measured, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
-    responses.to_csv(out / RESPONSES_FILE, index=False, float_format=FLOATS)
+    write_frame(responses, out / RESPONSES_FILE, index=False, float_format=FLOATS)
     return responses, figure7(responses, out / FIGURE_FILE, caption), left_out
 
 

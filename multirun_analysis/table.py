@@ -22,6 +22,7 @@ from resnet_cifar.config import (
 
 from .collect import ARCH, FLOATS, flatten_config
 from .stats import BOOTSTRAP_MIN_SEEDS, mean_intervals, seeds_for_precision
+from resnet_cifar.filesystem import write_frame
 
 REFERENCES_FILE = "references.csv"  # published CIFAR-10 test errors: arch, depth, conditions, error, source
 
@@ -160,7 +161,7 @@ def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: f
 def to_csv(table: pd.DataFrame, path) -> None:
     """table.csv: one row per cell, its factors, then CELL_COLUMNS and the paper's columns."""
     columns = [c for c in table.columns if c not in ("seeds", "overrides", "runs", "accuracy")]
-    table[columns].to_csv(path, index=False, float_format=FLOATS)
+    write_frame(table[columns], path, index=False, float_format=FLOATS)
 
 
 def _values(series: pd.Series) -> str:

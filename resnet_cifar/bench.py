@@ -19,6 +19,7 @@ import os
 import pickle
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,9 @@ from .config import Dataset as DatasetName
 from .data.cifar import CifarArrays, load_cifar
 from .data.files import DATASETS
 from .loop import TrainingLoop
+from .errors import EXIT_BAD_INPUT, ConfigError, UserError
+from .filesystem import write_text
+from .preflight import unwritable_reason
 from .provenance import device_name
 
 # The standard pipeline: resnet_cifar.train's own run with data.pipeline=torchvision and no fast path.
@@ -152,7 +156,8 @@ def concurrent_rate(n: int, root: Path, depth: int, variant: str, batch: int, de
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m resnet_cifar.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m resnet_cifar.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110])
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], type=str,
                         help="our training step in these forms: fp32 or bf16, optionally +graph (trainer.cuda_graph) "
@@ -173,12 +178,29 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--concurrent-steps", type=int, default=500, help="timed steps of each concurrent process")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     args = parser.parse_args(argv)
+    for name in ("batch", "steps", "windows", "concurrent_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if args.json and unwritable_reason(args.json.parent):
+        parser.error(f"--json {args.json}: {unwritable_reason(args.json.parent)}")
+    try:
+        report = measure(args)
+    except UserError as e:  # a depth the net does not take, a data file that is refused, ...
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
+    print_table(report)
+    if args.json:
+        write_text(args.json, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Time every depth and pipeline asked for; the numbers main prints."""
     for variant in args.variants:
         try:
             variant_overrides(variant)
         except argparse.ArgumentTypeError as e:
-            parser.error(str(e))
-
+            raise ConfigError(str(e)) from None
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data if (args.data / DATASETS[DatasetName.cifar10].folder).is_dir() else None
         data_desc = f"CIFAR-10 files in {args.data}" if root else "random images (no data set found)"
@@ -219,16 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
             "peak_device_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
             "results": results, "concurrent": concurrent,
         }
-    print_table(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 def print_table(report: dict) -> None:
     print(f"{report['device_name']} ({report['device']}), torch {report['torch']}, {report['threads']} threads; "
-          f"{report['data']}; batch {report['batch']}, median of {report['windows']} windows of "
-          f"{report['steps_per_window']} steps")
+          f"{report['data']}; batch {report['batch']}, "
+          + (f"the median of {report['windows']} timed windows" if report["windows"] > 1 else "one timed window")
+          + f" of {report['steps_per_window']} steps")
     print(f"{'depth':>5} {'pipeline':>18} {'train img/s':>12} {'x standard':>11} {'eval img/s':>11}")
     for r in report["results"]:
         ratio = "" if r["ratio_vs_standard"] is None else f"{r['ratio_vs_standard']:.2f}x"

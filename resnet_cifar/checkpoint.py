@@ -9,15 +9,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import RunFolderError
+from . import filesystem
+from .errors import FileProblem, RunFolderError
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, advice: str = "move it aside to start this run again from scratch") -> dict:
+    """A file torch.save wrote, read as tensors and plain containers only (weights_only: a pickle that would
+    run code is refused), from a regular file (never a FIFO). Anything else is one line: RunFolderError."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RunFolderError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); "
-                             "move it aside to start this run again from scratch") from e
+        with filesystem.opened_for_reading(path) as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except FileProblem as e:
+        raise RunFolderError(f"{e} ({advice})") from None
+    except Exception as e:  # torch reports a damaged or malicious file as many kinds of error
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise RunFolderError(f"{path} is not a readable checkpoint ({type(e).__name__}: {first[:300]}); "
+                             f"{advice}") from None
 
 
 def load_model_state(model: nn.Module, state: dict, source: Path) -> None:

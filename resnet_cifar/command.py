@@ -71,12 +71,10 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> float | None:
             except UserError:
                 pass  # the config as composed: what made it unusable may be its names
             folder.write_hydra_files(config, overrides, hydra_cfg)
-            with folder.log_to_file():
+            with folder.log_to_file() as into_log:
                 folder.record_failure(e, config, overrides)
-                log.error("%s", problem(e))
+                into_log(problem(e))  # the console gets it once, from run_command
         raise
-    for warning in schema.warnings(spec.cfg):
-        log.warning("%s", warning)
     if world.distributed:
         check_world(world, spec.cfg.trainer.nproc_per_node, spec.cfg.trainer.nnodes)
     if folder.completed(spec):  # refuses another run's folder before anything is written into it
@@ -85,14 +83,19 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> float | None:
         run_job(spec, folder, world)
         return None
     folder.write_hydra_files(spec.config, overrides, hydra_cfg)
-    with folder.log_to_file():
+    with folder.log_to_file() as into_log:
+        for warning in schema.warnings(spec.cfg):  # once a job is to run, into train.log too
+            log.warning("%s", warning)
         try:
             run_job(spec, folder, world)
         except Exception as e:
             # in a sweep, and for a dead worker, what the run could not record itself is recorded here
             if (in_sweep or isinstance(e, ChildFailedError)) and not folder.started:
                 folder.record_failure(e, spec.config, overrides)
-            log.error("%s", problem(e))  # into train.log too, with the prefix
+            if isinstance(e, (UserError, Diverged, ChildFailedError)):
+                into_log(problem(e))  # the console gets it once, from run_command
+            else:
+                log.error("%s", problem(e))  # run_command logs the traceback in a sweep, raises it alone
             raise
     return (read_summary(folder.path) or {}).get(OBJECTIVE)  # written by this process or by its DDP workers
 

@@ -16,14 +16,17 @@ table and its figures show.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
 from typing import Any, Dict, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .errors import ConfigError
 
@@ -76,7 +79,8 @@ DATA_SOURCE_KEYS = ("data.root", "data.download")
 # How a run is carried out or watched, not what it trains (its numbers do not depend on them): never part
 # of a job's folder name (conf/config.yaml's exclude_keys), not compared when a run folder resumes, not a
 # factor of the report. A key stands for everything under it.
-NOT_THE_EXPERIMENT = ("data.workers", "logger")
+NOT_THE_EXPERIMENT = ("data.workers", "logger", "trainer.device")
+MAX_DATA_WORKERS = 256  # DataLoader workers: more is a typo (each holds the training images); a run caps at its cores
 
 
 def is_under(key: str, prefixes: tuple[str, ...] | list[str] | set[str]) -> bool:
@@ -98,7 +102,7 @@ OLDEST_PLUGIN_CHOICES = {"optimizer": "sgd", "logger": "csv"}  # what runs did b
 def builtin_option(group: str, name: str) -> dict:
     """A built-in option of a plug-in group as its YAML in conf/ holds it (with its name)."""
     path = resources.files("resnet_cifar.conf") / group / f"{name}.yaml"
-    if not path.is_file():
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(name)) or not path.is_file():
         raise ConfigError(f"{group}={name} is not a built-in option (a run folder from an older version names it)")
     return {**OmegaConf.to_container(OmegaConf.create(path.read_text())), NAME_KEY: name}
 
@@ -249,8 +253,30 @@ def composed_run_config(composed: Any) -> dict:
 
 
 def typed(config: dict) -> BaseConfig:
-    """A plain run config as the typed schema (what the code reads)."""
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BaseConfig), config))
+    """A plain run config as the typed schema (what the code reads); a key the schema does not have, or a value
+    of the wrong type, is one line naming it (with the key meant, where one is close)."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BaseConfig), config))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        if isinstance(e, ConfigKeyError) and key:
+            parent = key.rpartition(".")[0]
+            known = [str(k) for k in _schema_keys(parent)]
+            close = difflib.get_close_matches(key.rpartition(".")[2], known, n=1)
+            prefix = f"{parent}." if parent else ""
+            hint = f": did you mean {prefix}{close[0]}?" if close else f"; {parent or 'the config'} has " \
+                f"{', '.join(known)}"
+            raise ConfigError(f"{key} is not a config key{hint} (a '+' adds a key that the schema lacks: "
+                              "drop it to set an existing one)") from None
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{key or 'the config'} is not allowed: {message}") from None
+
+
+def _schema_keys(parent: str) -> list[str]:
+    node = OmegaConf.structured(BaseConfig)
+    for part in filter(None, parent.split(".")):
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    return list(node.keys()) if isinstance(node, DictConfig) else []
 
 
 SCHEMA_NAME = "base_config"
@@ -271,7 +297,11 @@ def job_folder_name(override_dirname: str) -> str:
     """A sweep job's folder name (conf/config.yaml hydra.sweep.subdir): its overrides as Hydra writes them
     (arch=plain,depth=20), or, when that is longer than JOB_NAME_BYTES, a readable prefix of them and a
     hash of all of them: unique, under the file system's limit, and the same on every relaunch. The full
-    overrides are in the folder's .hydra/overrides.yaml and summary.json."""
+    overrides are in the folder's .hydra/overrides.yaml and summary.json. A value with a path separator
+    (data.pipeline=x/../../elsewhere) never leaves the sweep folder: "%" and "/" are written %25 and %2F."""
+    override_dirname = override_dirname.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
+    if override_dirname in (".", ".."):
+        override_dirname = override_dirname.replace(".", "%2E")
     encoded = override_dirname.encode()
     if len(encoded) <= JOB_NAME_BYTES:
         return override_dirname
@@ -302,8 +332,10 @@ def warnings(cfg: BaseConfig) -> list[str]:
     """What is allowed but probably not meant: one line each, for the log."""
     late = [m for m in cfg.schedule.milestones if m >= cfg.trainer.max_iters]
     if late:
-        return [f"schedule.milestones {late} lie at or past trainer.max_iters={cfg.trainer.max_iters}: the lr is "
-                "not divided there (a shortened run; budget=quick scales the milestones with the run)"]
+        n = cfg.trainer.max_iters
+        return [f"schedule.milestones {late} lie at or past trainer.max_iters={n}: the lr is not divided there "
+                "(milestones come with the budget and do not follow trainer.max_iters; to divide it at 50% and 75% "
+                f"of this run: schedule.milestones=[{max(1, n // 2)},{max(2, 3 * n // 4)}])"]
     return []
 
 
@@ -343,9 +375,10 @@ def validate(cfg: BaseConfig) -> None:
              f"{', '.join(PIPELINES)}")
     _require(d.augment in AUGMENTS, f"data.augment={d.augment} is not allowed: it must be one of "
              f"{', '.join(AUGMENTS)} (true and false, from older configs, mean random and none)")
-    _require(d.workers is None or d.workers >= 0,
-             f"data.workers={d.workers} is not allowed: it must be >= 0 (0: images are prepared in the training "
-             "process), or null for one per core left to each process")
+    _require(d.workers is None or 0 <= d.workers <= MAX_DATA_WORKERS,
+             f"data.workers={d.workers} is not allowed: it must be in 0 .. {MAX_DATA_WORKERS} (0: images are "
+             "prepared in the training process; a run starts at most one per core), or null for one per core "
+             "left to each process")
     _require(0 < s.gamma <= 1, f"schedule.gamma={s.gamma} is not allowed: it must be in (0, 1]")
     for name in ("max_iters", "eval_every", "checkpoint_every", "eval_batch_size", "nproc_per_node", "nnodes"):
         value = getattr(t, name)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from .errors import RunFolderError
+from . import filesystem
+from .errors import FileProblem, RunFolderError
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
@@ -50,11 +52,11 @@ class UnreadableFile(RunFolderError):
 def read_summary(run_dir: Path) -> dict | None:
     """A run folder's summary.json (None if it has none); UnreadableFile if it is damaged or not a mapping."""
     path = Path(run_dir) / SUMMARY_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        summary = json.loads(filesystem.read_text(path, follow=False))
+    except (OSError, ValueError, FileProblem) as e:
         raise UnreadableFile(f"{path} is unreadable ({e}); move the run folder aside or delete the file") from e
     if not isinstance(summary, dict):
         raise UnreadableFile(f"{path} is unreadable (it holds {json.dumps(summary)[:40]}, not a run's summary); "
@@ -113,9 +115,13 @@ def read_metrics(path: Path) -> Metrics:
     """metrics.csv, a line at a time: a line that is not a whole row (damaged, or cut short by a crash: the
     last line without its end) is dropped and counted."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         return Metrics([], 0)
-    *lines, tail = path.read_bytes().split(b"\n")  # tail: a last line without its end (or b"")
+    try:
+        content = filesystem.read_bytes(path, follow=False)
+    except (OSError, FileProblem) as e:
+        raise UnreadableFile(f"{path} is unreadable ({getattr(e, 'strerror', None) or e})") from None
+    *lines, tail = content.split(b"\n")  # tail: a last line without its end (or b"")
     rows, dropped = [], 1 if tail else 0
     for raw in (line.rstrip(b"\r") for line in lines):
         if raw in (b"", HEADER):

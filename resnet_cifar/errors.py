@@ -21,3 +21,8 @@ class RunFolderError(UserError):
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
+
+
+class FileProblem(UserError):
+    """A file that cannot be written or read safely: a full disk, a symbolic link or a FIFO where a regular
+    file of the folder belongs (filesystem.py)."""

@@ -11,6 +11,7 @@ file) and a confusion-matrix heatmap per run into --out.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import EXIT_BAD_INPUT, UserError
+from .filesystem import write_figure, write_frame, write_text
+from .preflight import unwritable_reason
 from .saved_run import TrainedRun, load_run
 from .scoring import outputs
 
@@ -58,9 +61,16 @@ def evaluate_run(run: TrainedRun) -> dict:
             "per_class_accuracy": per_class, "confusion": confusion.tolist(), "classes": names}
 
 
+SLUG_BYTES = 150  # room for the suffixes under the file systems' 255 bytes a name
+
+
 def slug(run_dir: Path) -> str:
-    """A file name for a run folder (its path, made flat)."""
-    return re.sub(r"[^A-Za-z0-9=,._+-]+", "_", str(run_dir).strip("/")) or "run"
+    """A file name for a run folder (its path, made flat); a long one is shortened and given a hash of the
+    whole, so that it stays unique and under the file system's limit."""
+    name = re.sub(r"[^A-Za-z0-9=,._+-]+", "_", str(run_dir).strip("/")).lstrip(".") or "run"
+    if len(name) > SLUG_BYTES:
+        name = f"{name[:SLUG_BYTES - 12]}...{hashlib.sha1(name.encode()).hexdigest()[:9]}"
+    return name
 
 
 def write_figures(result: dict, out: Path) -> list[Path]:
@@ -68,16 +78,18 @@ def write_figures(result: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     name = slug(Path(result["run"]))
     per_class = out / f"{name}.per_class.csv"
-    pd.DataFrame({"class": list(result["per_class_accuracy"]),
-                  "accuracy": list(result["per_class_accuracy"].values())}).to_csv(per_class, index=False)
+    write_frame(pd.DataFrame({"class": list(result["per_class_accuracy"]),
+                              "accuracy": list(result["per_class_accuracy"].values())}), per_class, index=False)
     frame = pd.DataFrame(result["confusion"], index=result["classes"], columns=result["classes"])
     fig, ax = plt.subplots(figsize=(7, 6))
     sns.heatmap(frame, annot=len(frame) <= 10, fmt="d", cmap="Blues", cbar=True, ax=ax)
     ax.set(xlabel="predicted class", ylabel="true class",
            title=f"{Path(result['run']).name}\ntest error {result['test_error']:.2f}% ({result['weights']})")
     figure = out / f"{name}.confusion.png"
-    fig.savefig(figure, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        write_figure(fig, figure, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return [per_class, figure]
 
 
@@ -95,13 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda is not allowed here: no CUDA device is available", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for option, path in (("--out", args.out), ("--json", args.json.parent if args.json else None)):
+        reason = path is not None and unwritable_reason(path)
+        if reason:  # before the evaluation, not after it
+            print(f"error: {option} {path} cannot be used: {reason}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    if args.json and args.json.is_dir():
+        print(f"error: --json {args.json} is a folder: give a file name", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        evaluate_all(args, device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def evaluate_all(args: argparse.Namespace, device: str) -> None:
     results = []
     for run_dir in args.runs:
-        try:
-            run = load_run(run_dir, device, args.data, args.checkpoint)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        run = load_run(run_dir, device, args.data, args.checkpoint)
         result = evaluate_run(run)
         written = write_figures(result, args.out)
         recorded = result["recorded_test_error"]
@@ -112,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
               + f"; wrote {', '.join(str(p) for p in written)}")
         results.append(result)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+        write_text(args.json, json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ GPU i, and SLURM hands each job the GPUs it allocated in CUDA_VISIBLE_DEVICES.
 Everything else that starts jobs side by side on one machine (the joblib
 launcher with n_jobs = the number of GPUs, submitit_local, several shells)
 starts each job as local rank 0, and every job would land on GPU 0. So a job
-started that way first claims free GPUs: one lock file per GPU in the
-system's temporary folder, held (flock) while the job runs and released by
-the kernel however its process ends. When every GPU is held, the job waits
-for one to come free rather than share it: with the captured training step
+started that way first claims free GPUs: one machine-wide lock per GPU
+(filesystem.MachineLock: an abstract socket, no file in the shared temporary
+folder for another user to tamper with, the same whatever TMPDIR says), held
+while the job runs and released by the kernel however its process ends. When
+every GPU is held, the job waits for one to come free, saying who holds them
+(user and pid), rather than share it: with the captured training step
 one run keeps a GPU busy, and sharing gained nothing (measured on an H200,
 README "On a GPU").
 
@@ -18,20 +20,17 @@ this way; other programs on the GPUs are not seen.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import re
-import tempfile
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from .config import Device
 from .errors import ConfigError
+from .filesystem import MachineLock
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +46,8 @@ def visible_gpus() -> list[str]:
     return [name.strip() for name in listed.split(",") if name.strip()][:count]
 
 
-def _lock_path(gpu: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"resnet_cifar-gpu-{re.sub(r'[^A-Za-z0-9.-]', '_', gpu)}.lock"
-
-
-def _try_claim(gpu: str) -> int | None:
-    """An open, locked file descriptor for `gpu`, or None if another process holds it."""
-    fd = os.open(_lock_path(gpu), os.O_RDONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
-    except BlockingIOError:
-        os.close(fd)
-        return None
+def _gpu_lock(gpu: str) -> MachineLock:
+    return MachineLock(f"gpu-{gpu}")
 
 
 @contextmanager
@@ -69,26 +57,28 @@ def claimed_gpus(count: int, gpus: list[str]) -> Iterator[list[int]]:
     if count > len(gpus):
         raise ConfigError(f"{count} processes need {count} GPUs, but only {len(gpus)} are visible here "
                           f"({', '.join(gpus) or 'none'}); lower trainer.nproc_per_node")
-    held: dict[int, int] = {}  # index in gpus -> locked file descriptor
+    held: dict[int, MachineLock] = {}  # index in gpus -> its lock
     told = False
     try:
         while True:
             for index, gpu in enumerate(gpus):
                 if len(held) < count and index not in held:
-                    fd = _try_claim(gpu)
-                    if fd is not None:
-                        held[index] = fd
+                    lock = _gpu_lock(gpu)
+                    if lock.try_acquire():
+                        held[index] = lock
             if len(held) == count:
                 break
             if not told:
+                holders = "; ".join(f"GPU {gpu}: {_gpu_lock(gpu).holder()}" for i, gpu in enumerate(gpus)
+                                    if i not in held)
                 log.info("waiting for %d free GPU(s): other runs hold %d of the %d visible (%s)", count,
-                         len(gpus) - len(held), len(gpus), ", ".join(gpus))
+                         len(gpus) - len(held), len(gpus), holders)
                 told = True
             time.sleep(CLAIM_POLL_S)
         yield sorted(held)
     finally:
-        for fd in held.values():
-            os.close(fd)  # releases the lock
+        for lock in held.values():
+            lock.release()
 
 
 @contextmanager

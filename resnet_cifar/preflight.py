@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .errors import EXIT_BAD_INPUT
+
+NAME_MAX = 255  # bytes a file or folder name may have on Linux file systems
 
 
 
@@ -29,8 +32,15 @@ def unwritable_reason(folder: Path) -> str | None:
         existing = existing.parent
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
+    long = next((part for part in folder.absolute().parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:
+        return f"the folder name {long[:40]}... is {len(os.fsencode(long))} bytes, more than the {NAME_MAX} a name can be"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable (permissions or a read-only file system)"
+    try:  # what the permissions do not tell: /proc, a full or read-only file system for root
+        os.rmdir(tempfile.mkdtemp(prefix=".resnet_cifar-check-", dir=existing))
+    except OSError as e:
+        return f"nothing can be made in {existing} ({e.strerror})"
     return None
 
 
@@ -52,6 +62,13 @@ class Preflight(Callback):
             sys.exit(EXIT_BAD_INPUT)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        params = config.hydra.sweeper.get("params") or {}
+        if params:  # a preset sweep (+experiment=fig6) run without -m would train one default job
+            task = " ".join(config.hydra.overrides.task)
+            print(f"error: this command sets a sweep ({', '.join(f'{k}={v}' for k, v in params.items())}) but "
+                  f"runs a single job without -m; did you mean: python -m resnet_cifar.train -m {task}",
+                  file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
         self._check("hydra.run.dir", config.hydra.run.dir)
         folder = Path(config.hydra.run.dir).absolute()
         _created_for_the_run.clear()

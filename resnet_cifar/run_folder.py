@@ -10,12 +10,10 @@ row, so that a crash never leaves half a file.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import logging
 import os
-import shutil
 import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +30,8 @@ from .contract import (
     CHECKPOINT_FILE, HYDRA_FOLDER, LOCK_FILE, LOG_FILE, METRIC_COLUMNS, METRICS_FILE, MODEL_FILE, NORMALIZATION_FILE,
     SUMMARY_FILE, Status, read_metrics, read_summary, says_finished,
 )
-from .errors import Diverged, RunFolderError
+from . import filesystem
+from .errors import Diverged, RunFolderError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -59,39 +58,8 @@ class RunSpec:
         return cls(typed(config), config, list(overrides))
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_failed(path: Path, error: Exception) -> RunFolderError:
-    reason = getattr(error, "strerror", None) or error
-    return RunFolderError(f"could not write {path} ({reason}); the files written before are "
-                          "intact: free space or fix the folder, then run the same command again to resume")
-
-
-def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(temp_path), then rename over `path`: readers see the old or the new file, never half.
-
-    A failed write (full disk, unwritable folder) leaves `path` as it was.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
-        tmp.unlink(missing_ok=True)
-        raise write_failed(path, e) from e
-
-
 def write_json(path: Path, data: dict) -> None:
-    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    filesystem.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -100,6 +68,16 @@ def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
         return [d for k in sorted(set(old) | set(new))
                 for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
     return [] if old == new else [(prefix[:-1], old, new)]
+
+
+def config_changes(summary: dict, config: dict) -> list[str]:
+    """How `config` differs from the run a folder's summary records ('key: old -> new'), leaving aside where
+    the data comes from (DATA_SOURCE_KEYS) and how the run is carried out or watched (NOT_THE_EXPERIMENT);
+    the earlier config is read as today's (config.upgrade)."""
+    earlier = summary.get("config")
+    earlier = upgrade(earlier) if isinstance(earlier, dict) else earlier  # augment: true is random
+    ignored = (*DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT)
+    return [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(earlier, config) if not is_under(key, ignored)]
 
 
 class ConfigMismatch(RunFolderError):
@@ -120,19 +98,10 @@ class MetricsLog:
         """Append one row; a row cut short by a crash is dropped by `keep_until` on resume."""
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS)
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             writer.writeheader()
         writer.writerow(row)
-        try:
-            self._append_text(text.getvalue())
-        except OSError as e:
-            raise write_failed(self.path, e) from e
-
-    def _append_text(self, text: str) -> None:
-        with open(self.path, "a", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        filesystem.append_text(self.path, text.getvalue())
 
     def rows(self) -> list[dict]:
         """The file's whole rows (contract.read_metrics: a damaged line is dropped, and counted in the log)."""
@@ -153,23 +122,21 @@ class MetricsLog:
             return
         rows = [r for r in self.rows() if int(r["iteration"]) <= iteration]
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
-
-        replace_atomically(self.path, write)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        filesystem.write_text(self.path, text.getvalue())
 
 
 _warned_no_locking = False
 
 
-def _warn_no_locking(path: Path, error: OSError) -> None:
+def _warn_no_locking(path: Path, reason: str) -> None:
     global _warned_no_locking
     if not _warned_no_locking:
         log.warning("%s is on a file system that cannot lock (%s): nothing keeps a second process out of this "
-                    "run folder; do not start the same run twice", path, error.strerror or error)
+                    "run folder; do not start the same run twice", path, reason)
         _warned_no_locking = True
 
 
@@ -181,6 +148,7 @@ class RunFolder:
         self.metrics = MetricsLog(self.path / METRICS_FILE)
         self.summary: dict | None = None  # as last read or recorded
         self.started = False  # whether this process recorded the run as running (and so records its end)
+        self.made: list[Path] = []  # what this process created in the folder: all that bad input may remove
 
     @property
     def checkpoint_path(self) -> Path:
@@ -192,28 +160,26 @@ class RunFolder:
         """Hold the folder for this process, so that two processes never write into one folder.
 
         The lock is on the folder itself, not on a file in it that a user could delete; the kernel
-        releases it when the process dies, however it dies. `.lock` only says who holds it. On a file
-        system that cannot lock (NFS without its lock service, Lustre without flock) the run goes on,
-        said once in the log.
+        releases it when the process dies, however it dies, and the processes it forks (DataLoader
+        workers) do not keep it (filesystem.folder_held). `.lock` only says who holds it, written once the
+        run is this process's own (write_hydra_files): a process refused the folder changes nothing in it.
+        On a file system that cannot lock (NFS without its lock service, Lustre without flock) the run
+        goes on, said once in the log.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = (self.path / LOCK_FILE).read_text().strip() if (self.path / LOCK_FILE).is_file() else ""
-                raise RunFolderError(f"{self.path} is in use by another process ({holder or 'unknown'}); "
-                                     "wait for it to finish or use another folder") from None
-            except OSError as e:
-                _warn_no_locking(self.path, e)
-            try:
-                (self.path / LOCK_FILE).write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
-            except OSError:
-                pass  # only informative
+        with filesystem.folder_held(self.path, self._in_use) as cannot_lock:
+            if cannot_lock:
+                _warn_no_locking(self.path, cannot_lock)
             yield
-        finally:
-            os.close(fd)  # releases the lock
+
+    def _in_use(self) -> RunFolderError:
+        try:
+            holder = filesystem.read_text(self.path / LOCK_FILE, limit=4096, follow=False).strip()
+        except (OSError, UserError):
+            holder = ""
+        return RunFolderError(f"{self.path} is in use by another process "
+                              f"({' '.join(holder.split())[:200] or 'unknown'}); wait for it to finish or use another "
+                              "folder")
 
     # -- what an earlier start left --------------------------------------------------------------
     def previous(self, spec: RunSpec) -> dict | None:
@@ -224,11 +190,7 @@ class RunFolder:
         """
         summary = read_summary(self.path)
         if summary:
-            ignored = (*DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT)
-            earlier = summary.get("config")
-            earlier = upgrade(earlier) if isinstance(earlier, dict) else earlier  # augment: true is random
-            changes = [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(earlier, spec.config)
-                       if not is_under(key, ignored)]
+            changes = config_changes(summary, spec.config)
             if changes:
                 raise ConfigMismatch(
                     f"{self.path} holds a run made with another config ({'; '.join(changes)}); "
@@ -263,13 +225,16 @@ class RunFolder:
         self.summary = {**facts, "status": Status.running, "config": spec.config, "overrides": spec.overrides,
                         "started_at": earlier.get("started_at", facts["started_at"])}
         self.started = True
-        write_json(self.path / SUMMARY_FILE, self.summary)
+        self._write_summary(self.summary)
+
+    def _write_summary(self, summary: dict) -> None:
+        self._write(self.path / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
     def record(self, **changes) -> None:
         """Update the summary this process started and write it."""
         assert self.summary is not None, "record() before start()"
         self.summary.update(changes)
-        write_json(self.path / SUMMARY_FILE, self.summary)
+        self._write_summary(self.summary)
 
     def record_failure(self, error: BaseException, config: dict, overrides: list[str]) -> None:
         """Record a failure that the run could not record itself: before it started (a sweep job with bad
@@ -279,41 +244,68 @@ class RunFolder:
         status = Status.diverged if isinstance(error, Diverged) else Status.failed
         summary.update(status=status, error=f"{type(error).__name__}: {error}")
         self.summary = summary
-        write_json(self.path / SUMMARY_FILE, summary)
+        self._write_summary(summary)
+
+    def _write(self, path: Path, write_text: str | None = None, save: object = None) -> None:
+        """Replace one file of the folder atomically (text, or a torch.save of `save`), noting whether this
+        process made it."""
+        new = not os.path.lexists(path)
+        if write_text is not None:
+            filesystem.write_text(path, write_text)
+        else:
+            filesystem.replace_atomically(path, lambda f: torch.save(save, f))
+        if new:
+            self.made.append(path)
 
     def write_hydra_files(self, config: dict, overrides: list[str], hydra: DictConfig | None) -> None:
         """.hydra/config.yaml (the run's config, plug-ins named), overrides.yaml and hydra.yaml, as Hydra
-        writes them, once the run is this process's own (held, and its config checked against what the folder
-        holds)."""
+        writes them, and .lock (who holds the folder), once the run is this process's own (held, and its
+        config checked against what the folder holds)."""
+        self._write(self.path / LOCK_FILE, f"pid {os.getpid()} on {socket.gethostname()}\n")
         folder = self.path / HYDRA_FOLDER
-        folder.mkdir(exist_ok=True)
+        if not os.path.lexists(folder):
+            folder.mkdir()
+            self.made.append(folder)
         files = {"config.yaml": OmegaConf.create(config), "overrides.yaml": OmegaConf.create(list(overrides))}
         if hydra is not None:
             files["hydra.yaml"] = OmegaConf.create({"hydra": hydra})
         for name, content in files.items():
-            replace_atomically(folder / name, lambda tmp, content=content: OmegaConf.save(content, tmp))
+            self._write(folder / name, OmegaConf.to_yaml(content))
 
     @contextmanager
-    def log_to_file(self) -> Iterator[None]:
-        """Every log line of this process into train.log (prefixed) while the block runs."""
-        handler = logging.FileHandler(self.path / LOG_FILE)
+    def log_to_file(self) -> Iterator[Callable[[str], None]]:
+        """Every log line of this process into train.log (prefixed) while the block runs; yields a function
+        that writes an error line into train.log alone (for what the console gets once, from the command)."""
+        path = self.path / LOG_FILE
+        new = not os.path.lexists(path)
+        handler = filesystem.AppendingLogHandler(path)
+        if new:
+            self.made.append(path)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root = logging.getLogger()
         root.addHandler(handler)
+
+        def error_into_file_only(message: str) -> None:
+            handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None))
+
         try:
-            yield
+            yield error_into_file_only
         finally:
             root.removeHandler(handler)
             handler.close()
 
     def discard_unstarted(self, created: list[Path]) -> None:
-        """Bad input must leave no trace: remove what this process made in a folder where no run started
-        (no summary.json), and the folders `created` for it (deepest first) that this leaves empty."""
-        if (self.path / SUMMARY_FILE).exists():
+        """Bad input must leave no trace, and must not take what was there: remove what this process made in a
+        folder where no run started (no summary.json), and the folders `created` for it (deepest first)
+        that this leaves empty. Files that were there before are never removed."""
+        if os.path.lexists(self.path / SUMMARY_FILE):
             return
-        for name in (HYDRA_FOLDER, LOG_FILE, LOCK_FILE):
-            path = self.path / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        for path in reversed(self.made):
+            try:
+                path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+            except OSError:
+                pass  # something else was put into a folder this process made: it stays
+        self.made.clear()
         for folder in created:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
@@ -322,10 +314,10 @@ class RunFolder:
         self.metrics.append(row)
 
     def save_checkpoint(self, state: dict) -> None:
-        replace_atomically(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        self._write(self.checkpoint_path, save=state)
 
     def save_model(self, state_dict: dict) -> None:
-        replace_atomically(self.path / MODEL_FILE, lambda tmp: torch.save(state_dict, tmp))
+        self._write(self.path / MODEL_FILE, save=state_dict)
 
     @property
     def normalization_path(self) -> Path:
@@ -334,7 +326,7 @@ class RunFolder:
     def save_normalization(self, state_dict: dict) -> None:
         """The input normalization as fitted on the run's training split: written once, when the run starts,
         so that resuming and evaluating use exactly these numbers (not a refit)."""
-        replace_atomically(self.normalization_path, lambda tmp: torch.save(state_dict, tmp))
+        self._write(self.normalization_path, save=state_dict)
 
     def load_normalization(self) -> dict | None:
         """The fitted normalization the run saved (None for a folder from before it did)."""

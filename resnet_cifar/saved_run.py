@@ -20,13 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import load_checkpoint, load_model_state
-from .config import BaseConfig, Dataset, upgrade
-from .contract import CHECKPOINT_FILE, MODEL_FILE, read_summary
+from .config import BaseConfig, Dataset, upgrade, validate
+from .contract import CHECKPOINT_FILE, MODEL_FILE, SUMMARY_FILE, read_summary
 from .data.cifar import CifarArrays, load_cifar
 from .data.normalization import ModelInput
 from .data.run_data import split_and_prepare
 from .data.stream import eval_batches
-from .errors import UserError
+from .errors import DataError, UserError
 from .models import build_model
 from .run_folder import RunFolder, RunSpec
 
@@ -63,7 +63,21 @@ class TrainedRun:
 
 @lru_cache(maxsize=4)
 def _dataset(name: str, root: str) -> CifarArrays:
-    return load_cifar(Dataset(name), root, allow_download=False)
+    try:
+        return load_cifar(Dataset(name), root, allow_download=False)
+    except DataError as e:
+        raise DataError(f"the run's test set cannot be read from {root} ({e}); give the folder that holds "
+                        f"{name} as data_root= (load_run) or --data (evaluate, the report)") from None
+
+
+def _data_root(root: str, summary: dict, run_dir: Path) -> Path:
+    """The run's data.root; a relative one as the run resolved it (summary.json's data_root, recorded from
+    where it was started), not against today's working folder."""
+    path = Path(root).expanduser()
+    if path.is_absolute():
+        return path
+    recorded = summary.get("data_root")
+    return Path(recorded) if isinstance(recorded, str) and Path(recorded).is_absolute() else path
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root: str | Path | None = None,
@@ -88,14 +102,23 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
                 "to use its last checkpoint")
         raise NotATrainedRun(f"{run_dir} has no {weights.name}: {hint}")
     cfg = spec.cfg
-    data = _dataset(cfg.data.name.value, str(data_root or cfg.data.root))
+    try:
+        validate(cfg)
+    except UserError as e:
+        raise NotATrainedRun(f"{run_dir / SUMMARY_FILE} records a config that is not allowed ({e})") from None
+    data = _dataset(cfg.data.name.value, str(data_root or _data_root(cfg.data.root, summary, run_dir)))
     *_, normalize = split_and_prepare(data, cfg, device, RunFolder(run_dir).load_normalization())
     model = build_model(cfg, data.num_classes)
+    advice = "it is not a file this project saved: train the run again, or use another run"
     if checkpoint:
-        state = load_checkpoint(weights)
-        weights_state, iteration = state["model"], state["iteration"]
+        state = load_checkpoint(weights, advice)
+        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+            raise NotATrainedRun(f"{weights} holds no model weights ({advice})")
+        weights_state, iteration = state["model"], state.get("iteration")
     else:
-        weights_state, iteration = torch.load(weights, map_location="cpu", weights_only=True), None
+        weights_state, iteration = load_checkpoint(weights, advice), None
+        if not isinstance(weights_state, dict):
+            raise NotATrainedRun(f"{weights} holds no model weights ({advice})")
     load_model_state(model, weights_state, weights)
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).eval()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -36,6 +37,7 @@ from .data.fetch import fetch_if_missing
 from .errors import EXIT_BAD_INPUT, DataError, RunFolderError, UserError
 from .checks import check_plugins
 from .plugins import ConfigSource
+from .run_folder import config_changes
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +163,7 @@ class JobState(str, Enum):
     resume = "resume"  # a checkpoint to continue from
     new = "new"
     unreadable = "unreadable"  # a damaged summary.json: the job will fail, saying why
+    another_config = "another config"  # the folder holds a run of another config: the job will be refused
 
 
 def job_summary(run_dir: Path) -> dict:
@@ -171,22 +174,27 @@ def job_summary(run_dir: Path) -> dict:
         return {"status": JobState.unreadable, "error": str(e)}
 
 
-def job_state(run_dir: Path) -> JobState:
+def job_state(run_dir: Path, config: dict | None = None) -> JobState:
     """As the job itself will find its folder (RunFolder.completed): a summary that says completed without its
-    final test error or short of its max_iters is a job to resume."""
+    final test error or short of its max_iters is a job to resume; given the job's `config`, a folder that
+    holds a run of another config is one the job will refuse."""
     summary = job_summary(run_dir)
-    if says_finished(summary, summary.get("max_iters")):
-        return JobState.completed
     if summary["status"] == JobState.unreadable:
         return JobState.unreadable
+    if config is not None and "config" in summary and config_changes(summary, config):
+        return JobState.another_config
+    if says_finished(summary, summary.get("max_iters")):
+        return JobState.completed
     return JobState.resume if (run_dir / CHECKPOINT_FILE).exists() else JobState.new
 
 
 class SweepAccount(Callback):
-    """Prints 'N done, M to resume, K new' before a multirun and the failures after it."""
+    """Prints 'N done, M to resume, K new' before a multirun and the jobs that did not complete after it: a job
+    refused because its folder holds a run of another config is one of them, whatever that run's status."""
 
     def __init__(self) -> None:
         self.dirs: list[Path] = []
+        self.configs: list[dict | None] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not basic_sweeper(config):
@@ -199,23 +207,37 @@ class SweepAccount(Callback):
                       "each with its own hydra.sweep.dir", ", ".join(shared),
                       ", ".join(config.hydra.job.config.override_dirname.exclude_keys))
             sys.exit(EXIT_BAD_INPUT)
-        states = [job_state(d) for d in self.dirs]
-        unreadable = states.count(JobState.unreadable)
-        log.info("sweep of %d jobs in %s: %d done, %d to resume, %d new%s", len(states), config.hydra.sweep.dir,
+        self.configs = [_planned_config(kwargs.get("config_name"), overrides) if os.path.lexists(d) else None
+                        for d, overrides in zip(self.dirs, job_overrides(config))]
+        states = [job_state(d, c) for d, c in zip(self.dirs, self.configs)]
+        unreadable, other = states.count(JobState.unreadable), states.count(JobState.another_config)
+        log.info("sweep of %d jobs in %s: %d done, %d to resume, %d new%s%s", len(states), config.hydra.sweep.dir,
                  states.count(JobState.completed), states.count(JobState.resume), states.count(JobState.new),
-                 f", {unreadable} with an unreadable summary.json (they will fail)" if unreadable else "")
+                 f", {unreadable} with an unreadable summary.json (they will fail)" if unreadable else "",
+                 f", {other} whose folder holds a run of another config (they will be refused)" if other else "")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failed = []
-        for run_dir in self.dirs:
+        for run_dir, planned in zip(self.dirs, self.configs or [None] * len(self.dirs)):
             summary = job_summary(run_dir)
-            if summary.get("status") != Status.completed:
+            changes = config_changes(summary, planned) if planned is not None and "config" in summary else []
+            if changes:
+                failed.append(f"  {run_dir}: refused: it holds a run made with another config ({'; '.join(changes)})")
+            elif summary.get("status") != Status.completed:
                 failed.append(f"  {run_dir}: {summary.get('status')}: {summary.get('error', '')}")
         if failed:
             log.error("%d of %d jobs did not complete:\n%s", len(failed), len(self.dirs), "\n".join(failed))
             sys.exit(1)  # a callback cannot fail the command otherwise (Hydra turns exceptions into warnings)
         if self.dirs:
             log.info("all %d jobs completed", len(self.dirs))
+
+
+def _planned_config(config_name: str | None, overrides: list[str]) -> dict | None:
+    """A job's run config as it will record it (None if it cannot be composed: CheckJobs refuses that)."""
+    try:
+        return composed_run_config(compose(config_name=config_name, overrides=overrides, return_hydra_config=True))
+    except Exception:  # noqa: BLE001 - CheckJobs has reported it
+        return None
 
 
 DATA_KEYS = ("data", "data.name", *DATA_SOURCE_KEYS)  # what says which data set a job reads, and from where

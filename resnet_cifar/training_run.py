@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -17,7 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .contract import FINAL_METRICS, Status
 from .distributed import World
-from .errors import Diverged, RunFolderError
+from .errors import Diverged, UserError
 from .loop import TrainingLoop
 from .provenance import command_line, cuda_versions, device_name, gpu_uuids, library_versions, slurm_job, source_version
 from .run_folder import RunFolder, RunSpec
@@ -59,7 +60,8 @@ def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict 
                      cuda_graph=loop.step.graph is not None,
                      num_threads=torch.get_num_threads(), versions=library_versions(), slurm=slurm_job(),
                      gpus=gpu_uuids(loop.device, world), cuda=cuda_versions(loop.device), source=source_version(),
-                     command=command_line(), started_at=_now())
+                     command=command_line(), started_at=_now(),
+                     data_root=str(Path(cfg.data.root).expanduser().absolute()))
     else:
         gpu_uuids(loop.device, world)  # a collective: every process takes part
     log.info("%s-%d (shortcut %s), %d parameters, on %s x %d; run folder %s", cfg.arch["name"], cfg.depth,
@@ -88,7 +90,7 @@ def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict 
         if main:
             try:
                 folder.record(status=status, iteration=loop.iteration, error=f"{type(e).__name__}: {e}")
-            except RunFolderError as not_recorded:  # e.g. the disk that failed the run is still full
+            except UserError as not_recorded:  # e.g. the disk that failed the run is still full
                 log.warning("%s", not_recorded)
         if isinstance(e, Interrupted):
             log.warning("%s", e)  # here: the handler passed on may end the process (submitit's exits)

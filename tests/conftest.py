@@ -21,7 +21,8 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HOOKS = Path(__file__).resolve().parent / "hooks"  # what the tests change in the processes they start
 sys.path.append(str(HOOKS))
 from injected import (  # noqa: E402,F401  (the tests import these names from here)
-    ARCHIVE_ENV, FAIL_WRITE_ENV, FAKE_GPUS_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, SLOW_STEP_ENV,
+    ARCHIVE_ENV, FAIL_WRITE_ENV, FAKE_GPUS_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, LOCK_NAMESPACE_ENV,
+    SLOW_STEP_ENV,
 )
 
 # Few iterations on tiny data: every evaluation and checkpoint path runs in seconds.

@@ -156,9 +156,12 @@ def test_milestones_past_the_end_of_a_shortened_run_are_a_warning_not_an_error()
     from resnet_cifar.config import warnings
 
     assert warnings(load("trainer.max_iters=100")) == [
-        "schedule.milestones [32000, 48000] lie at or past trainer.max_iters=100: the lr is not divided there (a "
-        "shortened run; budget=quick scales the milestones with the run)"]
+        "schedule.milestones [32000, 48000] lie at or past trainer.max_iters=100: the lr is not divided there "
+        "(milestones come with the budget and do not follow trainer.max_iters; to divide it at 50% and 75% of this "
+        "run: schedule.milestones=[50,75])"]
     assert warnings(load()) == []
+    # the milestones the warning proposes are what the run's arithmetic then uses: no warning
+    assert warnings(load("trainer.max_iters=100", "schedule.milestones=[50,75]")) == []
 
 
 def test_help_is_the_projects_page_above_hydras_lists(tmp_path):

@@ -164,7 +164,7 @@ def test_a_refused_process_writes_nothing_into_the_folder(tiny_cifar10, tmp_path
     run_dir = tmp_path / "run"
     args = [*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}"]
     train_ok(*args, cwd=tmp_path)
-    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}  # .lock too
     assert {".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "train.log"} <= {
         str(p.relative_to(run_dir)) for p in files}
     with RunFolder(run_dir).held() if why == "in use" else contextlib.nullcontext():
@@ -180,16 +180,20 @@ def test_the_lock_holds_when_its_file_is_deleted_and_a_file_system_without_locks
                                                                                           caplog):
     folder = RunFolder(tmp_path / "run")
     with folder.held():
+        folder.write_hydra_files({"depth": 20}, [], None)  # the run is its own: .lock says who holds it
+        assert f"pid {os.getpid()}" in (tmp_path / "run" / ".lock").read_text()
         (tmp_path / "run" / ".lock").unlink()  # a user tidying up
         with pytest.raises(RunFolderError, match="is in use by another process"):
             with RunFolder(tmp_path / "run").held():
                 pass
+    import fcntl
+
     import resnet_cifar.run_folder as run_folder
 
     def no_locks(fd, operation):  # NFS without its lock service, Lustre mounted without flock
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
-    monkeypatch.setattr(run_folder.fcntl, "flock", no_locks)
+    monkeypatch.setattr(fcntl, "flock", no_locks)
     monkeypatch.setattr(run_folder, "_warned_no_locking", False)
     for _ in range(2):
         with RunFolder(tmp_path / "other").held():
@@ -247,7 +251,7 @@ BAD_INPUT = [
      "data.pipeline=ffcv is not allowed: it must be one of device, torchvision"),
     ("unknown augment", ["data.augment=mixup"], 2,
      "data.augment=mixup is not allowed: it must be one of random, static, none"),
-    ("negative workers", ["data.workers=-1"], 2, "data.workers=-1 is not allowed: it must be >= 0"),
+    ("negative workers", ["data.workers=-1"], 2, "data.workers=-1 is not allowed: it must be in 0 .. 256"),
     ("torchvision pipeline with a CUDA graph", ["data.pipeline=torchvision", "trainer.cuda_graph=true"], 2,
      "trainer.cuda_graph=true is not allowed with data.pipeline=torchvision"),
     ("unknown config key", ["trainer.epochs=3"], 1, "Key 'epochs' not in 'TrainerConfig'"),

@@ -176,7 +176,9 @@ def test_every_job_of_every_preset_passes_the_checks_a_sweep_makes():
 
 def test_a_run_folder_in_use_is_refused(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
-    with RunFolder(run_dir).held():  # as another process would hold it: flock conflicts between two opens
+    holder = RunFolder(run_dir)
+    with holder.held():  # as another process would hold it: flock conflicts between two opens
+        holder.write_hydra_files({"depth": 8}, [], None)  # a run of its own: .lock says who holds the folder
         with pytest.raises(RunFolderError, match=r"is in use by another process \(pid"):
             train_in_process(*SWEEP_BUDGET, "depth=8", f"data.root={tiny_cifar10}", run_dir=run_dir)
     assert not (run_dir / "summary.json").exists()

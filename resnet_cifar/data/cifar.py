@@ -5,6 +5,7 @@ training device is run_data.py's business.
 """
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Dataset
-from ..errors import ConfigError, DataError
+from .. import filesystem
+from ..errors import ConfigError, DataError, FileProblem
 from .fetch import fetch_if_missing
 from .files import DATASETS, DatasetFiles
 
@@ -59,10 +61,16 @@ class RefusedObject(pickle.UnpicklingError):
     """A pickle asked for a function or class that CIFAR files never hold."""
 
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path, limit: int | None = None) -> dict:
+    """A CIFAR pickle (a regular file; with `limit`, of at most that many bytes) as a dict."""
     try:
-        with open(path, "rb") as f:
-            obj = CifarUnpickler(f, encoding="latin1").load()
+        if limit is None:
+            with filesystem.opened_for_reading(path) as f:
+                obj = CifarUnpickler(f, encoding="latin1").load()
+        else:
+            obj = CifarUnpickler(io.BytesIO(filesystem.read_bytes(path, limit)), encoding="latin1").load()
+    except FileProblem as e:
+        raise DataError(f"{e}; replace it with a fresh copy of the data set") from None
     except RefusedObject as e:
         raise DataError(f"{path} was refused: it asks to call {e}, which no CIFAR file holds (reading it could run "
                         "code); replace it with a copy of the official data set") from None
@@ -96,14 +104,27 @@ def read_batch(path: Path, files: DatasetFiles) -> tuple[np.ndarray, np.ndarray]
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
+META_BYTES = 64 * 1024  # the official meta files are under 2 kB: a larger one is not one of them
+CLASS_NAME_CHARS = 64
+
+
 def read_class_names(path: Path, files: DatasetFiles) -> tuple[str, ...]:
     """The class names of the meta file, one per class (read, like every file, by CifarUnpickler)."""
-    names = _unpickle(path).get(files.names_key)
+    names = _unpickle(path, META_BYTES).get(files.names_key)
     if not isinstance(names, list) or len(names) != files.num_classes:
         found = f"{len(names)} entries" if isinstance(names, list) else type(names).__name__
         raise DataError(f"{path}: '{files.names_key}' must list the {files.num_classes} class names, found {found}; "
                         "replace it with a fresh copy of the data set")
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    bad = next((n for n in names if not 0 < len(n) <= CLASS_NAME_CHARS or not n.isprintable()), None)
+    if bad is not None:
+        raise DataError(f"{path}: class name {bad[:40]!r}{'...' if len(bad) > 40 else ''} is not allowed (a class "
+                        f"name has 1 to {CLASS_NAME_CHARS} printable characters); replace it with a fresh copy")
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise DataError(f"{path}: class name {twice!r} is listed twice (each class needs its own name); replace "
+                        "it with a fresh copy of the data set")
+    return names
 
 
 def _read_split(folder: Path, names: tuple[str, ...], files: DatasetFiles) -> tuple[np.ndarray, np.ndarray]:

@@ -7,9 +7,9 @@ downloader, which checks the archive's md5. What this module adds:
 - One download per folder on a machine. Several processes may need the same
   data at once (the workers of a DDP job, the jobs of a joblib sweep, two
   commands started together): one fetches, the others wait for it and then
-  find the files. The lock is a file in the system's temporary folder, named
-  by the data folder, so that nothing is created under `data.root` before the
-  data is there.
+  find the files. The lock is machine-wide and named by the data folder
+  (filesystem.MachineLock: nothing is created in the shared temporary folder,
+  nor under `data.root` before the data is there).
 - Whole files only. The archive is unpacked into a staging folder inside
   `data.root` and its files are moved into place one by one with
   `os.replace`, so a reader (another node on a shared file system included)
@@ -19,7 +19,6 @@ downloader, which checks the archive's md5. What this module adds:
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -32,29 +31,18 @@ from typing import Iterator
 from ..config import Dataset
 from .files import DATASETS
 from ..errors import DataError
+from ..filesystem import MachineLock
 
 log = logging.getLogger(__name__)
-
-
-def _lock_path(folder: Path) -> Path:
-    name = hashlib.sha1(str(folder).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"resnet_cifar-download-{name}.lock"
 
 
 @contextmanager
 def _one_download_at_a_time(folder: Path) -> Iterator[None]:
     """Hold the machine-wide lock for downloads into `folder`, saying so when another process has it."""
-    # read-only is enough for flock, and lets another user's process share a lock file made by the first
-    fd = os.open(_lock_path(folder), os.O_RDONLY | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another process is downloading into %s; waiting for it", folder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    lock = MachineLock("download-" + hashlib.sha1(str(folder).encode()).hexdigest()[:16])
+    with lock.held(lambda holder: log.info("another process (%s) is downloading into %s; waiting for it",
+                                           holder, folder)):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _missing_folders(path: Path) -> list[Path]:

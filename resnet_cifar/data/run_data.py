@@ -6,6 +6,8 @@ prepared differently from its training.
 """
 from __future__ import annotations
 
+import logging
+
 import os
 from dataclasses import dataclass
 
@@ -21,6 +23,8 @@ from .cifar import CifarArrays, split_validation
 from .device_loader import DeviceLoader
 from .normalization import ModelInput, fitted_normalization
 from .stream import TrainingStream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,11 +50,28 @@ class RunData:
         return dict(zip(DATA_SIZES, (self.loader.num_images, len(self.val[0]), len(self.test[0]))))
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers(world: World) -> int:
     """data.workers=null: the cores this process may use, shared with the other processes of its node, less
     one for the training process itself (at most 8: CIFAR's small images need no more)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(8, cores // world.local_world_size - 1))
+    return max(0, min(8, usable_cores() // world.local_world_size - 1))
+
+
+def worker_count(requested: int | None, world: World) -> int:
+    """The DataLoader workers to start: data.workers, at most the cores this process may use (each worker
+    holds a copy of the training images: more workers than cores only exhaust the memory). The number of
+    workers does not change the images drawn (torchvision_loader.py), so a cap is said in the log, not refused."""
+    if requested is None:
+        return default_workers(world)
+    cores = usable_cores()
+    if requested > cores:
+        log.warning("data.workers=%d is more than the %d cores this process may use: starting %d workers",
+                    requested, cores, cores)
+        return cores
+    return requested
 
 
 def split_and_prepare(data: CifarArrays, cfg: BaseConfig, device: torch.device,
@@ -80,7 +101,7 @@ def run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, world: Wo
     if Pipeline(d.pipeline) is Pipeline.torchvision:
         from .torchvision_loader import TorchvisionLoader  # torchvision and PIL only where they are used
 
-        workers = default_workers(world) if d.workers is None else d.workers
+        workers = worker_count(d.workers, world)
         loader = TorchvisionLoader(data.train_images[train_idx], data.train_labels[train_idx], global_batch,
                                    prepare, cfg.seed, augment, workers, device, t.channels_last, shard)
     else:

@@ -7,10 +7,14 @@ it: no duplicates, no points out of order.
 """
 from __future__ import annotations
 
+import logging
+import os
 import time
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FileProblem
+
+log = logging.getLogger(__name__)
 
 TENSORBOARD_FOLDER = "tensorboard"
 # metrics.csv column -> TensorBoard tag (grouped into panels by the part before the slash)
@@ -18,18 +22,32 @@ SCALARS = {"test_error": "error/test", "train_error": "error/train", "val_error"
            "test_loss": "loss/test", "train_loss": "loss/train", "lr": "lr", "images_per_s": "speed/images_per_s"}
 
 
-def wait_past_earlier_files(folder: Path) -> None:
-    """TensorBoard reads a run's event files in the order of their names, which begin with the second each was
-    created in (events.out.tfevents.SECOND.HOST.PID...). A run resumed within the second its earlier attempt
-    started could sort before it, and the purge of the points after the checkpoint would come first and do
-    nothing: wait (under a second) until a new file sorts last."""
+FUTURE_SLACK_S = 2  # an event file named up to this far ahead of the clock is waited past; further, not
+
+
+def earlier_event_seconds(folder: Path) -> list[int]:
+    """The second each earlier event file of the folder was created in (from its name)."""
     seconds = []
     for path in folder.glob("events.out.tfevents.*"):
         try:
             seconds.append(int(path.name.split(".")[3]))
         except (IndexError, ValueError):
             continue
-    while seconds and int(time.time()) <= max(seconds):
+    return seconds
+
+
+def wait_past_earlier_files(folder: Path, seconds: list[int]) -> None:
+    """TensorBoard reads a run's event files in the order of their names, which begin with the second each was
+    created in (events.out.tfevents.SECOND.HOST.PID...). A run resumed within the second its earlier attempt
+    started could sort before it, and the purge of the points after the checkpoint would come first and do
+    nothing: wait (under a second) until a new file sorts last. A file named further ahead than
+    FUTURE_SLACK_S (another machine's clock, or a copied file) is not waited for: said in the log."""
+    latest = max(seconds, default=0)
+    if latest > time.time() + FUTURE_SLACK_S:
+        log.warning("%s holds an event file named %d s ahead of this machine's clock: TensorBoard may show its "
+                    "points after this run's", folder, latest - int(time.time()))
+        return
+    while int(time.time()) <= latest:
         time.sleep(0.05)
 
 
@@ -50,8 +68,20 @@ class TensorBoardTracker:
         from torch.utils.tensorboard import SummaryWriter
 
         folder = Path(run_dir) / TENSORBOARD_FOLDER
-        wait_past_earlier_files(folder)
-        self.writer = SummaryWriter(str(folder), purge_step=resumed_at + 1 if resumed_at else None)
+        if os.path.lexists(folder) and (folder.is_symlink() or not folder.is_dir()):
+            raise FileProblem(f"{folder} is not a folder: logger=tensorboard writes its event files there; "
+                              "move it aside and run again")
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as e:
+            raise FileProblem(f"could not make {folder} ({e.strerror}): fix the folder, then run again") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise FileProblem(f"{folder} is not writable: logger=tensorboard writes its event files there; fix "
+                              "its permissions, then run again")
+        earlier = earlier_event_seconds(folder)
+        wait_past_earlier_files(folder, earlier)
+        # a resumed run replaces every point after its checkpoint (at 0 too: killed before its first checkpoint)
+        self.writer = SummaryWriter(str(folder), purge_step=resumed_at + 1 if earlier else None)
 
     def log(self, row: dict) -> None:
         for column, tag in SCALARS.items():

@@ -10,6 +10,8 @@ so that everything else a process does is what a user's process does.
   when a test stops it; once requeued it runs at full speed, to complete before its next signal.
 - RESNET_CIFAR_TEST_FAKE_GPUS="N": torch.cuda.is_available() and device_count() say N (no GPU behind
   them), for the tests of how jobs started side by side pick their GPUs.
+- RESNET_CIFAR_TEST_LOCK_NAMESPACE="NAME": the machine-wide locks (GPU claims, downloads) of this process
+  under a name of the test's own, so that tests running at once do not see each other's claims.
 - Faults, to check that resuming gives what an uninterrupted run gives:
   RESNET_CIFAR_TEST_KILL_AT_ITERATION="N" or "N:RANK": SIGKILL right after iteration N (its evaluation
   and checkpoint included), only in the process of that rank;
@@ -27,6 +29,7 @@ from collections import Counter
 ARCHIVE_ENV = "RESNET_CIFAR_TEST_ARCHIVE"
 SLOW_STEP_ENV = "RESNET_CIFAR_TEST_SLOW_STEP_UNTIL_REQUEUED"
 FAKE_GPUS_ENV = "RESNET_CIFAR_TEST_FAKE_GPUS"
+LOCK_NAMESPACE_ENV = "RESNET_CIFAR_TEST_LOCK_NAMESPACE"
 KILL_AT_ITERATION_ENV = "RESNET_CIFAR_TEST_KILL_AT_ITERATION"
 KILL_IN_WRITE_ENV = "RESNET_CIFAR_TEST_KILL_IN_WRITE"
 FAIL_WRITE_ENV = "RESNET_CIFAR_TEST_FAIL_WRITE"
@@ -73,6 +76,12 @@ def fake_gpus(count: str) -> None:
     torch.cuda.device_count = lambda: int(count)
 
 
+def lock_namespace(name: str) -> None:
+    from resnet_cifar import filesystem
+
+    filesystem.MACHINE_LOCK_PREFIX = f"\0{name}/".encode()
+
+
 def kill_at_iteration(value: str) -> None:
     from resnet_cifar.loop import TrainingLoop
 
@@ -88,7 +97,7 @@ def kill_at_iteration(value: str) -> None:
 
 
 def faulty_writes(kill_in: str | None, fail: str | None) -> None:
-    from resnet_cifar.run_folder import MetricsLog
+    from resnet_cifar import filesystem
 
     writes: Counter = Counter()
 
@@ -112,17 +121,17 @@ def faulty_writes(kill_in: str | None, fail: str | None) -> None:
         return replace(src, dst, *args, **kwargs)
 
     os.replace = replace_or_die
-    append_text = MetricsLog._append_text
+    append_text = filesystem._append  # what metrics.csv is appended with (append_text reports its errors)
 
-    def append_or_die(self, text):
-        if kill_due(self.path.name):
-            with open(self.path, "a", newline="") as f:
+    def append_or_die(path, text):
+        if os.path.basename(path) in RUN_FILES and kill_due(os.path.basename(path)):
+            with open(path, "a", newline="") as f:
                 f.write(text[:len(text) // 2])
                 f.flush()
             _kill()
-        append_text(self, text)
+        append_text(path, text)
 
-    MetricsLog._append_text = append_or_die
+    filesystem._append = append_or_die
 
 
 def install(env=os.environ) -> None:
@@ -132,6 +141,8 @@ def install(env=os.environ) -> None:
         slow_step(env[SLOW_STEP_ENV])
     if env.get(FAKE_GPUS_ENV):
         fake_gpus(env[FAKE_GPUS_ENV])
+    if env.get(LOCK_NAMESPACE_ENV):
+        lock_namespace(env[LOCK_NAMESPACE_ENV])
     if env.get(KILL_AT_ITERATION_ENV):
         kill_at_iteration(env[KILL_AT_ITERATION_ENV])
     if env.get(KILL_IN_WRITE_ENV) or env.get(FAIL_WRITE_ENV):

@@ -1,0 +1,309 @@
+"""One careful way to touch the file system: every file the project writes, appends, locks, or reads from a
+run folder goes through here (README "Reliability"), so that the same rules hold everywhere.
+
+- **Replaced atomically**: a file is written to a new temporary file beside it (NAME.tmp, created
+  exclusively, so that nothing of that name is followed), flushed to disk and renamed over the old one. A failure (a full disk, a
+  read-only folder) leaves the old file whole and says so in one line. Renaming over a symbolic link replaces
+  the link, never its target.
+- **Written in place only if it is a regular file of its folder**: what is appended (train.log,
+  metrics.csv) is opened without following a symbolic link, and refused if it is anything but a regular file.
+- **Read without blocking**: a FIFO, a device or a folder where a file should be is refused at once, not
+  waited on; what is read has a size limit.
+- **Locks that die with their holder and are never inherited**: a lock's descriptor is closed in every child a
+  process forks (DataLoader workers), so a killed run's orphaned workers never keep its folder held.
+  Locks for the whole machine (GPU claims, downloads) are abstract Unix sockets, not files in the shared
+  temporary folder: there is nothing there for another user to replace by a symbolic link or a FIFO or to
+  leave unreadable, every TMPDIR sees the same lock, the kernel releases it with its process, and a waiting
+  job can ask who holds it (user and pid).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+from .errors import FileProblem
+
+log = logging.getLogger(__name__)
+
+READ_LIMIT = 64 * 2**20  # bytes: far above any summary, config or metrics file this project writes
+
+# -- descriptors a forked child must not keep ------------------------------------------------------------
+_held_in_this_process: set[int] = set()
+
+
+def _close_held_locks_in_child() -> None:
+    for fd in _held_in_this_process:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_in_this_process.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
+# -- opening ------------------------------------------------------------------------------------------------
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: Path, flags: int, *, follow: bool = False) -> int:
+    """A descriptor of the regular file `path`, opened with `flags` (os.O_*), never blocking in the open.
+
+    Without `follow`, a symbolic link at `path` is refused (it would send the write elsewhere).
+    """
+    extra = os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags | extra, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP and not follow:
+            raise FileProblem(f"{path} is a symbolic link; this file must be a regular file of its folder (a "
+                              "link could send what is written elsewhere): remove the link and run again") from None
+        if e.errno == errno.ENXIO:  # a FIFO without a reader, opened for writing
+            raise FileProblem(f"{path} is a FIFO, not a regular file: remove it and run again") from None
+        if e.errno == errno.EISDIR:
+            raise FileProblem(f"{path} is a folder, not a regular file: move it aside and run again") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise FileProblem(f"{path} is {_kind(mode)}, not a regular file: remove it and run again")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_bytes(path: Path, limit: int = READ_LIMIT, *, follow: bool = True) -> bytes:
+    """The whole regular file `path` (FileNotFoundError if there is none); refused if it is anything else or
+    larger than `limit`."""
+    fd = open_regular(path, os.O_RDONLY, follow=follow)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise FileProblem(f"{path} is {size} bytes, more than the {limit} such a file can be: not a file "
+                              "this project wrote")
+        return f.read(limit + 1)
+
+
+def read_text(path: Path, limit: int = READ_LIMIT, *, follow: bool = True) -> str:
+    try:
+        return read_bytes(path, limit, follow=follow).decode()
+    except UnicodeDecodeError as e:
+        raise FileProblem(f"{path} is not text ({e.reason} at byte {e.start})") from None
+
+
+@contextmanager
+def opened_for_reading(path: Path, *, follow: bool = True) -> Iterator[IO[bytes]]:
+    """A regular file opened for reading (torch.load, pickles): never a FIFO."""
+    with os.fdopen(open_regular(path, os.O_RDONLY, follow=follow), "rb") as f:
+        yield f
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error)
+
+
+def replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call write(file) on a new file beside `path`, then rename it over `path`: readers see the old or the new
+    file, never half of one. A failed write (full disk, unwritable folder) leaves `path` as it was
+    (FileProblem, one line)."""
+    path = Path(path)
+    tmp = None
+    try:
+        # one name per file, so that a write a crash cut short is cleared by the next; made exclusively, so
+        # that whatever had that name (a link to elsewhere) is removed, never followed
+        tmp = path.with_name(f"{path.name[:200]}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        raise FileProblem(f"could not write {path} ({_reason(e)}); it is as it was before: free space or fix "
+                          "the folder, then run the same command again") from e
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    replace_atomically(path, lambda f: f.write(text.encode()))
+
+
+def write_frame(frame, path: Path, **to_csv_args) -> None:
+    """A pandas frame as CSV, replaced atomically."""
+    replace_atomically(path, lambda f: frame.to_csv(f, **to_csv_args))
+
+
+def write_figure(figure, path: Path, **savefig_args) -> None:
+    """A matplotlib figure (or seaborn grid), replaced atomically, in the format its suffix names."""
+    replace_atomically(path, lambda f: figure.savefig(f, format=Path(path).suffix.lstrip("."), **savefig_args))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append to a regular file of its folder (made if missing), flushed to disk at once."""
+    try:
+        _append(path, text)
+    except OSError as e:
+        raise FileProblem(f"could not append to {path} ({_reason(e)}); what it held is intact: free space or fix "
+                          "the folder, then run the same command again") from e
+
+
+def _append(path: Path, text: str) -> None:
+    with os.fdopen(open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class AppendingLogHandler(logging.StreamHandler):
+    """A logging handler that appends to a regular file of its folder (logging.FileHandler follows links)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except OSError as e:
+            raise FileProblem(f"could not open {path} ({_reason(e)}): fix the folder, then run again") from e
+        super().__init__(os.fdopen(fd, "a", encoding="utf-8"))
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self.stream.close()
+        finally:
+            super().close()
+
+
+def make_folders(path: Path) -> list[Path]:
+    """Make `path` and its missing parents; return the folders made (deepest first), so that a caller that
+    fails can remove exactly those."""
+    missing = []
+    folder = Path(path)
+    while not folder.exists() and not folder.is_symlink():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        try:
+            made.mkdir()
+        except FileExistsError:
+            missing.remove(made)  # another process made it at the same moment: not ours to remove
+    return missing
+
+
+# -- locks --------------------------------------------------------------------------------------------------
+@contextmanager
+def folder_held(folder: Path, busy: Callable[[], Exception]) -> Iterator[str | None]:
+    """Hold `folder` (flock on the folder itself, which a user cannot delete from under it) while the block
+    runs; yields None, or why the file system could not lock it. Raises busy() if another process holds it. The descriptor is closed in forked children, so only this process holds the lock."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _held_in_this_process.add(fd)
+    try:
+        import fcntl
+
+        cannot_lock = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy() from None
+        except OSError as e:  # NFS without its lock service, Lustre without flock: the caller says so
+            cannot_lock = _reason(e)
+        yield cannot_lock
+    finally:
+        _held_in_this_process.discard(fd)
+        os.close(fd)  # releases the lock
+
+
+MACHINE_LOCK_PREFIX = b"\0resnet_cifar/"  # abstract socket names begin with a NUL byte
+
+
+class MachineLock:
+    """A lock for the whole machine (all users, every TMPDIR), named by `name`: an abstract Unix socket.
+
+    Nothing is created in the file system. The kernel releases it when the holding process ends, however it
+    ends; forked children do not keep it. `holder()` says which user and process hold it. Abstract sockets
+    belong to a network namespace: processes in separate containers (each with its own network) do not see
+    each other's locks, as they do not see each other's GPU claims of other kinds either.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.address = MACHINE_LOCK_PREFIX + name.encode()[:90]
+        self.socket: socket.socket | None = None
+
+    def try_acquire(self) -> bool:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.address)
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE:
+                return False
+            raise
+        sock.listen(socket.SOMAXCONN)  # so that holder() can ask; nothing is ever accepted
+        self.socket = sock
+        _held_in_this_process.add(sock.fileno())
+        return True
+
+    def release(self) -> None:
+        if self.socket is not None:
+            _held_in_this_process.discard(self.socket.fileno())
+            self.socket.close()
+            self.socket = None
+
+    def holder(self) -> str:
+        """'user NAME, pid N' of the process holding the lock (as far as the kernel says), or 'unknown'."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)
+        try:
+            probe.connect(self.address)
+            pid, uid, _ = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                                struct.calcsize("3i")))
+        except OSError:
+            return "unknown"
+        finally:
+            probe.close()
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = f"uid {uid}"
+        return f"user {user}, pid {pid}"
+
+    @contextmanager
+    def held(self, waiting: Callable[[str], None], poll_s: float = 0.5) -> Iterator[None]:
+        """Hold the lock while the block runs, waiting for it if another process holds it; `waiting(holder)`
+        is called once when this process starts to wait."""
+        told = False
+        while not self.try_acquire():
+            if not told:
+                waiting(self.holder())
+                told = True
+            time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            self.release()

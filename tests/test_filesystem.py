@@ -1,0 +1,480 @@
+"""One careful way to touch the file system (resnet_cifar/filesystem.py), tried as a hostile or careless user
+would: symbolic links, FIFOs and full disks where files belong, bad input in a folder that holds the user's
+files, runaway settings, and every command's bad input as one line (exit 2), never a traceback."""
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_BUDGET, dump, run_train, train_env, train_in_process, write_cifar10
+from resnet_cifar import filesystem
+from resnet_cifar.errors import ConfigError, DataError, FileProblem, RunFolderError
+from resnet_cifar.run_folder import RunFolder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 20):
+    """Fail the test instead of blocking it for ever (a FIFO opened the old way)."""
+    def timeout(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def one_line_exit_2(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("error: ") == 1, result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cifar10, tmp_path_factory) -> Path:
+    """A completed tiny run (model.pt, normalization.pt, summary.json) to copy and damage."""
+    run_dir = tmp_path_factory.mktemp("fs") / "run"
+    train_in_process(*TINY_BUDGET, f"data.root={tiny_cifar10}", run_dir=run_dir)
+    return run_dir
+
+
+def copy_of(trained: Path, tmp_path: Path, name: str = "run") -> Path:
+    copy = tmp_path / name
+    shutil.copytree(trained, copy)
+    return copy
+
+
+def edit_summary(run_dir: Path, change) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    change(summary)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+
+
+class RunsCode:
+    """A pickle that runs a command when it is loaded without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+# -- the module's rules ------------------------------------------------------------------------
+
+def test_a_file_replaced_over_a_symlink_replaces_the_link_never_its_target(tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("theirs")
+    (tmp_path / "summary.json").symlink_to(target)
+    (tmp_path / "summary.json.tmp").symlink_to(tmp_path / "also-elsewhere")  # the temporary name taken too
+    filesystem.write_text(tmp_path / "summary.json", "ours")
+    assert target.read_text() == "theirs" and not (tmp_path / "also-elsewhere").exists()
+    assert not (tmp_path / "summary.json").is_symlink() and (tmp_path / "summary.json").read_text() == "ours"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_an_append_goes_only_into_a_regular_file_of_the_folder(tmp_path, kind):
+    path, target = tmp_path / "metrics.csv", tmp_path / "target"
+    target.write_text("theirs")
+    if kind == "symlink":
+        path.symlink_to(target)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with no_hang(), pytest.raises(FileProblem, match=r"metrics.csv (is a symbolic link|is a FIFO|is a folder)"):
+        filesystem.append_text(path, "a row\n")
+    assert target.read_text() == "theirs"
+
+
+def test_reading_a_fifo_is_refused_at_once(tmp_path):
+    os.mkfifo(tmp_path / "summary.json")
+    from resnet_cifar.contract import read_summary
+
+    with no_hang(), pytest.raises(RunFolderError, match="is a FIFO, not a regular file"):
+        read_summary(tmp_path)
+
+
+def test_a_run_folders_lock_is_not_kept_by_the_processes_it_forks(tmp_path):
+    """A DataLoader worker (forked) inherited the run folder's lock: after kill -9 of the main process the same
+    command was refused ('in use by another process') until the orphaned workers exited."""
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import multiprocessing as mp, sys, time
+from resnet_cifar.run_folder import RunFolder
+with RunFolder({str(tmp_path / 'run')!r}).held():
+    worker = mp.get_context("fork").Process(target=time.sleep, args=(60,))  # as a DataLoader worker
+    worker.start()
+    print(worker.pid, flush=True)
+    time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True, env=train_env())
+    worker = int(holder.stdout.readline())
+    try:
+        holder.kill()  # kill -9 of the main process; its worker lives on
+        holder.wait(timeout=30)
+        os.kill(worker, 0)  # still running
+        with RunFolder(tmp_path / "run").held():  # the same command, at once
+            pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+
+
+# -- data never lost or written outside ---------------------------------------------------------
+
+def test_bad_input_in_a_folder_of_the_users_own_files_deletes_none_of_them(tiny_cifar10, tmp_path):
+    """`depth=21 hydra.run.dir=M`, where M/train.log and M/.hydra/ were the user's: they were deleted."""
+    folder = tmp_path / "M"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "notes.yaml").write_text("mine: true\n")
+    (folder / "train.log").write_text("my log\n")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    result = run_train("depth=21", f"data.root={tiny_cifar10}", f"hydra.run.dir={folder}", cwd=tmp_path)
+    one_line_exit_2(result, "depth=21 is not allowed")
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in folder.iterdir()) == [".hydra", "train.log"]
+
+
+@pytest.mark.parametrize("link", ["train.log", "metrics.csv"])
+def test_a_symlink_in_a_run_folder_is_refused_and_its_target_untouched(tiny_cifar10, tmp_path, link):
+    run_dir, target = tmp_path / "run", tmp_path / "target.txt"
+    run_dir.mkdir()
+    target.write_text("theirs\n")
+    (run_dir / link).symlink_to(target)
+    result = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    one_line_exit_2(result, f"{run_dir / link} is a symbolic link")
+    assert target.read_text() == "theirs\n"
+
+
+def test_a_lock_file_that_is_a_symlink_is_replaced_not_followed(tiny_cifar10, tmp_path):
+    run_dir, target = tmp_path / "run", tmp_path / "target.txt"
+    run_dir.mkdir()
+    target.write_text("theirs\n")
+    (run_dir / ".lock").symlink_to(target)
+    train_in_process(*TINY_BUDGET, f"data.root={tiny_cifar10}", run_dir=run_dir)
+    assert target.read_text() == "theirs\n"
+
+
+def test_a_sweep_value_with_path_separators_never_leaves_the_sweep_folder(tiny_cifar10, tmp_path):
+    from resnet_cifar.config import job_folder_name
+
+    for value in ("x/../../escaped", "..", "a%2Fb"):
+        name = job_folder_name(f"data.pipeline={value}")
+        assert "/" not in name and name not in (".", "..")
+    assert job_folder_name("..") == "%2E%2E"
+    assert job_folder_name("a=x%2Fy") != job_folder_name("a=x/y")  # one folder per value
+    result = run_train("-m", "data.pipeline=x/../../escaped,device", f"data.root={tiny_cifar10}",
+                       f"hydra.sweep.dir={tmp_path / 'a' / 'b' / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert not list(tmp_path.rglob("escaped*"))
+
+
+def test_a_readme_is_whole_after_a_report_on_a_full_disk(trained, tmp_path):
+    """The README was cut mid-word on a full file system (11 of 41 trailing lines lost)."""
+    from multirun_analysis.report import main as report
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        readme = mount / "README.md"
+        text = "# notes\n<!-- results:start -->\n<!-- results:end -->\n" + "".join(
+            f"line {i} of what follows the results\n" for i in range(800))
+        readme.write_text(text)
+        filler = mount / "filler"
+        with contextlib.suppress(OSError), open(filler, "wb") as f:
+            f.write(b"x" * (48 * 1024 - len(text) - 1024))  # the disk all but full: the README fits once
+        assert report([str(trained), "--out", str(tmp_path / "out"), "--readme", str(readme)]) == 2
+        assert readme.read_text() == text
+        assert sorted(p.name for p in mount.iterdir()) == ["README.md", "filler"]  # no temporary file left
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_refused_process_leaves_the_lock_file_as_it_was(trained, tmp_path):
+    """A process refused the folder (another config) rewrote .lock with its pid."""
+    run_dir = copy_of(trained, tmp_path)
+    (run_dir / ".lock").write_text("pid 1 on elsewhere\n")
+    result = run_train(*TINY_BUDGET, "optimizer.lr=0.05", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    one_line_exit_2(result, "holds a run made with another config")
+    assert (run_dir / ".lock").read_text() == "pid 1 on elsewhere\n"
+
+
+# -- runaway settings -------------------------------------------------------------------------
+
+def test_a_runaway_number_of_workers_is_refused_and_a_large_one_capped_at_the_cores(tiny_cifar10, tmp_path, caplog):
+    from resnet_cifar.data.run_data import usable_cores, worker_count
+    from resnet_cifar.distributed import World
+
+    result = run_train(*TINY_BUDGET, "data.pipeline=torchvision", "data.workers=100000000000",
+                       f"data.root={tiny_cifar10}", cwd=tmp_path)
+    one_line_exit_2(result, "data.workers=100000000000 is not allowed: it must be in 0 .. 256")
+    assert not (tmp_path / "outputs").exists()
+    caplog.set_level("WARNING")
+    assert worker_count(200, World()) == usable_cores()
+    assert f"data.workers=200 is more than the {usable_cores()} cores" in caplog.text
+    assert worker_count(0, World()) == 0
+
+
+# -- never a false "completed" ----------------------------------------------------------------
+
+def test_a_sweep_relaunched_on_another_device_finds_its_jobs_and_one_of_another_config_fails(tiny_cifar10,
+                                                                                              tmp_path):
+    from test_sweep import sweep
+
+    sweep_dir = tmp_path / "sweep"
+    first = sweep("depth=8", "seed=0,1", data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert first.returncode == 0, first.stderr
+    again = sweep("depth=8", "seed=0,1", "trainer.device=cpu", data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert again.returncode == 0, again.stderr  # the device is not the experiment: both done, nothing refused
+    assert "2 done, 0 to resume, 0 new" in again.stderr and "all 2 jobs completed" in again.stderr
+    job = next(sweep_dir.glob("*seed=1*"))
+    edit_summary(job, lambda s: s["config"]["optimizer"].update(lr=0.05))  # as if the YAML had changed since
+    refused = sweep("depth=8", "seed=0,1", data=tiny_cifar10, sweep_dir=sweep_dir)
+    assert refused.returncode != 0
+    assert "1 whose folder holds a run of another config (they will be refused)" in refused.stderr
+    assert f"{job}: refused: it holds a run made with another config (optimizer.lr: 0.05 -> 0.1)" in refused.stderr
+    assert "jobs completed" not in refused.stderr
+
+
+# -- TensorBoard --------------------------------------------------------------------------------
+
+def test_tensorboard_after_a_kill_before_the_first_checkpoint_shows_each_point_once(tiny_cifar10, tmp_path):
+    from conftest import KILL_AT_ITERATION_ENV
+    from test_use import tensorboard_scalars
+
+    run_dir = tmp_path / "run"
+    args = [*TINY_BUDGET, "trainer.eval_every=2", "trainer.checkpoint_every=6", "logger=tensorboard",
+            f"data.root={tiny_cifar10}"]
+    killed = run_train(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path, env={KILL_AT_ITERATION_ENV: "5"})
+    assert killed.returncode < 0 and not (run_dir / "checkpoint.pt").exists()
+    assert [step for step, _ in tensorboard_scalars(run_dir)["error/test"]] == [2, 4]
+    train_in_process(*args, run_dir=run_dir)
+    assert [step for step, _ in tensorboard_scalars(run_dir)["error/test"]] == [2, 4, 6, 8, 10, 12]
+
+
+def test_an_event_file_named_in_the_future_does_not_hang_the_resume(tmp_path, caplog):
+    from resnet_cifar.trackers.tensorboard import earlier_event_seconds, wait_past_earlier_files
+
+    future = int(time.time()) + 10 * 365 * 86400
+    (tmp_path / f"events.out.tfevents.{future}.host.1.0").write_bytes(b"")
+    started = time.monotonic()
+    with no_hang(10):
+        wait_past_earlier_files(tmp_path, earlier_event_seconds(tmp_path))
+    assert time.monotonic() - started < 1
+    assert "named" in caplog.text and "ahead of this machine's clock" in caplog.text
+
+
+def test_a_tensorboard_path_that_is_a_file_is_one_line(tiny_cifar10, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "tensorboard").write_text("")
+    result = run_train(*TINY_BUDGET, "logger=tensorboard", f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}",
+                       cwd=tmp_path)
+    one_line_exit_2(result, f"{run_dir / 'tensorboard'} is not a folder")
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+
+
+# -- evaluate: one line for each bad input ------------------------------------------------------
+
+def evaluate_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "resnet_cifar.evaluate", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=train_env())
+
+
+def test_evaluate_refuses_a_malicious_or_foreign_model_file_in_one_line(trained, tmp_path):
+    marker = tmp_path / "code-ran"
+    run_dir = copy_of(trained, tmp_path, "evil")
+    torch.save({"x": RunsCode(marker)}, run_dir / "model.pt")
+    one_line_exit_2(evaluate_cli(str(run_dir), "--out", str(tmp_path / "o"), cwd=tmp_path),
+                    f"{run_dir / 'model.pt'} is not a readable checkpoint (UnpicklingError")
+    assert not marker.exists()
+    text = copy_of(trained, tmp_path, "text")
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    (text / "model.pt").unlink()
+    (text / "model.pt").symlink_to(tmp_path / "notes.txt")
+    one_line_exit_2(evaluate_cli(str(text), "--out", str(tmp_path / "o"), cwd=tmp_path), "is not a readable checkpoint")
+
+
+def test_evaluate_refuses_bad_places_to_write_before_it_evaluates(trained, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    one_line_exit_2(evaluate_cli(str(trained), "--out", str(tmp_path / "a_file"), cwd=tmp_path),
+                    f"--out {tmp_path / 'a_file'} cannot be used: {tmp_path / 'a_file'} is a file, not a folder")
+    one_line_exit_2(evaluate_cli(str(trained), "--out", str(tmp_path / "o"), "--json", "/proc/x/numbers.json",
+                                 cwd=tmp_path), "--json /proc/x cannot be used")
+    assert not (tmp_path / "o").exists()  # refused before the evaluation
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["config"]["trainer"].update(eval_batch_size=0), "trainer.eval_batch_size=0 is not allowed"),
+    (lambda s: s["config"]["data"].update(val_size=-10), "data.val_size=-10 is not allowed"),
+    (lambda s: s["config"].update(arch="../../../../etc/passwd"), "arch=../../../../etc/passwd is not a built-in"),
+], ids=["eval_batch_size-0", "val_size-negative", "arch-path"])
+def test_evaluate_refuses_a_run_config_that_is_not_allowed(trained, tmp_path, capsys, change, message):
+    from resnet_cifar.evaluate import main as evaluate
+
+    run_dir = copy_of(trained, tmp_path)
+    edit_summary(run_dir, change)
+    assert evaluate([str(run_dir), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_evaluate_writes_a_run_with_a_path_longer_than_a_file_name(trained, tmp_path, capsys):
+    from resnet_cifar.evaluate import main as evaluate
+
+    deep = tmp_path
+    for i in range(3):
+        deep = deep / (f"arch=resnet,depth=20,seed={i}," + "x" * 150)
+    shutil.copytree(trained, deep)
+    assert evaluate([str(deep), "--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
+    assert all(len(p.name) < 255 for p in (tmp_path / "o").iterdir()) and len(list((tmp_path / "o").iterdir())) == 2
+
+
+def test_load_run_from_another_folder_finds_a_relative_data_root(tiny_cifar10, tmp_path, monkeypatch):
+    """A run trained with data.root=data (relative) loaded from elsewhere looked for ./data there."""
+    from resnet_cifar import load_run
+
+    (tmp_path / "project").mkdir()
+    shutil.copytree(tiny_cifar10, tmp_path / "project" / "data")
+    monkeypatch.chdir(tmp_path / "project")
+    train_in_process(*TINY_BUDGET, "data.root=data", run_dir=tmp_path / "project" / "run")
+    monkeypatch.chdir(tmp_path)
+    assert load_run(tmp_path / "project" / "run").data.test_images.shape[0] == 100
+    edit_summary(tmp_path / "project" / "run", lambda s: s.pop("data_root"))  # a folder from before the record
+    load_run.__globals__["_dataset"].cache_clear()
+    with pytest.raises(DataError, match=r"give the folder that holds cifar10 as data_root= \(load_run\) or --data"):
+        load_run(tmp_path / "project" / "run")
+
+
+# -- the report: a damaged run is skipped, saying why ------------------------------------------------
+
+def test_the_report_skips_damaged_runs_and_models_saying_why(trained, tmp_path, tiny_cifar10):
+    from multirun_analysis.report import ReportError, report
+
+    good = copy_of(trained, tmp_path / "runs", "good")
+    depth = copy_of(trained, tmp_path / "runs", "depth")
+    edit_summary(depth, lambda s: s["config"].update(depth="abc"))
+    error = copy_of(trained, tmp_path / "runs", "error")
+    edit_summary(error, lambda s: s.update(test_error="abc"))
+    evil = copy_of(trained, tmp_path / "runs", "evil")
+    edit_summary(evil, lambda s: s.update(seed=1) or s["config"].update(seed=1))
+    marker = tmp_path / "code-ran"
+    torch.save({"x": RunsCode(marker)}, evil / "model.pt")
+    cut = copy_of(trained, tmp_path / "runs", "cut")
+    edit_summary(cut, lambda s: s["config"].update(seed=2))
+    (cut / "model.pt").write_bytes((cut / "model.pt").read_bytes()[:500])
+    account = report([tmp_path / "runs"], tmp_path / "out", data_root=str(tiny_cifar10))
+    assert f"skipped {depth}: summary.json says depth: 'abc', not a whole number" in account
+    assert f"skipped {error}: summary.json says test_error: 'abc', not a number" in account
+    assert "Figure 7 leaves out arch=resnet (2 runs): it cannot be loaded here" in account
+    assert "is not a readable checkpoint" in account and not marker.exists()
+    assert "Figure 7 from 1 runs' models" in account and str(good)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ReportError, match="--out .*a_file is a file, not a folder"):
+        report([tmp_path / "runs"], tmp_path / "a_file")
+
+
+# -- data files: one line, bounded -----------------------------------------------------------------
+
+@pytest.mark.parametrize("names, message", [
+    ([b"x" * 100_000] + [f"c{i}".encode() for i in range(9)], "bytes, more than the 65536"),  # the file's size
+    ([b"x" * 500] + [f"c{i}".encode() for i in range(9)], "is not allowed (a class name has 1 to 64"),
+    ([b"cat", b"cat"] + [f"c{i}".encode() for i in range(8)], "class name 'cat' is listed twice"),
+], ids=["huge-file", "long-name", "duplicate"])
+def test_class_names_of_absurd_length_or_twice_are_refused(tmp_path, names, message):
+    from resnet_cifar.config import Dataset
+    from resnet_cifar.data.cifar import load_cifar
+
+    root = write_cifar10(tmp_path / "data", n_train=20, n_test=10)
+    dump({"label_names": names}, root / "cifar-10-batches-py" / "batches.meta", bytes_keys=True)
+    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        load_cifar(Dataset.cifar10, root, allow_download=False)
+
+
+def test_bench_bad_input_is_one_line(tmp_path, capsys):
+    from resnet_cifar.bench import main as bench
+
+    with pytest.raises(SystemExit) as exit_:
+        bench(["--depths", "21", "--no-standard", "--variants", "fp32", "--steps", "1", "--windows", "1",
+               "--warmup", "0", "--data", str(tmp_path)])
+    assert exit_.value.code == 2 and "depth=21 is not allowed" in capsys.readouterr().err
+    root = write_cifar10(tmp_path / "data", n_train=20, n_test=10)
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({"x": RunsCode(tmp_path / "code-ran")}, f)
+    with pytest.raises(SystemExit) as exit_:
+        bench(["--depths", "8", "--no-standard", "--variants", "fp32", "--steps", "1", "--windows", "1",
+               "--warmup", "0", "--data", str(root)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "test_batch was refused" in err and not (tmp_path / "code-ran").exists()
+
+
+# -- train: where a run cannot be, and the first ten minutes --------------------------------------
+
+@pytest.mark.parametrize("folder, message", [
+    ("/proc/x", "hydra.run.dir=/proc/x cannot be used: nothing can be made in /proc"),
+    ("runs/" + "a" * 300, "is 300 bytes, more than the 255 a name can be"),
+], ids=["proc", "long-name"])
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, folder, message):
+    one_line_exit_2(run_train(f"hydra.run.dir={folder}", cwd=tmp_path), message)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_misspelt_key_added_with_plus_says_which_was_meant_and_leaves_nothing(tiny_cifar10, tmp_path):
+    result = run_train("+trainer.max_iter=100", f"data.root={tiny_cifar10}", cwd=tmp_path)
+    one_line_exit_2(result, "trainer.max_iter is not a config key: did you mean trainer.max_iters?")
+    assert not list(tmp_path.iterdir())
+    swept = run_train("-m", "+trainer.max_iter=100", "seed=0,1", f"data.root={tiny_cifar10}",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    one_line_exit_2(swept, "did you mean trainer.max_iters?")
+
+
+def test_a_preset_sweep_without_multirun_is_refused_with_the_command_meant(tmp_path):
+    result = run_train("+experiment=fig6", "budget=quick", cwd=tmp_path)
+    one_line_exit_2(result, "did you mean: python -m resnet_cifar.train -m +experiment=fig6 budget=quick")
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_milestone_warning_is_true_said_once_and_in_train_log(tiny_cifar10, tmp_path):
+    args = ["-m", *TINY_BUDGET, "schedule.milestones=[20,30]", "seed=0,1", f"data.root={tiny_cifar10}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    first = run_train(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    warning = "schedule.milestones [20, 30] lie at or past trainer.max_iters=12"
+    assert first.stderr.count(warning) == 2  # once for each job that runs
+    assert "budget=quick scales" not in first.stderr and "schedule.milestones=[6,9]" in first.stderr
+    for log in (tmp_path / "sweep").glob("*/train.log"):
+        assert log.read_text().count(warning) == 1
+    again = run_train(*args, cwd=tmp_path)
+    assert again.returncode == 0 and warning not in again.stderr  # completed jobs are skipped silently
+
+
+def test_the_offline_download_message_is_said_once(tmp_path):
+    result = run_train(*TINY_BUDGET, f"data.root={tmp_path / 'data'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("Without internet, put the official cifar-10-batches-py/ folder") == 1, result.stderr
+
+
+def test_config_errors_are_config_errors(tmp_path):
+    """typed() turns the schema's refusals into one line naming the key."""
+    from resnet_cifar.config import typed
+
+    with pytest.raises(ConfigError, match="trainer.banana is not a config key; trainer has device"):
+        typed({"trainer": {"banana": 1}})
+    with pytest.raises(ConfigError, match="depth is not allowed"):
+        typed({"depth": "abc"})
