@@ -82,7 +82,12 @@ def check_finite(state: dict, iteration: int) -> None:
 class TrainingLoop:
     """One run's training, built from its config: data, model, step and schedule on this process."""
 
-    STOP_CHECK_EVERY = 20  # with several processes: steps between agreeing on a stop (one small all_reduce)
+    # With several processes, they agree on a stop with one small all_reduce: about every STOP_CHECK_S seconds
+    # of training, and at least every STOP_CHECK_MAX_STEPS steps. A fixed number of steps was too slow under
+    # load: a signal that came just after an agreement waited 20 slow steps, past the grace period torchrun
+    # (--shutdown_timeout, 30 s) and SLURM (KillWait, 30 s) give before SIGKILL, and the other processes failed.
+    STOP_CHECK_S = 1.0
+    STOP_CHECK_MAX_STEPS = 20
 
     def __init__(self, cfg: BaseConfig, world: World = World(), data: CifarArrays | None = None,
                  normalization_state: dict | None = None) -> None:
@@ -103,6 +108,7 @@ class TrainingLoop:
         self.step = TrainingStep(model, cfg, self.device, world)
         self.schedule = LrSchedule(cfg.schedule, cfg.optimizer["lr"], cfg.depth)
         self.clock = RunClock(self.device)
+        self._stop_check: tuple[float, int, int] | None = None  # (time, iteration) of the last agreement, next
         self.iteration = 0
 
     @property
@@ -205,13 +211,24 @@ class TrainingLoop:
                  row["train_error"], row["test_loss"], row["test_error"], val, row["images_per_s"])
 
     def _stop_requested(self, stop: StopRequest) -> bool:
-        """A stop signal arrived; with several processes, every one stops at the same step."""
+        """A stop signal arrived; with several processes, every one stops at the same step. They agree at
+        steps they chose together at their last agreement: as many as the slowest of them trains in
+        STOP_CHECK_S (evaluations and checkpoints counted), so that a stop comes within about that time of
+        training after the signal, however slow the steps (at most STOP_CHECK_MAX_STEPS apart)."""
         if not self.world.distributed:
             return stop.signum is not None
-        if self.iteration % self.STOP_CHECK_EVERY:
+        now = time.monotonic()
+        if self._stop_check is None:  # the first step of this start: agree from here on
+            self._stop_check = (now, self.iteration, self.iteration + 1)
+        last_time, last_iteration, due = self._stop_check
+        if self.iteration < due:
             return False
-        signum = torch.tensor(stop.signum or 0, device=self.device)
-        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        seconds_per_step = (now - last_time) / max(1, self.iteration - last_iteration)
+        agreed = torch.tensor([float(stop.signum or 0), seconds_per_step], dtype=torch.float64, device=self.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)  # any signal, and the slowest process's pace
+        signum, slowest = agreed.tolist()
+        steps = min(self.STOP_CHECK_MAX_STEPS, max(1, int(self.STOP_CHECK_S / max(slowest, 1e-9))))
+        self._stop_check = (now, self.iteration, self.iteration + steps)
         stop.signum = int(signum) or None
         return stop.signum is not None
 
