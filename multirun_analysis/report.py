@@ -54,7 +54,10 @@ def check_readme(readme: Path) -> str:
     """The README's text, if it has exactly one pair of markers (checked before anything is written)."""
     if not readme.is_file():
         raise ReportError(f"--readme {readme}: no such file")
-    content = filesystem.read_text(readme)
+    try:
+        content = filesystem.read_text(readme)
+    except OSError as e:
+        raise ReportError(f"--readme {readme} cannot be read ({e.strerror})") from None
     if len(MARKED.findall(content)) != 1 or content.count(MARKERS[0]) != 1:
         raise ReportError(f"--readme {readme}: needs exactly one '{MARKERS[0]}' ... '{MARKERS[1]}' pair")
     return content
@@ -120,6 +123,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     if os.path.lexists(out) and not out.is_dir():
         raise ReportError(f"--out {out} is a file, not a folder: choose a folder for the report's files")
     if readme is not None:
+        readme = readme.resolve()  # a README that is a link to yours: the file it names is updated
         check_readme(readme)
     found = collect(paths)
     if found.runs.empty:

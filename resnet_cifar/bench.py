@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(EXIT_BAD_INPUT) from None
     print_table(report)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         write_text(args.json, json.dumps(report, indent=2) + "\n")
     return report
 

@@ -80,6 +80,10 @@ DATA_SOURCE_KEYS = ("data.root", "data.download")
 # of a job's folder name (conf/config.yaml's exclude_keys), not compared when a run folder resumes, not a
 # factor of the report. A key stands for everything under it.
 NOT_THE_EXPERIMENT = ("data.workers", "logger", "trainer.device")
+# ... but a run that resumes from a checkpoint does so where it started: the checkpoint holds that device's random
+# state (a CUDA generator's is not a CPU generator's), so a completed run is found on any device, an unfinished
+# one only on its own.
+RESUMED_ON_THE_SAME = ("trainer.device",)
 MAX_DATA_WORKERS = 256  # DataLoader workers: more is a typo (each holds the training images); a run caps at its cores
 
 

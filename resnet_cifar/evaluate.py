@@ -137,6 +137,7 @@ def evaluate_all(args: argparse.Namespace, device: str) -> None:
               + f"; wrote {', '.join(str(p) for p in written)}")
         results.append(result)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         write_text(args.json, json.dumps(results, indent=2) + "\n")
 
 

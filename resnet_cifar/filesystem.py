@@ -26,7 +26,7 @@ import socket
 import stat
 import struct
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
@@ -117,35 +117,49 @@ def _reason(error: BaseException) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
-def replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def _temporary_name(path: Path, single_writer: bool) -> Path:
+    """NAME.tmp beside `path` for a file only one process writes (a run folder's: its holder's), so that a write
+    a crash cut short is cleared by the next; NAME.PID.RANDOM.tmp where processes may write the same file at
+    once (a report's), so that none takes another's half-written file. Kept under the 255-byte name limit."""
+    stem = os.fsencode(path.name)[:200].decode(errors="ignore")
+    return path.with_name(f"{stem}.tmp" if single_writer else f".{stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+
+
+def replace_atomically(path: Path, write: Callable[[IO[bytes]], None], *, single_writer: bool = False) -> None:
     """Call write(file) on a new file beside `path`, then rename it over `path`: readers see the old or the new
     file, never half of one. A failed write (full disk, unwritable folder) leaves `path` as it was
-    (FileProblem, one line)."""
+    (FileProblem, one line). The new file keeps the old one's permissions."""
     path = Path(path)
-    tmp = None
+    tmp = _temporary_name(path, single_writer)
+    made = False
     try:
-        # one name per file, so that a write a crash cut short is cleared by the next; made exclusively, so
-        # that whatever had that name (a link to elsewhere) is removed, never followed
-        tmp = path.with_name(f"{path.name[:200]}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
-    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
-        raise FileProblem(f"could not write {path} ({_reason(e)}); it is as it was before: free space or fix "
-                          "the folder, then run the same command again") from e
+        try:
+            mode = stat.S_IMODE(os.lstat(path).st_mode) if os.path.isfile(path) and not path.is_symlink() else None
+            if single_writer:
+                tmp.unlink(missing_ok=True)  # a leftover, or a link of that name: removed, never followed
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            made = True
+            if mode is not None:
+                os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            made = False
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+            raise FileProblem(f"could not write {path} ({_reason(e)}); it is as it was before: free space or fix "
+                              "the folder, then run the same command again") from e
     finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        if made:
+            with suppress(OSError):  # a read-only file system refuses this too: the error above says it all
+                tmp.unlink()
+    with suppress(OSError):  # durable once the folder is synced; a file system that cannot sync a folder is fine
+        _fsync_dir(path.parent)
 
 
-def write_text(path: Path, text: str) -> None:
-    replace_atomically(path, lambda f: f.write(text.encode()))
+def write_text(path: Path, text: str, *, single_writer: bool = False) -> None:
+    replace_atomically(path, lambda f: f.write(text.encode()), single_writer=single_writer)
 
 
 def write_frame(frame, path: Path, **to_csv_args) -> None:
@@ -235,8 +249,9 @@ def folder_held(folder: Path, busy: Callable[[], Exception]) -> Iterator[str | N
             cannot_lock = _reason(e)
         yield cannot_lock
     finally:
-        _held_in_this_process.discard(fd)
-        os.close(fd)  # releases the lock
+        if fd in _held_in_this_process:  # not in a forked child, which closed it at once
+            _held_in_this_process.discard(fd)
+            os.close(fd)  # releases the lock
 
 
 MACHINE_LOCK_PREFIX = b"\0resnet_cifar/"  # abstract socket names begin with a NUL byte
@@ -271,8 +286,11 @@ class MachineLock:
 
     def release(self) -> None:
         if self.socket is not None:
-            _held_in_this_process.discard(self.socket.fileno())
-            self.socket.close()
+            if self.socket.fileno() in _held_in_this_process:
+                _held_in_this_process.discard(self.socket.fileno())
+                self.socket.close()
+            else:  # a forked child: its copy was closed at the fork; the number may be another file's now
+                self.socket.detach()
             self.socket = None
 
     def holder(self) -> str:

@@ -24,14 +24,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint
-from .config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, BaseConfig, is_under, named_run_config, typed, upgrade
+from .config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, RESUMED_ON_THE_SAME, BaseConfig, is_under, named_run_config, typed, upgrade
 from .console import LOG_FORMAT
 from .contract import (
     CHECKPOINT_FILE, HYDRA_FOLDER, LOCK_FILE, LOG_FILE, METRIC_COLUMNS, METRICS_FILE, MODEL_FILE, NORMALIZATION_FILE,
     SUMMARY_FILE, Status, read_metrics, read_summary, says_finished,
 )
 from . import filesystem
-from .errors import Diverged, RunFolderError, UserError
+from .errors import Diverged, FileProblem, RunFolderError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,13 @@ def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
 def config_changes(summary: dict, config: dict) -> list[str]:
     """How `config` differs from the run a folder's summary records ('key: old -> new'), leaving aside where
     the data comes from (DATA_SOURCE_KEYS) and how the run is carried out or watched (NOT_THE_EXPERIMENT);
-    the earlier config is read as today's (config.upgrade)."""
+    the earlier config is read as today's (config.upgrade). A run that is to resume from its checkpoint must
+    do so on the device it started on (RESUMED_ON_THE_SAME): the checkpoint holds that device's random state."""
     earlier = summary.get("config")
     earlier = upgrade(earlier) if isinstance(earlier, dict) else earlier  # augment: true is random
-    ignored = (*DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT)
+    ignored = [*DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT]
+    if summary.get("status") != Status.completed:
+        ignored = [k for k in ignored if k not in RESUMED_ON_THE_SAME]
     return [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(earlier, config) if not is_under(key, ignored)]
 
 
@@ -126,7 +129,7 @@ class MetricsLog:
         writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-        filesystem.write_text(self.path, text.getvalue())
+        filesystem.write_text(self.path, text.getvalue(), single_writer=True)
 
 
 _warned_no_locking = False
@@ -250,10 +253,10 @@ class RunFolder:
         """Replace one file of the folder atomically (text, or a torch.save of `save`), noting whether this
         process made it."""
         new = not os.path.lexists(path)
-        if write_text is not None:
-            filesystem.write_text(path, write_text)
+        if write_text is not None:  # single writer: the folder's holder
+            filesystem.write_text(path, write_text, single_writer=True)
         else:
-            filesystem.replace_atomically(path, lambda f: torch.save(save, f))
+            filesystem.replace_atomically(path, lambda f: torch.save(save, f), single_writer=True)
         if new:
             self.made.append(path)
 
@@ -266,6 +269,9 @@ class RunFolder:
         if not os.path.lexists(folder):
             folder.mkdir()
             self.made.append(folder)
+        elif folder.is_symlink() or not folder.is_dir():
+            raise FileProblem(f"{folder} is {'a symbolic link' if folder.is_symlink() else 'not a folder'}: a run "
+                              "writes its config there, so it must be a folder of the run folder; move it aside")
         files = {"config.yaml": OmegaConf.create(config), "overrides.yaml": OmegaConf.create(list(overrides))}
         if hydra is not None:
             files["hydra.yaml"] = OmegaConf.create({"hydra": hydra})

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from .checkpoint import load_checkpoint, load_model_state
 from .config import BaseConfig, Dataset, upgrade, validate
-from .contract import CHECKPOINT_FILE, MODEL_FILE, SUMMARY_FILE, read_summary
+from . import filesystem
+from .contract import CHECKPOINT_FILE, HYDRA_FOLDER, MODEL_FILE, SUMMARY_FILE, read_summary
 from .data.cifar import CifarArrays, load_cifar
 from .data.normalization import ModelInput
 from .data.run_data import split_and_prepare
@@ -77,7 +79,13 @@ def _data_root(root: str, summary: dict, run_dir: Path) -> Path:
     if path.is_absolute():
         return path
     recorded = summary.get("data_root")
-    return Path(recorded) if isinstance(recorded, str) and Path(recorded).is_absolute() else path
+    if isinstance(recorded, str) and Path(recorded).is_absolute():
+        return Path(recorded)
+    try:  # a folder from before that record: the working folder Hydra recorded for the run
+        cwd = OmegaConf.create(filesystem.read_text(run_dir / HYDRA_FOLDER / "hydra.yaml", limit=2**20)).hydra.runtime.cwd
+    except Exception:  # noqa: BLE001 - no such record: the path as given, from here
+        return path
+    return Path(cwd) / path if isinstance(cwd, str) and Path(cwd).is_absolute() else path
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root: str | Path | None = None,

@@ -158,8 +158,10 @@ def test_a_stop_comes_within_torchruns_grace_period_however_slow_the_steps(tiny_
             "trainer.checkpoint_every=4", "schedule.milestones=[20,30]", "trainer.eval_batch_size=64",
             f"data.root={tiny_cifar10}", "hydra.run.dir=slow")
     nodes = start_two_nodes(args, tmp_path, env={SLOW_STEP_ENV: "0.4"}, torchrun=("--shutdown_timeout=4",))
+    deadline = time.monotonic() + 240
     while not (tmp_path / "slow" / "checkpoint.pt").exists():
         assert all(node.poll() is None for node in nodes), "a node ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.05)
     nodes[1].send_signal(signal.SIGTERM)
     finish(nodes)

@@ -148,15 +148,21 @@ def test_bad_input_in_a_folder_of_the_users_own_files_deletes_none_of_them(tiny_
     assert sorted(p.name for p in folder.iterdir()) == [".hydra", "train.log"]
 
 
-@pytest.mark.parametrize("link", ["train.log", "metrics.csv"])
+@pytest.mark.parametrize("link", ["train.log", "metrics.csv", ".hydra"])
 def test_a_symlink_in_a_run_folder_is_refused_and_its_target_untouched(tiny_cifar10, tmp_path, link):
-    run_dir, target = tmp_path / "run", tmp_path / "target.txt"
+    run_dir, target = tmp_path / "run", tmp_path / "target"
     run_dir.mkdir()
-    target.write_text("theirs\n")
+    if link == ".hydra":  # a folder of someone else's, whose config.yaml the run would replace
+        target.mkdir()
+        (target / "config.yaml").write_text("theirs\n")
+    else:
+        target.write_text("theirs\n")
     (run_dir / link).symlink_to(target)
     result = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     one_line_exit_2(result, f"{run_dir / link} is a symbolic link")
-    assert target.read_text() == "theirs\n"
+    assert (target / "config.yaml" if link == ".hydra" else target).read_text() == "theirs\n"
+    if link == ".hydra":
+        assert sorted(p.name for p in target.iterdir()) == ["config.yaml"]
 
 
 def test_a_lock_file_that_is_a_symlink_is_replaced_not_followed(tiny_cifar10, tmp_path):
@@ -168,18 +174,18 @@ def test_a_lock_file_that_is_a_symlink_is_replaced_not_followed(tiny_cifar10, tm
     assert target.read_text() == "theirs\n"
 
 
-def test_a_sweep_value_with_path_separators_never_leaves_the_sweep_folder(tiny_cifar10, tmp_path):
+def test_a_sweep_value_with_path_separators_never_leaves_the_sweep_folder(tmp_path):
+    """`-m "data.pipeline=x/../../escaped"` named a job folder outside hydra.sweep.dir: the folders Hydra will
+    make (sweep.job_dirs names them exactly as Hydra does) all lie directly in the sweep folder."""
     from resnet_cifar.config import job_folder_name
+    from resnet_cifar.sweep import job_dirs
+    from test_sweep import grid
 
-    for value in ("x/../../escaped", "..", "a%2Fb"):
-        name = job_folder_name(f"data.pipeline={value}")
-        assert "/" not in name and name not in (".", "..")
-    assert job_folder_name("..") == "%2E%2E"
-    assert job_folder_name("a=x%2Fy") != job_folder_name("a=x/y")  # one folder per value
-    result = run_train("-m", "data.pipeline=x/../../escaped,device", f"data.root={tiny_cifar10}",
-                       f"hydra.sweep.dir={tmp_path / 'a' / 'b' / 'sweep'}", cwd=tmp_path)
-    assert result.returncode == 2
-    assert not list(tmp_path.rglob("escaped*"))
+    sweep_dir = tmp_path / "a" / "b" / "sweep"
+    _, cfg = grid("data.pipeline=x/../../escaped,../..,device", f"hydra.sweep.dir={sweep_dir}")
+    dirs = job_dirs(cfg)
+    assert len(dirs) == 3 and all(d.resolve().parent == sweep_dir.resolve() for d in dirs), dirs
+    assert job_folder_name("..") == "%2E%2E" and job_folder_name("a=x%2Fy") != job_folder_name("a=x/y")
 
 
 def test_a_readme_is_whole_after_a_report_on_a_full_disk(trained, tmp_path):
@@ -202,6 +208,10 @@ def test_a_readme_is_whole_after_a_report_on_a_full_disk(trained, tmp_path):
         assert report([str(trained), "--out", str(tmp_path / "out"), "--readme", str(readme)]) == 2
         assert readme.read_text() == text
         assert sorted(p.name for p in mount.iterdir()) == ["README.md", "filler"]  # no temporary file left
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)  # read-only: one line too
+        with pytest.raises(FileProblem, match=r"could not write .*README.md \(Read-only file system\)"):
+            filesystem.write_text(readme, "new")
+        assert readme.read_text() == text
     finally:
         subprocess.run(["umount", str(mount)], check=True)
 
@@ -252,6 +262,19 @@ def test_a_sweep_relaunched_on_another_device_finds_its_jobs_and_one_of_another_
     assert "jobs completed" not in refused.stderr
 
 
+def test_an_unfinished_run_resumes_only_on_its_device_and_a_completed_one_is_found_on_any():
+    """The checkpoint holds the device's random state (a CUDA generator's is not a CPU generator's): resuming
+    an interrupted GPU run on the CPU crashed in the generator; a completed run has nothing to resume."""
+    from conftest import composed_spec
+    from resnet_cifar.run_folder import config_changes
+
+    earlier = {"config": composed_spec().config}
+    now, deeper = composed_spec("trainer.device=cpu").config, composed_spec("trainer.device=cpu", "depth=32").config
+    assert config_changes({**earlier, "status": "interrupted"}, now) == ["trainer.device: 'auto' -> 'cpu'"]
+    assert config_changes({**earlier, "status": "completed"}, now) == []
+    assert config_changes({**earlier, "status": "completed"}, deeper) == ["depth: 20 -> 32"]
+
+
 # -- TensorBoard --------------------------------------------------------------------------------
 
 def test_tensorboard_after_a_kill_before_the_first_checkpoint_shows_each_point_once(tiny_cifar10, tmp_path):
@@ -278,6 +301,22 @@ def test_an_event_file_named_in_the_future_does_not_hang_the_resume(tmp_path, ca
         wait_past_earlier_files(tmp_path, earlier_event_seconds(tmp_path))
     assert time.monotonic() - started < 1
     assert "named" in caplog.text and "ahead of this machine's clock" in caplog.text
+
+
+def test_tensorboard_on_a_full_disk_is_one_line(tmp_path):
+    import errno
+
+    from resnet_cifar.trackers.tensorboard import TensorBoardTracker
+
+    tracker = TensorBoardTracker(tmp_path, {}, 0)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    tracker.writer.flush = full
+    with pytest.raises(FileProblem, match="could not write the TensorBoard events in .* \\(No space left on device\\)"):
+        tracker.log({"iteration": 1, "test_error": 50.0})
+    tracker.writer.close = lambda: None
 
 
 def test_a_tensorboard_path_that_is_a_file_is_one_line(tiny_cifar10, tmp_path):
@@ -318,6 +357,9 @@ def test_evaluate_refuses_bad_places_to_write_before_it_evaluates(trained, tmp_p
     one_line_exit_2(evaluate_cli(str(trained), "--out", str(tmp_path / "o"), "--json", "/proc/x/numbers.json",
                                  cwd=tmp_path), "--json /proc/x cannot be used")
     assert not (tmp_path / "o").exists()  # refused before the evaluation
+    numbers = tmp_path / "new" / "folder" / "numbers.json"  # a folder that does not exist yet is made
+    assert evaluate_cli(str(trained), "--out", str(tmp_path / "o"), "--json", str(numbers), cwd=tmp_path).returncode == 0
+    assert json.loads(numbers.read_text())[0]["images"] == 100
 
 
 @pytest.mark.parametrize("change, message", [
@@ -358,6 +400,12 @@ def test_load_run_from_another_folder_finds_a_relative_data_root(tiny_cifar10, t
     assert load_run(tmp_path / "project" / "run").data.test_images.shape[0] == 100
     edit_summary(tmp_path / "project" / "run", lambda s: s.pop("data_root"))  # a folder from before the record
     load_run.__globals__["_dataset"].cache_clear()
+    hydra_yaml = tmp_path / "project" / "run" / ".hydra" / "hydra.yaml"
+    hydra_yaml.parent.mkdir(exist_ok=True)
+    hydra_yaml.write_text(f"hydra:\n  runtime:\n    cwd: {tmp_path / 'project'}\n")  # what Hydra records
+    assert load_run(tmp_path / "project" / "run").data.test_images.shape[0] == 100
+    hydra_yaml.unlink()
+    load_run.__globals__["_dataset"].cache_clear()
     with pytest.raises(DataError, match=r"give the folder that holds cifar10 as data_root= \(load_run\) or --data"):
         load_run(tmp_path / "project" / "run")
 
@@ -384,7 +432,7 @@ def test_the_report_skips_damaged_runs_and_models_saying_why(trained, tmp_path, 
     assert f"skipped {error}: summary.json says test_error: 'abc', not a number" in account
     assert "Figure 7 leaves out arch=resnet (2 runs): it cannot be loaded here" in account
     assert "is not a readable checkpoint" in account and not marker.exists()
-    assert "Figure 7 from 1 runs' models" in account and str(good)
+    assert "Figure 7 from 1 runs' models" in account and f"skipped {good}" not in account
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ReportError, match="--out .*a_file is a file, not a folder"):
         report([tmp_path / "runs"], tmp_path / "a_file")

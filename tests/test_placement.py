@@ -125,11 +125,12 @@ def test_more_processes_than_visible_gpus_is_refused():
 
 def test_jobs_with_different_tmpdirs_take_different_gpus(tmp_path):
     """The claims were files in the temporary folder, so jobs with different TMPDIRs both took GPU 0."""
-    jobs = [start_jobs(1, processes=1, hold_s=3, fake_gpus=2, env={"TMPDIR": str(tmp_path / name)})[0]
-            for name in ("a", "b")]
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    first, second = results(jobs)
+    jobs = [start_jobs(1, processes=1, hold_s=6, fake_gpus=2, env={"TMPDIR": str(tmp_path / name)})[0]
+            for name in ("a", "b")]
+    first, second = sorted(results(jobs), key=lambda d: d["at"])
+    assert second["at"] < first["released"]  # held at the same time
     assert {first["gpus"][0], second["gpus"][0]} == {"0", "1"}, (first, second)
 
 

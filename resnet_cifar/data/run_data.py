@@ -66,7 +66,7 @@ def worker_count(requested: int | None, world: World) -> int:
     workers does not change the images drawn (torchvision_loader.py), so a cap is said in the log, not refused."""
     if requested is None:
         return default_workers(world)
-    cores = usable_cores()
+    cores = max(1, usable_cores() // world.local_world_size)  # the node's cores, shared by its processes
     if requested > cores:
         log.warning("data.workers=%d is more than the %d cores this process may use: starting %d workers",
                     requested, cores, cores)

@@ -81,13 +81,18 @@ class TensorBoardTracker:
         earlier = earlier_event_seconds(folder)
         wait_past_earlier_files(folder, earlier)
         # a resumed run replaces every point after its checkpoint (at 0 too: killed before its first checkpoint)
+        self.folder = folder
         self.writer = SummaryWriter(str(folder), purge_step=resumed_at + 1 if earlier else None)
 
     def log(self, row: dict) -> None:
-        for column, tag in SCALARS.items():
-            if row.get(column) is not None:
-                self.writer.add_scalar(tag, row[column], row["iteration"])
-        self.writer.flush()  # a live view: written at once
+        try:
+            for column, tag in SCALARS.items():
+                if row.get(column) is not None:
+                    self.writer.add_scalar(tag, row[column], row["iteration"])
+            self.writer.flush()  # a live view: written at once
+        except OSError as e:  # a full disk, the folder made read-only meanwhile: as for the run's own files
+            raise FileProblem(f"could not write the TensorBoard events in {self.folder} ({e.strerror or e}): free "
+                              "space or fix the folder, then run the same command again to resume") from None
 
     def close(self, status: str) -> None:
         self.writer.close()
