@@ -24,6 +24,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from resnet_cifar.config import NAME_KEY
 from resnet_cifar.contract import MODEL_FILE
@@ -46,24 +47,54 @@ class NoResponses(Exception):
     """A net that does not say which of its layers are its responses."""
 
 
+ROWS_PER_CHUNK = 65536  # positions summed in float32 at a time (pairwise, so exact enough), then in float64
+
+
+def _shifted_sums(output: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Per channel, in float64: the sum of (x - shift) and of its square over images and positions. One pass
+    over the response in its own layout (a view of channels_last output as rows of channels; NCHW by image)."""
+    x = output.float()
+    channels = x.shape[1]
+    if x.is_contiguous(memory_format=torch.channels_last):
+        chunks = [(c - shift) for c in x.permute(0, 2, 3, 1).reshape(-1, channels).split(ROWS_PER_CHUNK)]
+        dims = (0,)
+    else:
+        per_chunk = max(1, ROWS_PER_CHUNK // (x.shape[2] * x.shape[3]))
+        chunks = [(c - shift.view(1, -1, 1, 1)) for c in x.split(per_chunk)]
+        dims = (0, 2, 3)
+    total, squares = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
+    for d in chunks:
+        total += d.sum(dims).double().cpu()
+        squares += (d * d).sum(dims).double().cpu()
+    return total, squares
+
+
 @torch.no_grad()
 def layer_response_std(model: nn.Module, batches) -> list[float]:
-    """Per response layer: std of its output per channel over images and positions, mean over channels."""
+    """Per response layer: std of its output per channel over images and positions, mean over channels.
+
+    One pass over each response per batch, in float32 sums of at most ROWS_PER_CHUNK positions added up in
+    float64, of the values less a per-channel shift taken from the first batch (the shifted-data algorithm:
+    no cancellation when a channel's mean is large against its spread). About the cost of the evaluation pass
+    itself; a float64 copy of every response, as before, cost about as much again."""
     layers = response_layers(model)
     if layers is None:
         raise NoResponses(f"{type(model).__name__} has no {RESPONSES_METHOD}() method, so its responses are not "
                           "known")
-    sums: list[Tensor | None] = [None] * len(layers)
-    squares: list[Tensor | None] = [None] * len(layers)
+    shifts: list[Tensor | None] = [None] * len(layers)
+    sums: list[Tensor] = [torch.zeros(0, dtype=torch.float64)] * len(layers)
+    squares: list[Tensor] = [torch.zeros(0, dtype=torch.float64)] * len(layers)
     counts = [0] * len(layers)
 
     def hook(index: int):
         def record(module, inputs, output: Tensor) -> None:  # before an in-place ReLU that follows
-            x = output.double()
-            s, q = x.sum((0, 2, 3)), x.square().sum((0, 2, 3))
-            sums[index] = s if sums[index] is None else sums[index] + s
-            squares[index] = q if squares[index] is None else squares[index] + q
-            counts[index] += x.numel() // x.shape[1]
+            if shifts[index] is None:
+                shifts[index] = output[:64].float().mean((0, 2, 3))
+                sums[index] = squares[index] = torch.zeros(output.shape[1], dtype=torch.float64)
+            total, square = _shifted_sums(output, shifts[index])
+            sums[index] = sums[index] + total
+            squares[index] = squares[index] + square
+            counts[index] += output.numel() // output.shape[1]
         return record
 
     handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
@@ -75,9 +106,9 @@ def layer_response_std(model: nn.Module, batches) -> list[float]:
         for h in handles:
             h.remove()
     stds = []
-    for s, q, n in zip(sums, squares, counts):
-        mean = s / n
-        stds.append(float((q / n - mean.square()).clamp_min(0).sqrt().mean()))
+    for total, square, n in zip(sums, squares, counts):
+        mean = total / n
+        stds.append(float((square / n - mean.square()).clamp_min(0).sqrt().mean()))
     return stds
 
 
@@ -144,7 +175,9 @@ def write_responses(runs: pd.DataFrame, out: Path, data_root: str | None = None,
     data not found) is left out, saying why, not all of them."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     measured, left_out = [], {}
-    for run_dir in runs_with_models(runs):
+    models = runs_with_models(runs)
+    # a progress bar per model where it takes a while (on a terminal: tqdm's disable=None)
+    for run_dir in tqdm(models, desc="Figure 7: layer responses", unit="model", disable=None if models else True):
         try:
             measured.append(run_responses(run_dir, data_root, device))
         except NoResponses as e:

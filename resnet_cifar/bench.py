@@ -34,10 +34,12 @@ from .config import Dataset as DatasetName
 from .data.cifar import CifarArrays, load_cifar
 from .data.files import DATASETS
 from .loop import TrainingLoop
+from .models import build_model
 from .errors import EXIT_BAD_INPUT, ConfigError, UserError
 from .filesystem import write_text
 from .preflight import unwritable_reason
 from .provenance import device_name
+from .roofline import MATMUL_SIZE, matmul_rate, training_flops_per_image
 
 # The standard pipeline: resnet_cifar.train's own run with data.pipeline=torchvision and no fast path.
 STANDARD = "standard"
@@ -208,10 +210,15 @@ def measure(args: argparse.Namespace) -> dict:
         root = root or write_synthetic_cifar10(Path(tmp) / "data")
         data = load_cifar(DatasetName.cifar10, root, allow_download=False)
         results = []
+        peaks: dict[str, float] = {}  # the machine's matmul rate in each precision, FLOP/s
         for depth in args.depths:
             pipelines = ([] if args.no_standard else [STANDARD]) + args.variants
             loops = {v: ours(root, depth, v, args.batch, args.device, data, args.workers) for v in pipelines}
             device = next(iter(loops.values())).device
+            if not peaks:  # measured once, on the device the steps run on, before any step is timed
+                peaks = {"fp32": matmul_rate(torch.float32, device), "bf16": matmul_rate(torch.bfloat16, device)}
+            first = next(iter(loops.values()))
+            flops = training_flops_per_image(build_model(first.cfg, data.num_classes), data.num_classes)
             sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
             steps = {v: (lambda loop=loop: loop.train_one(0.1)) for v, loop in loops.items()}
             rates = time_windows(steps, args.batch, args.steps, args.windows, args.warmup, sync)
@@ -220,11 +227,14 @@ def measure(args: argparse.Namespace) -> dict:
             on_gpu = device.type == "cuda"
             evals = {v: eval_rate(loop.evaluate_test, n_test, sync, on_gpu) for v, loop in loops.items()}
             for name in steps:
+                achieved = train[name] * flops
                 results.append({
                     "depth": depth, "pipeline": name, "train_images_per_s": round(train[name], 1),
                     "train_windows": [round(r, 1) for r in rates[name]],
                     "ratio_vs_standard": round(train[name] / train[STANDARD], 3) if STANDARD in train else None,
                     "eval_images_per_s": round(evals[name], 1),
+                    "train_gflop_per_image": round(flops / 1e9, 4), "train_gflop_per_s": round(achieved / 1e9, 1),
+                    "of_matmul_rate": round(achieved / peaks[precision_of(name)], 3),
                 })
             del loops
         concurrent = []
@@ -240,9 +250,15 @@ def measure(args: argparse.Namespace) -> dict:
             "workers": args.workers, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "rss_mb_now": round(rss_mb()),
             "peak_device_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
+            "matmul_gflop_per_s": {k: round(v / 1e9, 1) for k, v in peaks.items()}, "matmul_size": MATMUL_SIZE,
             "results": results, "concurrent": concurrent,
         }
     return report
+
+
+def precision_of(pipeline: str) -> str:
+    """The precision a pipeline's step computes in (the standard pipeline: fp32)."""
+    return "fp32" if pipeline == STANDARD else pipeline.split("+")[0]
 
 
 def print_table(report: dict) -> None:
@@ -250,11 +266,16 @@ def print_table(report: dict) -> None:
           f"{report['data']}; batch {report['batch']}, "
           + (f"the median of {report['windows']} timed windows" if report["windows"] > 1 else "one timed window")
           + f" of {report['steps_per_window']} steps")
-    print(f"{'depth':>5} {'pipeline':>18} {'train img/s':>12} {'x standard':>11} {'eval img/s':>11}")
+    rates = report["matmul_gflop_per_s"]
+    print(f"matmul rate ({report['matmul_size']}x{report['matmul_size']}): fp32 {rates['fp32']:.0f} GFLOP/s, "
+          f"bf16 {rates['bf16']:.0f} GFLOP/s; a step's FLOPs: forward and backward, counted from the model")
+    print(f"{'depth':>5} {'pipeline':>18} {'train img/s':>12} {'x standard':>11} {'eval img/s':>11} "
+          f"{'GFLOP/s':>9} {'of matmul':>10}")
     for r in report["results"]:
         ratio = "" if r["ratio_vs_standard"] is None else f"{r['ratio_vs_standard']:.2f}x"
         print(f"{r['depth']:>5} {r['pipeline']:>18} {r['train_images_per_s']:>12.0f} "
-              f"{ratio:>11} {r['eval_images_per_s']:>11.0f}")
+              f"{ratio:>11} {r['eval_images_per_s']:>11.0f} {r['train_gflop_per_s']:>9.1f} "
+              f"{100 * r['of_matmul_rate']:>9.1f}%")
     for c in report["concurrent"]:
         print(f"{c['processes']} concurrent processes (depth {c['depth']}, {c['variant']}): "
               f"{c['aggregate_images_per_s']:.0f} img/s in all")

@@ -19,6 +19,11 @@ def test_bench_measures_both_pipelines_and_writes_json(tiny_cifar10, tmp_path, c
     assert rows["standard"]["ratio_vs_standard"] == 1.0
     for r in rows.values():
         assert r["train_images_per_s"] > 0 and r["eval_images_per_s"] > 0 and len(r["train_windows"]) == 2
+        # the roofline: the step's counted FLOPs at its rate, against the matmul rate of its precision
+        assert r["train_gflop_per_s"] == pytest.approx(r["train_gflop_per_image"] * r["train_images_per_s"], rel=0.02)
+        peak = report["matmul_gflop_per_s"]["bf16" if r["pipeline"] == "bf16" else "fp32"]
+        assert r["of_matmul_rate"] == pytest.approx(r["train_gflop_per_s"] / peak, rel=0.02, abs=0.002)
+    assert report["matmul_gflop_per_s"]["fp32"] > 0 and report["matmul_gflop_per_s"]["bf16"] > 0
     assert report["data"].startswith("CIFAR-10 files") and report["peak_rss_mb"] > 0
     assert [c["processes"] for c in report["concurrent"]] == [1, 2]
     assert all(c["aggregate_images_per_s"] > 0 and c["variant"] == "fp32" for c in report["concurrent"])
@@ -38,3 +43,23 @@ def test_bench_refuses_an_unknown_variant(capsys):
         bench.main(["--variants", "fp16+graph"])
     assert exited.value.code == 2
     assert "variant 'fp16+graph' is not allowed: it is fp32 or bf16" in capsys.readouterr().err
+
+
+def test_a_steps_flops_are_counted_from_the_model_and_leave_it_as_it_was():
+    """ResNet-20: about 40.8M multiply-adds forward per image (as commonly counted for the paper's nets), so
+    about 3 x 81.6M FLOPs forward and backward; ResNet-56, about 125M multiply-adds: 3.07 times as many."""
+    import torch
+
+    from conftest import composed_spec
+    from resnet_cifar.models import build_model
+    from resnet_cifar.roofline import training_flops_per_image
+
+    torch.manual_seed(0)
+    model = build_model(composed_spec("depth=20").cfg, 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flops = training_flops_per_image(model, 10)
+    assert 230e6 < flops < 260e6, flops
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too
+    assert all(p.grad is None for p in model.parameters())
+    deeper = training_flops_per_image(build_model(composed_spec("depth=56").cfg, 10), 10)
+    assert deeper / flops == pytest.approx(125.8 / 40.8, rel=0.03)

@@ -50,6 +50,19 @@ def test_the_hooks_measure_bn_outputs_before_the_relu_and_the_addition():
     expected = [t.transpose(0, 1).flatten(1).std(1, unbiased=False).mean().item() for t in (first, inner)]
     assert stds[0] == pytest.approx(expected[0], rel=1e-5)
     assert stds[2] == pytest.approx(expected[1], rel=1e-5)  # the block's second BN, before adding x
+    # batches of unequal sizes combine to the statistics of the whole (each batch one var_mean pass)
+    split = layer_response_std(model, [(x[:10], None), (x[10:41], None), (x[41:], None)])
+    assert split == pytest.approx(stds, rel=1e-5)
+    # the same in the channels_last layout the runs use on the CPU
+    model_cl = model.to(memory_format=torch.channels_last)
+    assert layer_response_std(model_cl, [(x.contiguous(memory_format=torch.channels_last), None)]) == \
+        pytest.approx(stds, rel=1e-5)
+    # a channel mean far larger than its spread loses nothing (float32 sums of shifted values)
+    model.bn1.bias.data += 1000.0
+    with torch.no_grad():
+        far = model.bn1(model.conv1(x)).double()
+    expected_far = far.transpose(0, 1).flatten(1).std(1, unbiased=False).mean().item()
+    assert layer_response_std(model, [(x[:30], None), (x[30:], None)])[0] == pytest.approx(expected_far, rel=1e-5)
 
 
 def test_without_models_it_says_so(tmp_path):
