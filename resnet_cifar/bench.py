@@ -183,9 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("batch", "steps", "windows", "concurrent_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
-    reason = args.json and unwritable_reason(args.json.parent)
-    if reason:
-        parser.error(f"--json {args.json}: {reason}")
+    if args.json and unwritable_reason(args.json.parent):
+        parser.error(f"--json {args.json}: {unwritable_reason(args.json.parent)}")
     try:
         report = measure(args)
     except UserError as e:  # a depth the net does not take, a data file that is refused, ...

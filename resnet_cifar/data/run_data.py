@@ -7,6 +7,7 @@ prepared differently from its training.
 from __future__ import annotations
 
 import logging
+
 import os
 from dataclasses import dataclass
 
