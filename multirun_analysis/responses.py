@@ -52,21 +52,23 @@ ROWS_PER_CHUNK = 65536  # positions summed in float32 at a time (pairwise, so ex
 
 def _shifted_sums(output: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
     """Per channel, in float64: the sum of (x - shift) and of its square over images and positions. One pass
-    over the response in its own layout (a view of channels_last output as rows of channels; NCHW by image)."""
+    over the response in its own layout (a view of channels_last output as rows of channels; NCHW by image),
+    a chunk of at most ROWS_PER_CHUNK positions at a time."""
     x = output.float()
     channels = x.shape[1]
     if x.is_contiguous(memory_format=torch.channels_last):
-        chunks = [(c - shift) for c in x.permute(0, 2, 3, 1).reshape(-1, channels).split(ROWS_PER_CHUNK)]
-        dims = (0,)
+        chunks = (c - shift for c in x.permute(0, 2, 3, 1).reshape(-1, channels).split(ROWS_PER_CHUNK))
+        dims: tuple[int, ...] = (0,)
     else:
         per_chunk = max(1, ROWS_PER_CHUNK // (x.shape[2] * x.shape[3]))
-        chunks = [(c - shift.view(1, -1, 1, 1)) for c in x.split(per_chunk)]
+        chunks = (c - shift.view(1, -1, 1, 1) for c in x.split(per_chunk))
         dims = (0, 2, 3)
-    total, squares = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
+    total = torch.zeros(channels, dtype=torch.float64, device=x.device)
+    squares = torch.zeros(channels, dtype=torch.float64, device=x.device)
     for d in chunks:
-        total += d.sum(dims).double().cpu()
-        squares += (d * d).sum(dims).double().cpu()
-    return total, squares
+        total += d.sum(dims).double()
+        squares += (d * d).sum(dims).double()
+    return total.cpu(), squares.cpu()
 
 
 @torch.no_grad()
@@ -81,16 +83,15 @@ def layer_response_std(model: nn.Module, batches) -> list[float]:
     if layers is None:
         raise NoResponses(f"{type(model).__name__} has no {RESPONSES_METHOD}() method, so its responses are not "
                           "known")
-    shifts: list[Tensor | None] = [None] * len(layers)
-    sums: list[Tensor] = [torch.zeros(0, dtype=torch.float64)] * len(layers)
-    squares: list[Tensor] = [torch.zeros(0, dtype=torch.float64)] * len(layers)
+    shifts: list[Tensor | None] = [None] * len(layers)  # per channel, from the first batch
+    sums: list[Tensor | float] = [0.0] * len(layers)
+    squares: list[Tensor | float] = [0.0] * len(layers)
     counts = [0] * len(layers)
 
     def hook(index: int):
         def record(module, inputs, output: Tensor) -> None:  # before an in-place ReLU that follows
             if shifts[index] is None:
                 shifts[index] = output[:64].float().mean((0, 2, 3))
-                sums[index] = squares[index] = torch.zeros(output.shape[1], dtype=torch.float64)
             total, square = _shifted_sums(output, shifts[index])
             sums[index] = sums[index] + total
             squares[index] = squares[index] + square

@@ -1,8 +1,8 @@
 """One careful way to touch the file system: every file the project writes, appends, locks, or reads from a
 run folder goes through here (README "Reliability"), so that the same rules hold everywhere.
 
-- **Replaced atomically**: a file is written to a new temporary file beside it (NAME.tmp, created
-  exclusively, so that nothing of that name is followed), flushed to disk and renamed over the old one. A failure (a full disk, a
+- **Replaced atomically**: a file is written to a new temporary file beside it (created exclusively, so that
+  nothing of that name is followed), flushed to disk and renamed over the old one. A failure (a full disk, a
   read-only folder) leaves the old file whole and says so in one line. Renaming over a symbolic link replaces
   the link, never its target.
 - **Written in place only if it is a regular file of its folder**: what is appended (train.log,
@@ -19,6 +19,7 @@ run folder goes through here (README "Reliability"), so that the same rules hold
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import pwd
@@ -214,32 +215,15 @@ class AppendingLogHandler(logging.StreamHandler):
             super().close()
 
 
-def make_folders(path: Path) -> list[Path]:
-    """Make `path` and its missing parents; return the folders made (deepest first), so that a caller that
-    fails can remove exactly those."""
-    missing = []
-    folder = Path(path)
-    while not folder.exists() and not folder.is_symlink():
-        missing.append(folder)
-        folder = folder.parent
-    for made in reversed(missing):
-        try:
-            made.mkdir()
-        except FileExistsError:
-            missing.remove(made)  # another process made it at the same moment: not ours to remove
-    return missing
-
-
 # -- locks --------------------------------------------------------------------------------------------------
 @contextmanager
 def folder_held(folder: Path, busy: Callable[[], Exception]) -> Iterator[str | None]:
     """Hold `folder` (flock on the folder itself, which a user cannot delete from under it) while the block
-    runs; yields None, or why the file system could not lock it. Raises busy() if another process holds it. The descriptor is closed in forked children, so only this process holds the lock."""
+    runs; yields None, or why the file system could not lock it. Raises busy() if another process holds it.
+    The descriptor is closed in forked children, so only this process holds the lock."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     _held_in_this_process.add(fd)
     try:
-        import fcntl
-
         cannot_lock = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

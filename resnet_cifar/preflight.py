@@ -24,7 +24,6 @@ from .errors import EXIT_BAD_INPUT
 NAME_MAX = 255  # bytes a file or folder name may have on Linux file systems
 
 
-
 def unwritable_reason(folder: Path) -> str | None:
     """Why `folder` cannot be created and written (None if it can), looking at its nearest existing part."""
     existing = folder.absolute()

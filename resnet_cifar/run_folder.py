@@ -58,10 +58,6 @@ class RunSpec:
         return cls(typed(config), config, list(overrides))
 
 
-def write_json(path: Path, data: dict) -> None:
-    filesystem.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
     """(dotted key, old value, new value) for every leaf that differs."""
     if isinstance(old, dict) and isinstance(new, dict):

@@ -82,7 +82,8 @@ def _data_root(root: str, summary: dict, run_dir: Path) -> Path:
     if isinstance(recorded, str) and Path(recorded).is_absolute():
         return Path(recorded)
     try:  # a folder from before that record: the working folder Hydra recorded for the run
-        cwd = OmegaConf.create(filesystem.read_text(run_dir / HYDRA_FOLDER / "hydra.yaml", limit=2**20)).hydra.runtime.cwd
+        hydra = OmegaConf.create(filesystem.read_text(run_dir / HYDRA_FOLDER / "hydra.yaml", limit=2**20))
+        cwd = hydra.hydra.runtime.cwd
     except Exception:  # noqa: BLE001 - no such record: the path as given, from here
         return path
     return Path(cwd) / path if isinstance(cwd, str) and Path(cwd).is_absolute() else path
@@ -118,15 +119,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
     *_, normalize = split_and_prepare(data, cfg, device, RunFolder(run_dir).load_normalization())
     model = build_model(cfg, data.num_classes)
     advice = "it is not a file this project saved: train the run again, or use another run"
-    if checkpoint:
-        state = load_checkpoint(weights, advice)
-        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-            raise NotATrainedRun(f"{weights} holds no model weights ({advice})")
-        weights_state, iteration = state["model"], state.get("iteration")
-    else:
-        weights_state, iteration = load_checkpoint(weights, advice), None
-        if not isinstance(weights_state, dict):
-            raise NotATrainedRun(f"{weights} holds no model weights ({advice})")
+    state = load_checkpoint(weights, advice)
+    weights_state, iteration = state, None  # model.pt: the weights themselves
+    if checkpoint and isinstance(state, dict):  # checkpoint.pt: the weights among the training state
+        weights_state, iteration = state.get("model"), state.get("iteration")
+    if not isinstance(weights_state, dict):
+        raise NotATrainedRun(f"{weights} holds no model weights ({advice})")
     load_model_state(model, weights_state, weights)
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).eval()

@@ -80,9 +80,14 @@ def fixed_overrides(cfg: DictConfig) -> list[str]:
     return [o.input_line for o in parsed if not o.is_sweep_override()]
 
 
+def job_run_config(config_name: str, overrides: list[str]) -> dict:
+    """A job's run config as the job will record it: composed, plug-ins named by their options."""
+    return composed_run_config(compose(config_name=config_name, overrides=overrides, return_hydra_config=True))
+
+
 def job_config(config_name: str, overrides: list[str]) -> BaseConfig:
-    """A job's run config as the job will see it: composed, plug-ins named by their options, typed."""
-    return typed(composed_run_config(compose(config_name=config_name, overrides=overrides, return_hydra_config=True)))
+    """A job's run config as the job will see it: job_run_config, typed."""
+    return typed(job_run_config(config_name, overrides))
 
 
 def swept_part(overrides: list[str], grid: list[list[str]]) -> str:
@@ -181,7 +186,7 @@ def job_state(run_dir: Path, config: dict | None = None) -> JobState:
     summary = job_summary(run_dir)
     if summary["status"] == JobState.unreadable:
         return JobState.unreadable
-    if config is not None and "config" in summary and config_changes(summary, config):
+    if refusal(summary, config):
         return JobState.another_config
     if says_finished(summary, summary.get("max_iters")):
         return JobState.completed
@@ -220,7 +225,7 @@ class SweepAccount(Callback):
         failed = []
         for run_dir, planned in zip(self.dirs, self.configs or [None] * len(self.dirs)):
             summary = job_summary(run_dir)
-            changes = config_changes(summary, planned) if planned is not None and "config" in summary else []
+            changes = refusal(summary, planned)
             if changes:
                 failed.append(f"  {run_dir}: refused: it holds a run made with another config ({'; '.join(changes)})")
             elif summary.get("status") != Status.completed:
@@ -233,11 +238,17 @@ class SweepAccount(Callback):
 
 
 def _planned_config(config_name: str | None, overrides: list[str]) -> dict | None:
-    """A job's run config as it will record it (None if it cannot be composed: CheckJobs refuses that)."""
+    """job_run_config, or None if the job cannot be composed (CheckJobs refuses that before)."""
     try:
-        return composed_run_config(compose(config_name=config_name, overrides=overrides, return_hydra_config=True))
+        return job_run_config(config_name, overrides)
     except Exception:  # noqa: BLE001 - CheckJobs has reported it
         return None
+
+
+def refusal(summary: dict, planned: dict | None) -> list[str]:
+    """Why the job of config `planned` will refuse (or refused) the run its folder's summary records: the
+    config changes (RunFolder.previous's comparison); none without a recorded config or a plan."""
+    return config_changes(summary, planned) if planned is not None and "config" in summary else []
 
 
 DATA_KEYS = ("data", "data.name", *DATA_SOURCE_KEYS)  # what says which data set a job reads, and from where

@@ -7,7 +7,6 @@ prepared differently from its training.
 from __future__ import annotations
 
 import logging
-
 import os
 from dataclasses import dataclass
 
