@@ -133,12 +133,56 @@ def train_env(env: dict | None = None) -> dict:
             ARCHIVE_ENV: f"{closed_port_url()} {'0' * 32}", **(env or {})}
 
 
+FRESH_PYTHON_ENV = "RESNET_CIFAR_TEST_FRESH_PYTHON"  # "1": every CLI process a fresh interpreter
+_warm_server: dict = {}
+
+
+def _warm_socket() -> str | None:
+    """The socket of this pytest process's warm Python (tests/hooks/warm.py), started on first use."""
+    if os.environ.get(FRESH_PYTHON_ENV) == "1":
+        return None
+    if "socket" not in _warm_server:
+        import atexit
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="resnet_cifar_warm_"))
+        path, log = folder / "socket", folder / "server.log"
+        env = {k: v for k, v in train_env().items() if not k.startswith("RESNET_CIFAR_TEST_") and k != "PYTHONPATH"}
+        with open(log, "w") as out:
+            server = subprocess.Popen([sys.executable, str(HOOKS / "warm.py"), "--serve", str(path)],
+                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+        def stop() -> None:
+            server.kill()
+            server.wait()
+            for leftover in (path, log):
+                leftover.unlink(missing_ok=True)
+            folder.rmdir()
+
+        atexit.register(stop)
+        deadline = time.monotonic() + 300
+        while "ready" not in log.read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the tests' warm Python did not start: {log.read_text()}")
+            time.sleep(0.05)
+        _warm_server["socket"] = str(path)
+    return _warm_server["socket"]
+
+
+def cli(module: str, *args: str) -> list[str]:
+    """The command line of `python -m MODULE ARGS`: a process of its own, forked from this pytest process's
+    warm Python (tests/hooks/warm.py: torch, Hydra and the project already imported), or a fresh
+    interpreter with RESNET_CIFAR_TEST_FRESH_PYTHON=1."""
+    socket_path = _warm_socket()
+    if socket_path is None:
+        return [sys.executable, "-m", module, *args]
+    return [sys.executable, "-E", "-S", str(HOOKS / "warm.py"), socket_path, module, *args]
+
+
 def run_train(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m resnet_cifar.train OVERRIDES` in a real process, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "resnet_cifar.train", *overrides],
-        cwd=cwd, capture_output=True, text=True, timeout=600, env=train_env(env),
-    )
+    return subprocess.run(cli("resnet_cifar.train", *overrides), cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=train_env(env))
 
 
 @dataclass

@@ -8,6 +8,7 @@ import pytest
 from resnet_cifar import bench
 
 
+@pytest.mark.slow
 def test_bench_measures_both_pipelines_and_writes_json(tiny_cifar10, tmp_path, capsys):
     out = tmp_path / "bench.json"
     bench.main(["--depths", "8", "--steps", "1", "--windows", "2", "--warmup", "1", "--batch", "32", "--workers", "0",
@@ -29,6 +30,7 @@ def test_bench_measures_both_pipelines_and_writes_json(tiny_cifar10, tmp_path, c
     assert all(c["aggregate_images_per_s"] > 0 and c["variant"] == "fp32" for c in report["concurrent"])
 
 
+@pytest.mark.slow
 def test_bench_runs_without_a_data_set(tmp_path, capsys, monkeypatch):
     # random images of CIFAR's shape, fewer of them than the 60,000 a user's run writes
     monkeypatch.setattr(bench, "write_synthetic_cifar10",
@@ -45,6 +47,7 @@ def test_bench_refuses_an_unknown_variant(capsys):
     assert "variant 'fp16+graph' is not allowed: it is fp32 or bf16" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_steps_flops_are_counted_from_the_model_and_leave_it_as_it_was():
     """ResNet-20: about 40.8M multiply-adds forward per image (as commonly counted for the paper's nets), so
     about 3 x 81.6M FLOPs forward and backward; ResNet-56, about 125M multiply-adds: 3.07 times as many."""

@@ -2,12 +2,15 @@
 import shutil
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY_BUDGET, write_cifar10
 from test_train import numbers, read_metrics, train_ok
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@pytest.mark.slow
 def test_a_run_folder_from_before_the_refactor_resumes_to_the_same_metrics_and_reports(tmp_path):
     """Written before data.pipeline, data.workers and logger existed, with data.augment: true."""
     run_dir = tmp_path / "run"

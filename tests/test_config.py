@@ -5,7 +5,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from conftest import composed_spec
+from conftest import cli, composed_spec
 from resnet_cifar.config import BaseConfig, Shortcut, validate
 from resnet_cifar.errors import ConfigError
 from resnet_cifar.checks import check_plugins
@@ -50,6 +50,7 @@ def test_cuda_graph_by_default_only_where_it_applies():
     assert not uses_cuda_graph(load("trainer.cuda_graph=false"), on_gpu=True, processes=1, captured_optimizer=True)
 
 
+@pytest.mark.slow
 def test_every_group_option_composes():
     for arch, normalization, data in itertools.product(
             ["resnet", "plain", "preact"], NORMALIZATIONS, ["cifar10", "cifar100"]):
@@ -69,6 +70,7 @@ def test_quick_budget_scales_the_length_and_keeps_the_shape():
     assert cfg.optimizer["lr"] == 0.1 and cfg.depth == 110
 
 
+@pytest.mark.slow
 def test_any_6n_plus_2_depth_by_override():
     assert load("depth=14").depth == 14
     assert load("depth=1202").depth == 1202
@@ -164,13 +166,13 @@ def test_milestones_past_the_end_of_a_shortened_run_are_a_warning_not_an_error()
     assert warnings(load("trainer.max_iters=100", "schedule.milestones=[50,75]")) == []
 
 
+@pytest.mark.slow
 def test_help_is_the_projects_page_above_hydras_lists(tmp_path):
     """--help: what the command does, the depth rule of the paper's nets, presets as +experiment=NAME, your
     own model, examples; then Hydra's generated groups (with every preset) and the config."""
     import subprocess
-    import sys
 
-    result = subprocess.run([sys.executable, "-m", "resnet_cifar.train", "--help"], capture_output=True, text=True,
+    result = subprocess.run(cli("resnet_cifar.train", "--help"), capture_output=True, text=True,
                             timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     page = result.stdout

@@ -136,6 +136,7 @@ def test_per_pixel_mean_centres_every_pixel():
     assert plain.is_contiguous() and torch.equal(plain, torch.from_numpy(images).permute(0, 3, 1, 2).float())
 
 
+@pytest.mark.slow
 def test_a_fitted_normalization_is_its_state_dict_and_loads_into_a_fresh_one():
     """What a run folder keeps (normalization.pt): a resumed run and evaluate get exactly these numbers."""
     rng = np.random.default_rng(1)
@@ -147,6 +148,7 @@ def test_a_fitted_normalization_is_its_state_dict_and_loads_into_a_fresh_one():
         assert torch.equal(fitted(images), fresh(images))
 
 
+@pytest.mark.slow
 def test_zca_whitening_decorrelates_the_training_split_and_mixes_pixels():
     """Not an affine map per pixel or channel: each output value mixes the whole image."""
     rng = np.random.default_rng(0)

@@ -6,11 +6,10 @@ points torchvision's address and md5 at it); the rest is the user's command.
 import json
 import re
 import subprocess
-import sys
 
 import pytest
 
-from conftest import ARCHIVE_ENV, TINY_BUDGET, closed_port_url, run_train, train_env, train_in_process
+from conftest import ARCHIVE_ENV, TINY_BUDGET, cli, closed_port_url, run_train, train_env, train_in_process
 from resnet_cifar.errors import DataError
 
 FETCHING = "downloading http://127.0.0.1:"  # the log line of the process that fetches
@@ -20,6 +19,7 @@ def completed(run_dir) -> bool:
     return json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_the_first_run_fetches_its_data_and_says_where_it_goes(tmp_path, archive_server):
     result = run_train(*TINY_BUDGET, "data.root=data", "hydra.run.dir=run", cwd=tmp_path, env=archive_server.env)
     assert result.returncode == 0, result.stderr
@@ -29,12 +29,13 @@ def test_the_first_run_fetches_its_data_and_says_where_it_goes(tmp_path, archive
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cifar-10-batches-py"]
 
 
+@pytest.mark.slow
 def test_two_first_runs_at_once_download_once(tmp_path, archive_server):
     """One fetches, the other waits for it. The server answers slowly, so that without the wait
     both would be downloading at the same time (and the count below would be 2)."""
     archive_server.delay_s = 4.0
-    runs = [subprocess.Popen([sys.executable, "-m", "resnet_cifar.train", *TINY_BUDGET, "data.root=data",
-                              f"hydra.run.dir=run{i}"], cwd=tmp_path, env=train_env(archive_server.env),
+    runs = [subprocess.Popen(cli("resnet_cifar.train", *TINY_BUDGET, "data.root=data",
+                              f"hydra.run.dir=run{i}"), cwd=tmp_path, env=train_env(archive_server.env),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     logs = [run.communicate(timeout=300)[1] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], logs
@@ -46,6 +47,7 @@ def test_two_first_runs_at_once_download_once(tmp_path, archive_server):
     assert all(completed(tmp_path / f"run{i}") for i in range(2))
 
 
+@pytest.mark.slow
 def test_a_sweep_fetches_once_before_its_jobs_start(tmp_path, archive_server):
     """Two jobs at once (joblib): the sweep fetches on the machine it was launched from, then the jobs
     find the data (on a cluster: no compute node downloads)."""
@@ -58,6 +60,7 @@ def test_a_sweep_fetches_once_before_its_jobs_start(tmp_path, archive_server):
     assert len(jobs) == 2 and all(completed(job) for job in jobs)
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_jobs_would_share_a_folder_is_refused_before_anything_runs(tmp_path, archive_server):
     """data.root does not name a job's folder: two jobs differing only there would land in one folder,
     and the second would be skipped as completed (found while writing the test above)."""
@@ -72,6 +75,7 @@ def test_a_sweep_whose_jobs_would_share_a_folder_is_refused_before_anything_runs
     assert not any((tmp_path / "sweep").glob("*/summary.json"))
 
 
+@pytest.mark.slow
 def test_offline_the_main_job_says_what_to_do_and_leaves_nothing(tmp_path, archive_server):
     work = tmp_path / "work"
     work.mkdir()
@@ -88,6 +92,7 @@ def test_offline_the_main_job_says_what_to_do_and_leaves_nothing(tmp_path, archi
     assert not any((work / "sweep").glob("*/summary.json"))  # no job started
 
 
+@pytest.mark.slow
 def test_a_run_started_when_download_defaulted_to_false_is_still_its_run(tmp_path, tiny_cifar10, caplog):
     """Where the data comes from is not part of the experiment: the new default does not refuse old runs."""
     train_in_process(*TINY_BUDGET, f"data.root={tiny_cifar10}", "data.download=false", run_dir=tmp_path / "run")

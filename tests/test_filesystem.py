@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_BUDGET, dump, run_train, train_env, train_in_process, write_cifar10
+from conftest import TINY_BUDGET, cli, dump, run_train, train_env, train_in_process, write_cifar10
 from resnet_cifar import filesystem
 from resnet_cifar.errors import ConfigError, DataError, FileProblem, RunFolderError
 from resnet_cifar.run_folder import RunFolder
@@ -109,6 +109,7 @@ def test_reading_a_fifo_is_refused_at_once(tmp_path):
         read_summary(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_run_folders_lock_is_not_kept_by_the_processes_it_forks(tmp_path):
     """A DataLoader worker (forked) inherited the run folder's lock: after kill -9 of the main process the same
     command was refused ('in use by another process') until the orphaned workers exited."""
@@ -165,6 +166,7 @@ def test_a_symlink_in_a_run_folder_is_refused_and_its_target_untouched(tiny_cifa
         assert sorted(p.name for p in target.iterdir()) == ["config.yaml"]
 
 
+@pytest.mark.slow
 def test_a_lock_file_that_is_a_symlink_is_replaced_not_followed(tiny_cifar10, tmp_path):
     run_dir, target = tmp_path / "run", tmp_path / "target.txt"
     run_dir.mkdir()
@@ -188,6 +190,7 @@ def test_a_sweep_value_with_path_separators_never_leaves_the_sweep_folder(tmp_pa
     assert job_folder_name("..") == "%2E%2E" and job_folder_name("a=x%2Fy") != job_folder_name("a=x/y")
 
 
+@pytest.mark.slow
 def test_a_readme_is_whole_after_a_report_on_a_full_disk(trained, tmp_path):
     """The README was cut mid-word on a full file system (11 of 41 trailing lines lost)."""
     from multirun_analysis.report import main as report
@@ -216,6 +219,7 @@ def test_a_readme_is_whole_after_a_report_on_a_full_disk(trained, tmp_path):
         subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.slow
 def test_a_refused_process_leaves_the_lock_file_as_it_was(trained, tmp_path):
     """A process refused the folder (another config) rewrote .lock with its pid."""
     run_dir = copy_of(trained, tmp_path)
@@ -243,6 +247,7 @@ def test_a_runaway_number_of_workers_is_refused_and_a_large_one_capped_at_the_co
 
 # -- never a false "completed" ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_sweep_relaunched_on_another_device_finds_its_jobs_and_one_of_another_config_fails(tiny_cifar10,
                                                                                               tmp_path):
     from test_sweep import sweep
@@ -277,6 +282,7 @@ def test_an_unfinished_run_resumes_only_on_its_device_and_a_completed_one_is_fou
 
 # -- TensorBoard --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tensorboard_after_a_kill_before_the_first_checkpoint_shows_each_point_once(tiny_cifar10, tmp_path):
     from conftest import KILL_AT_ITERATION_ENV
     from test_use import tensorboard_scalars
@@ -332,7 +338,7 @@ def test_a_tensorboard_path_that_is_a_file_is_one_line(tiny_cifar10, tmp_path):
 # -- evaluate: one line for each bad input ------------------------------------------------------
 
 def evaluate_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "resnet_cifar.evaluate", *args], cwd=cwd, capture_output=True,
+    return subprocess.run(cli("resnet_cifar.evaluate", *args), cwd=cwd, capture_output=True,
                           text=True, timeout=300, env=train_env())
 
 
@@ -388,6 +394,7 @@ def test_evaluate_writes_a_run_with_a_path_longer_than_a_file_name(trained, tmp_
     assert all(len(p.name) < 255 for p in (tmp_path / "o").iterdir()) and len(list((tmp_path / "o").iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_load_run_from_another_folder_finds_a_relative_data_root(tiny_cifar10, tmp_path, monkeypatch):
     """A run trained with data.root=data (relative) loaded from elsewhere looked for ./data there."""
     from resnet_cifar import load_run
@@ -412,6 +419,7 @@ def test_load_run_from_another_folder_finds_a_relative_data_root(tiny_cifar10, t
 
 # -- the report: a damaged run is skipped, saying why ------------------------------------------------
 
+@pytest.mark.slow
 def test_the_report_skips_damaged_runs_and_models_saying_why(trained, tmp_path, tiny_cifar10):
     from multirun_analysis.report import ReportError, report
 
@@ -455,6 +463,7 @@ def test_class_names_of_absurd_length_or_twice_are_refused(tmp_path, names, mess
         load_cifar(Dataset.cifar10, root, allow_download=False)
 
 
+@pytest.mark.slow
 def test_bench_bad_input_is_one_line(tmp_path, capsys):
     from resnet_cifar.bench import main as bench
 
@@ -483,6 +492,7 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, folder, mess
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_misspelt_key_added_with_plus_says_which_was_meant_and_leaves_nothing(tiny_cifar10, tmp_path):
     result = run_train("+trainer.max_iter=100", f"data.root={tiny_cifar10}", cwd=tmp_path)
     one_line_exit_2(result, "trainer.max_iter is not a config key: did you mean trainer.max_iters?")
@@ -498,6 +508,7 @@ def test_a_preset_sweep_without_multirun_is_refused_with_the_command_meant(tmp_p
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_the_milestone_warning_is_true_said_once_and_in_train_log(tiny_cifar10, tmp_path):
     args = ["-m", *TINY_BUDGET, "schedule.milestones=[20,30]", "seed=0,1", f"data.root={tiny_cifar10}",
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
@@ -512,6 +523,7 @@ def test_the_milestone_warning_is_true_said_once_and_in_train_log(tiny_cifar10, 
     assert again.returncode == 0 and warning not in again.stderr  # completed jobs are skipped silently
 
 
+@pytest.mark.slow
 def test_the_offline_download_message_is_said_once(tmp_path):
     result = run_train(*TINY_BUDGET, f"data.root={tmp_path / 'data'}", cwd=tmp_path)
     assert result.returncode == 2

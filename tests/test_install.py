@@ -6,6 +6,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -19,6 +21,7 @@ def running_site_packages() -> list[str]:
     return [d for d in dirs if Path(d).is_dir()]
 
 
+@pytest.mark.slow
 def test_wheel_carries_conf_and_runs_from_a_foreign_folder(tmp_path):
     src = tmp_path / "src"  # a clean copy: setuptools writes build/ beside the sources
     for name in ("conf", "resnet_cifar", "multirun_analysis"):

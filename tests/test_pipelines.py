@@ -24,6 +24,7 @@ def as_image(x: torch.Tensor) -> torch.Tensor:
     return x.permute(1, 2, 0).round().to(torch.uint8)
 
 
+@pytest.mark.slow
 def test_torchvisions_crop_and_flip_are_the_device_pipelines():
     """For the window and flip torchvision drew, the device pipeline's gather gives the same pixels: zero
     padding of 4, a 32x32 window, a left-right flip. What differs is only who draws the offsets."""
@@ -109,6 +110,7 @@ def torchvision_run(tiny_cifar10, tmp_path_factory):
     return numbers(read_metrics(run_dir))
 
 
+@pytest.mark.slow
 def test_a_torchvision_run_killed_and_resumed_ends_as_an_uninterrupted_one(tiny_cifar10, tmp_path, torchvision_run):
     """Through the command with a worker process, killed (-9) after iteration 5, resumed in-process from its
     checkpoint at 4 without workers: the uninterrupted run's metrics, every number."""
@@ -121,6 +123,7 @@ def test_a_torchvision_run_killed_and_resumed_ends_as_an_uninterrupted_one(tiny_
     assert numbers(read_metrics(run_dir)) == torchvision_run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", ["static", "none"])
 def test_every_augmentation_trains_in_both_pipelines(tiny_cifar10, tmp_path, augment, torchvision_run):
     for pipeline in ("device", "torchvision"):
@@ -130,6 +133,7 @@ def test_every_augmentation_trains_in_both_pipelines(tiny_cifar10, tmp_path, aug
     assert numbers(read_metrics(tmp_path / "torchvision")) != torchvision_run  # the augmentation is used
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("given,read_as", [("true", "random"), ("false", "none")])
 def test_older_true_and_false_are_read_as_random_and_none(tiny_cifar10, tmp_path, given, read_as):
     summary = train_in_process(*TINY_BUDGET, f"data.augment={given}", f"data.root={tiny_cifar10}",

@@ -60,6 +60,7 @@ def own_lock_namespace(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
+@pytest.mark.slow
 def test_jobs_at_once_take_different_gpus_and_one_more_waits_for_a_free_one():
     """Three jobs on two GPUs: the first two hold GPUs 0 and 1 at the same time, the third gets one only
     once a job gives it back, and says that it waits."""
@@ -123,6 +124,7 @@ def test_more_processes_than_visible_gpus_is_refused():
 
 # -- a shared machine: other users, other TMPDIRs, and what they leave in the temporary folder --------------
 
+@pytest.mark.slow
 def test_jobs_with_different_tmpdirs_take_different_gpus(tmp_path):
     """The claims were files in the temporary folder, so jobs with different TMPDIRs both took GPU 0."""
     for name in ("a", "b"):
@@ -134,6 +136,7 @@ def test_jobs_with_different_tmpdirs_take_different_gpus(tmp_path):
     assert {first["gpus"][0], second["gpus"][0]} == {"0", "1"}, (first, second)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("left", ["symlink", "fifo", "unreadable"])
 def test_what_another_user_left_in_the_temporary_folder_changes_nothing(tmp_path, left):
     """Another user's symbolic link where a claim's file was made a root job create the link's target; a FIFO

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import KILL_AT_ITERATION_ENV, TINY_BUDGET, composed_spec, run_train, train_env, train_in_process
+from conftest import KILL_AT_ITERATION_ENV, TINY_BUDGET, cli, composed_spec, run_train, train_env, train_in_process
 from resnet_cifar.config import validate
 from resnet_cifar.errors import ConfigError
 from resnet_cifar.checks import check_plugins
@@ -57,10 +57,11 @@ def user_folder(tmp_path_factory):
 
 def user_train(*overrides, folder, env=None):
     """`python -m resnet_cifar.train OVERRIDES` run from the user's folder (whose modules it imports)."""
-    return subprocess.run([sys.executable, "-m", "resnet_cifar.train", *overrides], cwd=folder, capture_output=True,
+    return subprocess.run(cli("resnet_cifar.train", *overrides), cwd=folder, capture_output=True,
                           text=True, timeout=600, env=train_env(env))
 
 
+@pytest.mark.slow
 def test_the_readmes_own_model_trains_from_a_folder_outside_the_repository(user_folder, tiny_cifar10):
     """The command exactly as the README writes it (plus a budget for a CPU and the test's data)."""
     _, command = readme_example()
@@ -90,6 +91,7 @@ def user_sweep(user_folder, tiny_cifar10):
     return sweep_dir
 
 
+@pytest.mark.slow
 def test_a_grid_the_users_net_refuses_is_refused_before_any_job(user_folder, tiny_cifar10):
     """Its depth rule is its own: a grid that asks it for 6n+2 depths fails in one line before any job."""
     result = user_train("-m", "--config-dir", "my_conf", "arch=wide", "depth=10,14", *TINY_BUDGET[1:],
@@ -100,6 +102,7 @@ def test_a_grid_the_users_net_refuses_is_refused_before_any_job(user_folder, tin
     assert not (user_folder / "refused").exists()
 
 
+@pytest.mark.slow
 def test_the_users_net_sweeps_resumes_and_reports_like_a_built_in(user_sweep, user_folder, tiny_cifar10, tmp_path):
     wide = wide_job(user_sweep, 10)
     uninterrupted = read_metrics(wide)
@@ -114,7 +117,7 @@ def test_the_users_net_sweeps_resumes_and_reports_like_a_built_in(user_sweep, us
     assert numbers(read_metrics(run_dir)) == numbers(uninterrupted)
     # reports: its own rows and Figure 6 panel; Figure 7 leaves it out, saying why
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-m", "multirun_analysis.report", str(user_sweep), "--out", str(out)],
+    result = subprocess.run(cli("multirun_analysis.report", str(user_sweep), "--out", str(out)),
                             cwd=user_folder, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     runs = pd.read_csv(out / "runs.csv")
@@ -129,11 +132,12 @@ def test_the_users_net_sweeps_resumes_and_reports_like_a_built_in(user_sweep, us
     assert figure6_panels(collect([user_sweep]).runs) == ["resnet", "wide"]
 
 
+@pytest.mark.slow
 def test_the_users_net_evaluates_and_loads_as_a_built_in(user_sweep, user_folder, monkeypatch):
     wide = wide_job(user_sweep, 16)
     recorded = json.loads((wide / "summary.json").read_text())["test_error"]
-    result = subprocess.run([sys.executable, "-m", "resnet_cifar.evaluate", str(wide), "--out",
-                             str(user_folder / "evaluation")], cwd=user_folder, capture_output=True, text=True,
+    result = subprocess.run(cli("resnet_cifar.evaluate", str(wide), "--out",
+                             str(user_folder / "evaluation")), cwd=user_folder, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert f"test error {recorded:.2f}%" in result.stdout and f"the run recorded {recorded:.2f}%" in result.stdout
@@ -151,6 +155,7 @@ def test_the_users_net_evaluates_and_loads_as_a_built_in(user_sweep, user_folder
 
 # -- every plug-in is checked before anything runs -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_plugin_that_cannot_be_used_is_one_line_exit_2_and_no_folder(user_folder, tiny_cifar10, tmp_path):
     """Through the command once: a YAML of the user's whose _target_ does not import."""
     broken = user_folder / "broken_conf" / "arch"
@@ -291,6 +296,7 @@ def test_a_refusal_names_the_yaml_file_the_option_came_from():
 
 # -- normalization, optimizer, tracker ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_whitening_normalization_is_fitted_once_and_reproduced_by_resume_and_evaluate(tiny_cifar10, tmp_path):
     """normalization=zca (not a mean and a std): the run keeps its fitted state; killed and resumed it ends
     with the uninterrupted run's metrics, and evaluate gives its test error to the digit."""
@@ -310,6 +316,7 @@ def test_a_whitening_normalization_is_fitted_once_and_reproduced_by_resume_and_e
     assert evaluate_run(run)["test_error"] == whole["test_error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", [("optimizer=adamw",), ("optimizer._target_=torch.optim.RMSprop",
                                                                "optimizer.lr=0.001")])
 def test_any_torch_optimizer_trains_with_the_runs_schedule(tiny_cifar10, tmp_path, optimizer):
@@ -332,6 +339,7 @@ def mlflow_runs(uri: str, experiment: str) -> dict:
                                       for m in ("test_error", "lr")}) for run in runs}
 
 
+@pytest.mark.slow
 def test_mlflow_holds_each_job_of_a_sweep_and_a_resumed_run_once(tiny_cifar10, tmp_path):
     """logger=mlflow with the real package and a local store (no server): each job one run named by its
     folder, in one experiment named by the sweep's folder, its config as params, every row as metrics; a
@@ -379,6 +387,7 @@ def test_an_optuna_search_on_the_test_set_is_refused_before_any_trial(tiny_cifar
     assert not sweep_dir.exists()
 
 
+@pytest.mark.slow
 def test_an_optuna_search_minimizes_the_validation_error_in_ordinary_run_folders(tiny_cifar10, tmp_path):
     """Each trial a DDP job of two processes: its objective is read from what its workers recorded."""
     sweep_dir = tmp_path / "search"
@@ -454,6 +463,7 @@ def test_no_module_imports_one_that_imports_it_back(package):
                 todo.extend(graph.get(current, ()))
 
 
+@pytest.mark.slow
 def test_the_run_folder_contract_and_the_reports_reader_need_no_torch():
     code = ("import sys; import resnet_cifar.contract, multirun_analysis.collect, multirun_analysis.table; "
             "print('torch' in sys.modules)")

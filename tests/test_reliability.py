@@ -9,15 +9,14 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
 from conftest import (
-    FAIL_WRITE_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, SLOW_STEP_ENV, TINY_BUDGET, break_batch_file, run_train,
-    train_env, train_in_process, write_cifar10, write_cifar100,
+    FAIL_WRITE_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, SLOW_STEP_ENV, TINY_BUDGET, break_batch_file, cli,
+    run_train, train_env, train_in_process, write_cifar10, write_cifar100,
 )
 from resnet_cifar.errors import RunFolderError, UserError
 from resnet_cifar.run_folder import RunFolder
@@ -41,6 +40,7 @@ def straight(tiny_cifar10, tmp_path_factory):
 
 # -- kill -9 anywhere, then the same command again ------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", [
     {KILL_AT_ITERATION_ENV: "2"},  # before the first checkpoint: starts again from scratch
     {KILL_AT_ITERATION_ENV: "5"},
@@ -90,12 +90,13 @@ def long_reference(tiny_cifar10, tmp_path_factory):
     return numbers(read_metrics(run_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_exactly(tiny_cifar10, tmp_path, long_reference,
                                                                       signum, caplog):
     budget = [*LONG_BUDGET, f"data.root={tiny_cifar10}"]
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "resnet_cifar.train", *budget, f"hydra.run.dir={run_dir}"],
+    process = subprocess.Popen(cli("resnet_cifar.train", *budget, f"hydra.run.dir={run_dir}"),
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=train_env({SLOW_STEP_ENV: "0.1"}))  # still running when the signal comes
     wait_for_iteration(run_dir, process, 5)
@@ -116,6 +117,7 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_exactly(tiny_cifar
 
 # -- divergence -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
     # lr 1e6 blows up within a few steps; checkpoints come before the evaluation notices
@@ -133,6 +135,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_cifar1
 
 # -- a full disk or an unwritable folder ------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_full_disk_at_a_write_keeps_the_earlier_files_and_the_run_resumes(tiny_cifar10, tmp_path, straight):
     run_dir = tmp_path / "run"
     args = [*BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}"]
@@ -158,6 +161,7 @@ def test_an_output_folder_that_cannot_exist_is_refused_before_anything_is_writte
 
 # -- a process refused a run folder touches nothing in it ------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("why", ["another config", "in use"])
 def test_a_refused_process_writes_nothing_into_the_folder(tiny_cifar10, tmp_path, why):
     """Not .hydra/ (the report would read the refused config), not train.log."""
@@ -318,6 +322,7 @@ def test_bad_input_through_the_command_exits_non_zero_and_touches_nothing(tiny_c
         assert last.startswith("error: ") and message in last  # the bare line the README shows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage,message", [
     ("another architecture", "was saved from another architecture (unexpected key layer1.1.conv1.weight)"),
     ("corrupt", "is not a readable checkpoint"),
@@ -341,6 +346,7 @@ def test_a_checkpoint_that_cannot_be_resumed_is_refused_with_the_reason(tiny_cif
 
 # -- damaged files: resumed or refused with a reason, never a traceback -------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["completed without test_error", "completed before max_iters",
                                     "metrics lines not UTF-8 and with an unbalanced quote"])
 def test_a_damaged_summary_or_metrics_file_is_not_believed_and_the_run_ends_as_it_should(tiny_cifar10, tmp_path,
@@ -392,6 +398,7 @@ def test_a_summary_that_is_not_a_mapping_is_unreadable_to_a_sweep_and_to_a_run(t
 
 # -- a sweep relaunched, and the report, over damaged job folders ------------------------------
 
+@pytest.mark.slow
 def test_sweep_relaunch_and_report_over_damaged_folders(tiny_cifar10, tmp_path, capsys):
     from test_sweep import sweep, summaries
 

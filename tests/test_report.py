@@ -2,13 +2,12 @@
 import json
 import statistics
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import composed_spec, run_train
+from conftest import cli, composed_spec, run_train
 from multirun_analysis.report import MARKERS, main, report
 
 T_975_2DF = 4.302652729911275  # the 97.5% quantile of Student's t, 2 degrees of freedom (a printed table: 4.303)
@@ -68,6 +67,7 @@ def table_rows(out):
     return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
 
 
+@pytest.mark.slow
 def test_table_holds_the_hand_computed_means_and_stds(sweep_dir, tmp_path):
     out = tmp_path / "reports"
     report([sweep_dir], out)
@@ -96,6 +96,7 @@ def test_table_holds_the_hand_computed_means_and_stds(sweep_dir, tmp_path):
     assert len(curves[curves.metric == "test_error"]) == 24
 
 
+@pytest.mark.slow
 def test_short_budget_and_other_factors_are_never_compared_with_the_paper(tmp_path):
     root = tmp_path / "sweep"
     write_run(root / "a", ["budget=quick"], 30.0, iterations=(782, 1564))
@@ -109,6 +110,7 @@ def test_short_budget_and_other_factors_are_never_compared_with_the_paper(tmp_pa
     assert (out / "normalization.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_every_figure_is_written(sweep_dir, tmp_path):
     out = tmp_path / "reports"
     account = report([sweep_dir], out)
@@ -117,6 +119,7 @@ def test_every_figure_is_written(sweep_dir, tmp_path):
         assert name in account
 
 
+@pytest.mark.slow
 def test_unfinished_and_broken_runs_are_reported_not_averaged(sweep_dir, tmp_path):
     write_run(sweep_dir / "arch=resnet,depth=110,seed=0", ["depth=110"], 50.0, status="running", iterations=(1000,))
     write_run(sweep_dir / "arch=resnet,depth=32,seed=0", ["depth=32"], 60.0, status="failed", iterations=(1000,))
@@ -147,6 +150,7 @@ def test_unfinished_and_broken_runs_are_reported_not_averaged(sweep_dir, tmp_pat
     assert (curves.run == str(sweep_dir / "arch=resnet,depth=110,seed=0")).any()  # its curve so far
 
 
+@pytest.mark.slow
 def test_readme_markers_are_replaced_and_the_rest_untouched(sweep_dir, tmp_path):
     before, after = "# Title\n\nintro text\n\n", "\n\n## After\nmore text\n"
     readme = tmp_path / "README.md"
@@ -167,12 +171,13 @@ def test_readme_markers_are_replaced_and_the_rest_untouched(sweep_dir, tmp_path)
 ])
 def test_nothing_to_report_is_a_clear_error(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
-    result = subprocess.run([sys.executable, "-m", "multirun_analysis.report", *args], cwd=tmp_path,
+    result = subprocess.run(cli("multirun_analysis.report", *args), cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", ["no markers\n", f"{MARKERS[0]}\na\n{MARKERS[1]}\n{MARKERS[0]}\nb\n{MARKERS[1]}\n"])
 def test_readme_without_one_marker_pair_is_refused_before_anything_is_written(sweep_dir, tmp_path, text):
     readme = tmp_path / "README.md"
@@ -181,6 +186,7 @@ def test_readme_without_one_marker_pair_is_refused_before_anything_is_written(sw
     assert readme.read_text() == text and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_real_sweep_reports_end_to_end(tiny_cifar10, tmp_path, monkeypatch, capsys):
     sweep_dir = tmp_path / "multirun" / "s"
     result = run_train("-m", "depth=8", "arch=plain,resnet", "seed=0,1", "data.batch_size=32", "trainer.max_iters=4",
@@ -195,6 +201,7 @@ def test_a_real_sweep_reports_end_to_end(tiny_cifar10, tmp_path, monkeypatch, ca
     assert (tmp_path / "reports" / "fig6.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_runs_on_several_processes_still_count_as_the_papers_recipe(tmp_path):
     root = tmp_path / "sweep"
     write_run(root / "one", ["depth=20"], 8.0)
@@ -207,6 +214,7 @@ def test_runs_on_several_processes_still_count_as_the_papers_recipe(tmp_path):
     assert (out / "processes.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_key_an_older_run_lacks_counts_as_its_default(tmp_path):
     """Run folders from before trainer.precision existed were fp32: the same group, the paper's recipe."""
     root = tmp_path / "sweep"
@@ -219,6 +227,7 @@ def test_a_key_an_older_run_lacks_counts_as_its_default(tmp_path):
     assert [(r["model"], r["seeds"], r["paper error %"]) for r in rows] == [("resnet", "2", "8.75")]
 
 
+@pytest.mark.slow
 def test_the_report_says_what_its_numbers_come_from(tmp_path, monkeypatch):
     """Budget, data and seeds under the table and on every figure; the band explained; depth.png from 0;
     runs.csv without binary noise (21.799999999999997)."""
@@ -245,6 +254,7 @@ def test_the_report_says_what_its_numbers_come_from(tmp_path, monkeypatch):
     assert depth.axes[0].get_ylim()[0] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file,content,why", [
     ("summary.json", '{"status": "completed", "config": ["a", "list"]}', "summary.json holds no run config"),
     ("summary.json", "[]", "summary.json is unreadable (it holds [], not a run's summary)"),
@@ -259,6 +269,7 @@ def test_a_run_file_that_is_not_a_mapping_is_skipped_with_the_reason(sweep_dir, 
     assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == 11
 
 
+@pytest.mark.slow
 def test_the_data_study_is_grouped_and_plotted_by_pipeline_and_augmentation(tmp_path):
     """+experiment=pipeline's factors; a run folder written before data.pipeline existed, with augment: true,
     counts as device / random."""
@@ -286,6 +297,7 @@ def test_the_data_study_is_grouped_and_plotted_by_pipeline_and_augmentation(tmp_
         assert (out / name).stat().st_size > 10_000, name
 
 
+@pytest.mark.slow
 def test_preact_is_compared_with_the_2016_paper_only_under_its_conditions(tmp_path):
     """references.csv, as Table 6: a pre-activation ResNet-164 (bottleneck, option B) at the full recipe gets
     5.46; ResNet-1001 4.92 at mini-batch 128 and 4.62 at 64 (the abstract's figure); the same net with
@@ -318,6 +330,7 @@ def test_preact_is_compared_with_the_2016_paper_only_under_its_conditions(tmp_pa
         in text
 
 
+@pytest.mark.slow
 def test_every_net_gets_its_row_and_its_panel_never_a_fixed_list(tmp_path):
     """A net the package does not know (a user's) is reported like the built-ins: its own rows, its own
     Figure 6 panel, its own line in depth.png; a key of its own YAML that never varies is part of it."""

@@ -1,12 +1,11 @@
 """Figure 7 (layer responses) from tiny trained runs."""
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY_BUDGET
+from conftest import TINY_BUDGET, cli
 from multirun_analysis.responses import layer_response_std, main, response_layers
 from resnet_cifar.models.resnet import cifar_resnet
 from test_train import train_ok
@@ -23,6 +22,7 @@ def trained(tiny_cifar10, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_one_positive_std_per_3x3_layer_in_order_and_the_figure(trained, tmp_path):
     assert main([str(trained / "runs"), "--out", str(tmp_path / "out")]) == 0
     responses = pd.read_csv(tmp_path / "out" / "responses.csv")
@@ -68,12 +68,13 @@ def test_the_hooks_measure_bn_outputs_before_the_relu_and_the_addition():
 def test_without_models_it_says_so(tmp_path):
     """The command in a real process: its exit status and message."""
     (tmp_path / "empty").mkdir()
-    result = subprocess.run([sys.executable, "-m", "multirun_analysis.responses", str(tmp_path / "empty"),
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(cli("multirun_analysis.responses", str(tmp_path / "empty"),
+                             "--out", str(tmp_path / "out")), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "no completed run with a model.pt" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_run_the_report_skips_is_not_in_figure_7(trained, tmp_path):
     """One list of runs: a completed run with a model whose recorded config is damaged is skipped by the
     report, and so by Figure 7 too (before, responses.csv still held it)."""

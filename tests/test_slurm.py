@@ -8,14 +8,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import SLOW_STEP_ENV as SLOW_ENV, TINY_BUDGET, run_train, train_env
+from conftest import SLOW_STEP_ENV as SLOW_ENV, TINY_BUDGET, cli, run_train, train_env
 
 CLUSTER_SH = Path(__file__).parent / "slurm" / "cluster.sh"
 FOREIGN_CONFIG = 3  # cluster.sh's exit status for a slurm.conf it did not write
@@ -24,7 +23,7 @@ ON_THE_TEST_NODE = ("hydra/launcher=slurm", "trainer.device=cpu", "hydra.launche
                     "hydra.launcher.mem_gb=2")
 TIMING_COLUMNS = ["elapsed_s", "images_per_s"]
 
-pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +101,7 @@ def test_a_ddp_job_inside_slurm_completes_in_one_run_folder(tiny_cifar10, tmp_pa
 
 
 def start_sweep(*overrides: str, cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "resnet_cifar.train", "-m", *overrides], cwd=cwd,
+    return subprocess.Popen(cli("resnet_cifar.train", "-m", *overrides), cwd=cwd,
                             env=train_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

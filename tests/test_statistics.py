@@ -50,6 +50,7 @@ def test_one_seed_or_identical_values_have_no_interval_never_a_fake_one():
     assert math.isnan(result.p_value) and result.interval.method.startswith("none") and result.diff == -2.0
 
 
+@pytest.mark.slow
 def test_the_permutation_test_finds_a_large_difference_and_rarely_one_that_is_not_there():
     rng = np.random.default_rng(2)
     large = [stats.compare(rng.normal(10, 1, 6), rng.normal(13, 1, 6), paired=False) for _ in range(100)]
@@ -92,6 +93,7 @@ def write_seeds(root, overrides, errors, seeds=None):
         write_run(root / ",".join([*overrides, f"seed={seed}"]), [*overrides, f"seed={seed}"], error)
 
 
+@pytest.mark.slow
 def test_comparisons_hold_everything_else_equal_and_never_overstate(tmp_path):
     root = tmp_path / "sweep"
     (root / "multirun.yaml").parent.mkdir(parents=True)
@@ -127,6 +129,7 @@ def test_comparisons_hold_everything_else_equal_and_never_overstate(tmp_path):
     assert f"python -m resnet_cifar.train -m arch=plain depth=56 seed=5,6,7 hydra.sweep.dir={root}" in account
 
 
+@pytest.mark.slow
 def test_a_shown_difference_says_by_how_much_and_with_how_many_seeds(tmp_path):
     root = tmp_path / "sweep"
     plain = [70.0, 70.4, 69.6, 70.2, 69.8, 70.1, 69.9, 70.3]
@@ -143,6 +146,7 @@ def test_a_shown_difference_says_by_how_much_and_with_how_many_seeds(tmp_path):
                            "(p = 0.0078 after Holm, 8 seeds each, paired by seed)")
 
 
+@pytest.mark.slow
 def test_the_command_that_adds_seeds_makes_the_cells_config(tmp_path):
     root = tmp_path / "sweep"
     overrides = ["budget=quick", "arch=plain", "normalization=imagenet"]
@@ -159,6 +163,7 @@ def test_the_command_that_adds_seeds_makes_the_cells_config(tmp_path):
     assert {**config, "seed": 0} == recorded
 
 
+@pytest.mark.slow
 def test_a_seed_counts_once(tmp_path):
     """The same sweep reported twice, or a run relaunched into another folder: n stays 1; a duplicate with
     another result is named with a warning."""
@@ -184,6 +189,7 @@ def legend_texts(figure) -> list[str]:
     return [t.get_text() for legend in figure.legends for t in legend.get_texts()]
 
 
+@pytest.mark.slow
 def test_figures_hold_everything_else_equal_sort_numbers_and_draw_single_points(tmp_path, monkeypatch):
     """A factor plot draws one line per value in a panel per setting of the other factors (never pooled),
     numbers in order (20, 100, 200, not 100, 20, 200); Figure 6 with one evaluation a run draws its points."""
@@ -204,6 +210,7 @@ def test_figures_hold_everything_else_equal_sort_numbers_and_draw_single_points(
     assert sum(len(line.get_xdata()) for ax in fig6.axes for line in ax.lines) >= 12  # 6 runs x test, train
 
 
+@pytest.mark.slow
 def test_an_earlier_reports_runs_csv_reports_again_to_the_same_numbers(tmp_path):
     """Committed results (runs.csv, curves.csv) give today's statistics when their run folders are gone."""
     root = tmp_path / "sweep"

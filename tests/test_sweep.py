@@ -71,6 +71,7 @@ ABLATION = ("optimizer.lr=0.1", "optimizer.weight_decay=0.0001", "optimizer.mome
             "trainer.compile_mode=default", "normalization=per_pixel_mean")
 
 
+@pytest.mark.slow
 def test_a_sweep_with_many_overrides_names_its_jobs_within_the_limit_and_finds_them_again(tiny_cifar10, tmp_path):
     """A dozen overrides made names over 255 bytes (OSError: File name too long in every job). Now: a readable
     prefix and a hash of all overrides, the same on relaunch, the full overrides in the folder."""
@@ -91,6 +92,7 @@ def test_a_sweep_with_many_overrides_names_its_jobs_within_the_limit_and_finds_t
     assert again.returncode == 0 and "2 done, 0 to resume, 0 new" in again.stderr
 
 
+@pytest.mark.slow
 def test_the_users_command_runs_every_job(tiny_cifar10, tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = sweep("depth=20,32,44,56", "arch=plain,resnet", data=tiny_cifar10, sweep_dir=sweep_dir)
@@ -103,6 +105,7 @@ def test_the_users_command_runs_every_job(tiny_cifar10, tmp_path):
     assert "arch=plain,data.batch_size=16,depth=56," in " ".join(done)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_relaunched_skips_finished_jobs_and_resumes_the_rest(tiny_cifar10, tmp_path):
     sweep_dir = tmp_path / "sweep"
     first = sweep("depth=8", "arch=plain,resnet", data=tiny_cifar10, sweep_dir=sweep_dir)  # two jobs of the grid
@@ -123,6 +126,7 @@ def test_a_killed_sweep_relaunched_skips_finished_jobs_and_resumes_the_rest(tiny
     assert all((sweep_dir / name / "metrics.csv").read_bytes() == data for name, data in finished.items())
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_recorded_and_the_others_complete(tiny_cifar10, tmp_path):
     """A job that fails only once it runs (its held-out split does not fit the data it finds) is recorded;
     the sweep goes on and exits non-zero listing it."""
@@ -155,6 +159,7 @@ def test_a_grid_with_a_job_that_cannot_run_is_refused_before_any_runs(tiny_cifar
     assert not sweep_dir.exists()
 
 
+@pytest.mark.slow
 def test_every_job_of_every_preset_passes_the_checks_a_sweep_makes():
     """What CheckJobs does before a sweep, for the shipped presets: each job's config and plug-ins."""
     from resnet_cifar.config import validate
@@ -184,6 +189,7 @@ def test_a_run_folder_in_use_is_refused(tiny_cifar10, tmp_path):
     assert not (run_dir / "summary.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_and_cluster_launchers_complete_a_sweep(tiny_cifar10, tmp_path, launcher):
     sweep_dir = tmp_path / "sweep"

@@ -32,6 +32,7 @@ def train_ok(*overrides, cwd, env=None):
     return result
 
 
+@pytest.mark.slow
 def test_a_tiny_run_writes_the_whole_run_folder(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
     train_ok(*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", "data.val_size=20",
@@ -56,6 +57,7 @@ def test_a_tiny_run_writes_the_whole_run_folder(tiny_cifar10, tmp_path):
     assert "iter 12/12" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_the_loss_falls_on_a_learnable_set(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
     train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=60", "trainer.eval_every=10",
@@ -66,6 +68,7 @@ def test_the_loss_falls_on_a_learnable_set(tiny_cifar10, tmp_path):
     assert float(rows[-1]["test_error"]) < 30.0  # chance is 90%
 
 
+@pytest.mark.slow
 def test_bf16_autocast_learns_too(tiny_cifar10, tmp_path):
     run_dir = tmp_path / "run"
     train_in_process("depth=8", "data.batch_size=32", "trainer.max_iters=60", "trainer.eval_every=30",
@@ -78,6 +81,7 @@ def test_bf16_autocast_learns_too(tiny_cifar10, tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
 
 
+@pytest.mark.slow
 def test_the_warm_up_of_deep_nets_runs_at_its_lr_until_the_training_error_drops(tiny_cifar10, tmp_path):
     """The paper's warm-up for ResNet-110/1202, on a depth-8 net by lowering its threshold depth: lr 0.01
     while the running training error over the window is above 80%, then back to 0.1."""
@@ -99,6 +103,7 @@ def test_the_warm_up_of_deep_nets_runs_at_its_lr_until_the_training_error_drops(
     assert plain["warmup_ended_at"] is None and float(read_metrics(tmp_path / "plain")[0]["lr"]) == 0.1
 
 
+@pytest.mark.slow
 def test_compiled_training_step_computes_what_the_eager_one_does(tiny_cifar10, tmp_path):
     """trainer.compile changes how the step runs, not what it computes (CPU inductor here)."""
     budget = ["depth=8", "data.batch_size=32", "trainer.max_iters=4", "trainer.eval_every=2",
@@ -114,6 +119,7 @@ def test_compiled_training_step_computes_what_the_eager_one_does(tiny_cifar10, t
     assert not any(k.startswith("_orig_mod") for k in torch.load(tmp_path / "compiled" / "model.pt"))
 
 
+@pytest.mark.slow
 def test_a_completed_run_is_not_run_again(tiny_cifar10, tmp_path, caplog):
     run_dir = tmp_path / "run"
     args = [*TINY_BUDGET, f"data.root={tiny_cifar10}"]
@@ -125,6 +131,7 @@ def test_a_completed_run_is_not_run_again(tiny_cifar10, tmp_path, caplog):
     assert before == ((run_dir / "metrics.csv").read_bytes(), (run_dir / "checkpoint.pt").stat().st_mtime_ns)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "make_cifar10.py").exists(), reason="needs ../shared/data")
 def test_real_cifar10_copy_learns_well_above_chance(tmp_path):
     subprocess.run([sys.executable, str(SHARED_DATA / "make_cifar10.py"), str(tmp_path / "data"),

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import KILL_AT_ITERATION_ENV, TINY_BUDGET, run_train, train_in_process
+from conftest import KILL_AT_ITERATION_ENV, TINY_BUDGET, cli, run_train, train_in_process
 from resnet_cifar import load_run
 from resnet_cifar.errors import ConfigError
 from resnet_cifar.evaluate import main as evaluate
@@ -33,6 +33,7 @@ def trained(tiny_cifar10, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["normal", "val_size", "ddp"])
 def test_evaluate_gives_the_recorded_test_error_to_the_last_digit(trained, tmp_path, run, capsys):
     out, numbers = tmp_path / "out", tmp_path / "eval.json"
@@ -51,6 +52,7 @@ def test_evaluate_gives_the_recorded_test_error_to_the_last_digit(trained, tmp_p
     assert next(out.glob("*.confusion.png")).stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_run_without_its_model_is_evaluated_from_its_checkpoint_when_asked(trained, tmp_path, capsys):
     run = tmp_path / "unfinished"
     shutil.copytree(trained / "normal", run)
@@ -63,17 +65,19 @@ def test_a_run_without_its_model_is_evaluated_from_its_checkpoint_when_asked(tra
     assert f"test error {recorded:.2f}%" in said and "checkpoint.pt at iteration 12" in said
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(trained, tmp_path):
     """Through the command: a folder that is not a run; data that is not there."""
     (tmp_path / "empty").mkdir()
     for args, message in (([str(tmp_path / "empty")], "is not a run folder"),
                           ([str(trained / "normal"), "--data", str(tmp_path / "nowhere")], "cifar10 not found")):
-        result = subprocess.run([sys.executable, "-m", "resnet_cifar.evaluate", *args, "--out", str(tmp_path / "o")],
+        result = subprocess.run(cli("resnet_cifar.evaluate", *args, "--out", str(tmp_path / "o")),
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and message in result.stderr
         assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_load_run_and_torch_hub_give_the_trained_net_and_its_inputs(trained, tiny_cifar10):
     run = load_run(trained / "val_size")
     assert not run.model.training and run.cfg.data.val_size == 20 and run.config["normalization"]["name"] == "channel_stats"
@@ -96,6 +100,7 @@ def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_tensorboard_shows_each_job_of_a_sweep_and_a_resumed_run_once(tiny_cifar10, tmp_path):
     from test_sweep import sweep
 
@@ -128,6 +133,7 @@ def test_tensorboard_asked_for_and_not_installed_is_refused_before_the_run(tiny_
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_summary_says_which_code_and_command_ran_and_the_bar_stays_off_the_log(tiny_cifar10, tmp_path):
     result = run_train(*TINY_BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
