@@ -161,10 +161,12 @@ def _warm_socket() -> str | None:
 
         atexit.register(stop)
         deadline = time.monotonic() + 300
-        while "ready" not in log.read_text():
+        while not log.read_text().endswith("ready\n"):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the tests' warm Python did not start: {log.read_text()}")
             time.sleep(0.05)
+        if log.read_text() != "ready\n":  # a warning printed once at import would be muted in every fork
+            raise RuntimeError(f"the tests' warm Python printed while importing: {log.read_text()}")
         _warm_server["socket"] = str(path)
     return _warm_server["socket"]
 
