@@ -134,51 +134,46 @@ def train_env(env: dict | None = None) -> dict:
 
 
 FRESH_PYTHON_ENV = "RESNET_CIFAR_TEST_FRESH_PYTHON"  # "1": every CLI process a fresh interpreter
-_warm_server: dict = {}
 
 
-def _warm_socket() -> str | None:
+@functools.cache
+def _warm_socket() -> str:
     """The socket of this pytest process's warm Python (tests/hooks/warm.py), started on first use."""
-    if os.environ.get(FRESH_PYTHON_ENV) == "1":
-        return None
-    if "socket" not in _warm_server:
-        import atexit
-        import tempfile
+    import atexit
+    import tempfile
 
-        folder = Path(tempfile.mkdtemp(prefix="resnet_cifar_warm_"))
-        path, log = folder / "socket", folder / "server.log"
-        env = {k: v for k, v in train_env().items() if not k.startswith("RESNET_CIFAR_TEST_") and k != "PYTHONPATH"}
-        with open(log, "w") as out:
-            server = subprocess.Popen([sys.executable, str(HOOKS / "warm.py"), "--serve", str(path)],
-                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+    folder = Path(tempfile.mkdtemp(prefix="resnet_cifar_warm_"))
+    path, log = folder / "socket", folder / "server.log"
+    env = {k: v for k, v in train_env().items() if not k.startswith("RESNET_CIFAR_TEST_") and k != "PYTHONPATH"}
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, str(HOOKS / "warm.py"), "--serve", str(path)],
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
 
-        def stop() -> None:
-            server.kill()
-            server.wait()
-            for leftover in (path, log):
-                leftover.unlink(missing_ok=True)
-            folder.rmdir()
+    def stop() -> None:
+        server.kill()
+        server.wait()
+        for leftover in (path, log):
+            leftover.unlink(missing_ok=True)
+        folder.rmdir()
 
-        atexit.register(stop)
-        deadline = time.monotonic() + 300
-        while not log.read_text().endswith("ready\n"):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the tests' warm Python did not start: {log.read_text()}")
-            time.sleep(0.05)
-        if log.read_text() != "ready\n":  # a warning printed once at import would be muted in every fork
-            raise RuntimeError(f"the tests' warm Python printed while importing: {log.read_text()}")
-        _warm_server["socket"] = str(path)
-    return _warm_server["socket"]
+    atexit.register(stop)
+    deadline = time.monotonic() + 300
+    while not log.read_text().endswith("ready\n"):
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the tests' warm Python did not start: {log.read_text()}")
+        time.sleep(0.05)
+    if log.read_text() != "ready\n":  # a warning printed once at import would be muted in every fork
+        raise RuntimeError(f"the tests' warm Python printed while importing: {log.read_text()}")
+    return str(path)
 
 
 def cli(module: str, *args: str) -> list[str]:
     """The command line of `python -m MODULE ARGS`: a process of its own, forked from this pytest process's
     warm Python (tests/hooks/warm.py: torch, Hydra and the project already imported), or a fresh
     interpreter with RESNET_CIFAR_TEST_FRESH_PYTHON=1."""
-    socket_path = _warm_socket()
-    if socket_path is None:
+    if os.environ.get(FRESH_PYTHON_ENV) == "1":
         return [sys.executable, "-m", module, *args]
-    return [sys.executable, "-E", "-S", str(HOOKS / "warm.py"), socket_path, module, *args]
+    return [sys.executable, "-E", "-S", str(HOOKS / "warm.py"), _warm_socket(), module, *args]
 
 
 def run_train(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import KILL_AT_ITERATION_ENV, TINY_BUDGET, cli, composed_spec, run_train, train_env, train_in_process
+from conftest import KILL_AT_ITERATION_ENV, TINY_BUDGET, cli, composed_spec, run_train, train_in_process
 from resnet_cifar.config import validate
 from resnet_cifar.errors import ConfigError
 from resnet_cifar.checks import check_plugins
@@ -57,8 +57,7 @@ def user_folder(tmp_path_factory):
 
 def user_train(*overrides, folder, env=None):
     """`python -m resnet_cifar.train OVERRIDES` run from the user's folder (whose modules it imports)."""
-    return subprocess.run(cli("resnet_cifar.train", *overrides), cwd=folder, capture_output=True,
-                          text=True, timeout=600, env=train_env(env))
+    return run_train(*overrides, cwd=folder, env=env)
 
 
 @pytest.mark.slow
