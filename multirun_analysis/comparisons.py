@@ -76,15 +76,22 @@ def shown(row) -> bool:
     return not pd.isna(row["p_holm"]) and row["p_holm"] < ALPHA
 
 
+def setting_name(factor: str, value) -> str:
+    """A value as a verdict names it: a net by its name (resnet), anything else with its key (depth=20)."""
+    return str(value) if factor == "arch" else f"{factor}={value}"
+
+
 def verdict(row, tests: int) -> str:
-    """What the comparison shows, in words, never more than the adjusted p-value does."""
+    """What the comparison shows, in words, never more than the adjusted p-value does; it names both
+    settings, so that a verdict read alone (the README's list) says which pair it is about."""
     held = f" at {row['held']}" if row["held"] else ""
+    a, b = setting_name(row["factor"], row["a"]), setting_name(row["factor"], row["b"])
     seeds = _seeds_text(row["n_a"], row["n_b"]) + (", paired by seed" if row["paired"] else "")
     if min(row["n_a"], row["n_b"]) < 2:
-        return (f"cannot say{held}: {_seeds_text(row['n_a'], row['n_b'])} (a difference of "
-                f"{row['diff']:+.2f} points, but no spread seen on a side)")
+        return (f"cannot say whether {a} or {b} is better{held}: {_seeds_text(row['n_a'], row['n_b'])} "
+                f"({a} − {b} = {row['diff']:+.2f} points, but no spread seen on a side)")
     if shown(row):
-        better, worse = (row["a"], row["b"]) if row["diff"] < 0 else (row["b"], row["a"])
+        better, worse = (a, b) if row["diff"] < 0 else (b, a)
         # the interval of how much better: of b - a where a is the better one
         low, high = (-row["ci_high"], -row["ci_low"]) if row["diff"] < 0 else (row["ci_low"], row["ci_high"])
         interval = "(no interval)" if pd.isna(low) else f"[{low:.2f}, {high:.2f}]"
@@ -92,8 +99,11 @@ def verdict(row, tests: int) -> str:
         return (f"{better} better than {worse}{held} by {abs(row['diff']):.2f} points {interval} "
                 f"(p = {row['p_holm']:.2g} after Holm, {seeds}{caveat})")
     interval = ("no interval" if pd.isna(row["ci_low"])
-                else f"{row['ci_low']:+.2f} to {row['ci_high']:+.2f} points")
-    text = f"no difference shown{held} with {seeds} ({interval})"
+                else f"{a} − {b}: {row['ci_low']:+.2f} to {row['ci_high']:+.2f} points")
+    text = f"no difference shown between {a} and {b}{held} with {seeds} ({interval})"
+    if not pd.isna(row["ci_low"]) and (row["ci_low"] > 0 or row["ci_high"] < 0):
+        text += (f"; the interval excludes 0, but the permutation test does not show the difference "
+                 f"(p = {row['p_holm']:.2g} after Holm over {tests} tests)")
     floor = smallest_permutation_p(row["n_a"], row["n_b"], row["paired"])
     if floor >= ALPHA:
         text += f"; with these seeds a permutation test cannot reach p < {ALPHA:g} (its smallest p is {floor:.2g})"

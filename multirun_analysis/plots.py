@@ -175,15 +175,26 @@ def factor_file(factor: str) -> str:
     return FACTOR_FILES.get(factor, factor.replace(".", "_")) + ".png"
 
 
+def drawn_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs a figure draws: the completed ones, which the caption counts (table.basis); only where none
+    completed, the unfinished ones, and the caption then says so."""
+    completed = runs[runs["status"] == "completed"]
+    return completed if len(completed) else runs
+
+
 def draw_all(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], factors: list[str], out: Path,
-             caption: str = "") -> list[Path]:
-    """Every figure the runs support; a figure needs curves (or completed runs for depth.png)."""
-    drawn = []
-    if len(curves):
-        drawn.append(figure6(curves, runs, factors, out / "fig6.png", caption))
+             caption: str = "") -> tuple[list[Path], list[str]]:
+    """(every figure the runs support, a line for each figure that could not be drawn and why): the curve
+    figures need curves of the drawn runs, depth.png completed runs."""
+    runs = drawn_runs(runs)
+    curves = curves[curves["run"].isin(runs["run"])]
+    curve_figures = ["fig6.png", *(factor_file(f) for f in factors)]
+    if not len(curves):
+        return ([depth_plot(runs, factors, out / "depth.png", caption)] if (runs["status"] == "completed").any()
+                else []), [f"{', '.join(curve_figures)} not drawn: no curves for these runs (an earlier report's "
+                           f"runs.csv without its curves.csv beside it, or no evaluation yet)"]
+    drawn = [figure6(curves, runs, factors, out / "fig6.png", caption)]
     if (runs["status"] == "completed").any():
         drawn.append(depth_plot(runs, factors, out / "depth.png", caption))
-    for factor in factors:
-        if len(curves):
-            drawn.append(factor_plot(curves, runs, factor, keys, out / factor_file(factor), caption))
-    return drawn
+    drawn += [factor_plot(curves, runs, factor, keys, out / factor_file(factor), caption) for factor in factors]
+    return drawn, []

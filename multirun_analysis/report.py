@@ -18,11 +18,12 @@ import pandas as pd
 
 from resnet_cifar import filesystem
 from resnet_cifar.errors import UserError
+from resnet_cifar.preflight import unwritable_reason
 
 from . import comparisons
 from .collect import DEFAULT_DIRS, FLOATS, RUNS_FILE, collect
 from .duplicates import count_once, identity_columns
-from .more_seeds import add_seeds_command
+from .more_seeds import add_seeds_command, overrides_from_config
 from .plots import draw_all
 from .table import (
     DEFAULT_PRECISION,
@@ -97,9 +98,11 @@ def figure7_if_possible(runs: pd.DataFrame, out: Path, data_root: str | None, ca
     return [figure], f"\nFigure 7 from {responses['run'].nunique()} runs' models: responses.csv, {figure.name}{note}"
 
 
-def seed_commands(table: pd.DataFrame, found: pd.DataFrame, keys: list[str], precision: float) -> list[str]:
+def seed_commands(table: pd.DataFrame, found: pd.DataFrame, runs: pd.DataFrame, keys: list[str],
+                  recipe: dict) -> list[str]:
     """The sweeps that add the seeds each cell needs for ±precision, and each comparison that shows no
-    difference needs to show the one observed (the larger of the two per cell)."""
+    difference needs to show the one observed (the larger of the two per cell); a cell whose runs recorded
+    no command line gets the overrides read from its first run's config."""
     # a cell of one seed has no spread to plan from: SPREAD_SEEDS first
     wanted = {i: SPREAD_SEEDS if table.at[i, "n"] < 2 else table.at[i, "seeds_needed"] for i in range(len(table))}
     index = {tuple(str(table.at[i, k]) for k in keys): i for i in range(len(table))}
@@ -108,7 +111,10 @@ def seed_commands(table: pd.DataFrame, found: pd.DataFrame, keys: list[str], pre
             i = index.get(cell)
             if i is not None:
                 wanted[i] = c["seeds_needed"] if pd.isna(wanted[i]) else max(wanted[i], c["seeds_needed"])
-    commands = [add_seeds_command(table.iloc[i], keys, total) for i, total in wanted.items()]
+    by_run = runs.drop_duplicates("run").set_index("run", drop=False)
+    commands = [add_seeds_command(table.iloc[i], keys, total,
+                                  overrides_from_config(by_run.loc[table.at[i, "runs"][0]], recipe, keys))
+                for i, total in wanted.items()]
     return [c for c in commands if c]
 
 
@@ -122,6 +128,9 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
         raise ReportError(f"--precision {precision}: must be a positive number of points")
     if os.path.lexists(out) and not out.is_dir():
         raise ReportError(f"--out {out} is a file, not a folder: choose a folder for the report's files")
+    reason = unwritable_reason(out)
+    if reason:  # before the runs are read, not after
+        raise ReportError(f"--out {out} cannot be used: {reason}; choose another folder for the report's files")
     if readme is not None:
         readme = readme.resolve()  # a README that is a link to yours: the file it names is updated
         check_readme(readme)
@@ -129,7 +138,10 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     if found.runs.empty:
         broken = "".join(f"\n  {run}: {why}" for run, why in found.broken.items())
         raise ReportError(f"no readable run folders under {', '.join(map(str, paths))}{broken}")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # what the check before could not foresee (the disk filled since)
+        raise ReportError(f"--out {out} cannot be made ({e.strerror})") from None
     recipe = paper_recipe()
     config_columns = list(dict.fromkeys([*found.config_columns, *recipe]))
     runs, duplicates = count_once(with_defaults(found.runs, recipe),
@@ -145,7 +157,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     keys = [k for k in ROW_KEYS if k in completed] + factors
     caption = basis(runs, recipe, where=False)
     compared = comparisons.compare_all(runs, keys)
-    commands = seed_commands(table, compared, keys, precision)
+    commands = seed_commands(table, compared, runs, keys, recipe)
     markdown = to_markdown(table, factors, runs[runs["status"] != "completed"], basis(runs, recipe), precision)
     if commands:
         markdown += (f"\nTo bring every cell to ±{precision:g} points, and to detect the differences not yet "
@@ -156,7 +168,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     to_csv(table, out / "table.csv")
     filesystem.write_text(out / "comparisons.md", comparisons.to_markdown(compared, caption))
     comparisons.to_csv(compared, out / "comparisons.csv")
-    figures = draw_all(curves, runs, keys, factors, out, caption)
+    figures, not_drawn = draw_all(curves, runs, keys, factors, out, caption)
     fig7, fig7_note = figure7_if_possible(runs, out, data_root, caption, [p for p in paths if p.is_file()])
     figures += fig7
 
@@ -171,7 +183,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
                f"from {', '.join(map(str, paths))}; wrote {out}/: runs.csv, curves.csv, table.md, table.csv, "
                f"comparisons.md, comparisons.csv ({len(compared)} comparisons), "
                f"{', '.join(f.name for f in figures)}")
-    account += fig7_note
+    account += "".join(f"\n{line}" for line in not_drawn) + fig7_note
     for line in duplicates:
         account += f"\n{line}"
     if commands:

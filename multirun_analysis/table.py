@@ -83,7 +83,7 @@ def varying_factors(runs: pd.DataFrame, config_columns: list[str]) -> list[str]:
             and runs[c].astype(str).nunique() > 1 and not own_keys_determined(runs, c)]
 
 
-def _same(value, wanted) -> bool:
+def same_value(value, wanted) -> bool:
     """A config value against a reference's condition (text): numbers as numbers, words case-blind."""
     try:
         return float(value) == float(wanted)
@@ -97,13 +97,13 @@ def reference_errors(runs: pd.DataFrame, recipe: dict) -> pd.Series:
     found = pd.Series(float("nan"), index=runs.index)
     for _, ref in references().iterrows():
         conditions = ref["conditions"]
-        ok = (runs[ARCH].astype(str) == ref["arch"]) & runs["depth"].map(lambda v, d=ref["depth"]: _same(v, d))
+        ok = (runs[ARCH].astype(str) == ref["arch"]) & runs["depth"].map(lambda v, d=ref["depth"]: same_value(v, d))
         for key, value in recipe.items():
             if is_under(key, NOT_RECIPE) or key in conditions:
                 continue
-            ok &= runs[key].map(lambda v, value=value: _same(v, value)) if key in runs else False
+            ok &= runs[key].map(lambda v, value=value: same_value(v, value)) if key in runs else False
         for key, value in conditions.items():
-            ok &= runs[key].map(lambda v, value=value: _same(v, value)) if key in runs else False
+            ok &= runs[key].map(lambda v, value=value: same_value(v, value)) if key in runs else False
         found[ok] = float(ref["error"])
     return found
 
@@ -159,9 +159,10 @@ def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: f
 
 
 def to_csv(table: pd.DataFrame, path) -> None:
-    """table.csv: one row per cell, its factors, then CELL_COLUMNS and the paper's columns."""
+    """table.csv: one row per cell, its factors (the net as `arch`, as comparisons.csv names it), then
+    CELL_COLUMNS and the paper's columns."""
     columns = [c for c in table.columns if c not in ("seeds", "overrides", "runs", "accuracy")]
-    write_frame(table[columns], path, index=False, float_format=FLOATS)
+    write_frame(table[columns].rename(columns={ARCH: "arch"}), path, index=False, float_format=FLOATS)
 
 
 def _values(series: pd.Series) -> str:

@@ -166,19 +166,20 @@ def concurrent_rate(n: int, root: Path, depth: int, variant: str, batch: int, de
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m resnet_cifar.bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110])
+    parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110], help="net depths to time (6n+2)")
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], type=str,
                         help="our training step in these forms: fp32 or bf16, optionally +graph (trainer.cuda_graph) "
                              "and +compile (trainer.compile), e.g. bf16+graph")
     parser.add_argument("--data", type=Path, default=Path("data"),
                         help="folder holding cifar-10-batches-py/ (random images of that shape if missing)")
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=128, help="images per training step")
     parser.add_argument("--steps", type=int, default=10, help="training steps per timed window")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per pipeline; the median is reported")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers of the standard pipeline")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: the GPU where there is one, else the CPU")
     parser.add_argument("--no-standard", action="store_true", help="time our variants only (no ratio)")
     parser.add_argument("--concurrent", type=int, nargs="*", default=[],
                         help="also: aggregate images/s of this many separate training processes at once "

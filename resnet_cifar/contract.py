@@ -25,6 +25,7 @@ NORMALIZATION_FILE = "normalization.pt"  # the input normalization fitted on the
 LOG_FILE = "train.log"
 HYDRA_FOLDER = ".hydra"
 LOCK_FILE = ".lock"  # who holds the folder (the lock itself is on the folder)
+SWEEP_RECORD = "multirun.yaml"  # Hydra's sweeper writes it into every sweep folder
 METRIC_COLUMNS = (
     "iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
     "val_error", "elapsed_s", "images_per_s",

@@ -19,6 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .contract import SWEEP_RECORD
 from .errors import EXIT_BAD_INPUT
 
 NAME_MAX = 255  # bytes a file or folder name may have on Linux file systems
@@ -77,6 +78,13 @@ class Preflight(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check("hydra.sweep.dir", config.hydra.sweep.dir)
+        record = Path(config.hydra.sweep.dir) / SWEEP_RECORD
+        if os.path.lexists(record) and (record.is_symlink() or not record.is_file()):
+            # the sweeper rewrites it with a plain open(): through a link, or blocked on a FIFO
+            what = "a symbolic link" if record.is_symlink() else "not a regular file"
+            print(f"error: hydra.sweep.dir={config.hydra.sweep.dir} cannot be used: {record} is {what}, and Hydra "
+                  "writes the sweep's config there; move it aside", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
 
 
 # hydra-submitit-launcher's fields that decide whether SLURM can run a job, and sbatch's option for each

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .checkpoint import load_checkpoint
 from .config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, RESUMED_ON_THE_SAME, BaseConfig, is_under, named_run_config, typed, upgrade
@@ -66,15 +68,16 @@ def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
     return [] if old == new else [(prefix[:-1], old, new)]
 
 
-def config_changes(summary: dict, config: dict) -> list[str]:
+def config_changes(summary: dict, config: dict, resumes: bool | None = None) -> list[str]:
     """How `config` differs from the run a folder's summary records ('key: old -> new'), leaving aside where
     the data comes from (DATA_SOURCE_KEYS) and how the run is carried out or watched (NOT_THE_EXPERIMENT);
     the earlier config is read as today's (config.upgrade). A run that is to resume from its checkpoint must
-    do so on the device it started on (RESUMED_ON_THE_SAME): the checkpoint holds that device's random state."""
+    do so on the device it started on (RESUMED_ON_THE_SAME): the checkpoint holds that device's random state
+    (`resumes`: whether it will, by default unless the summary says completed)."""
     earlier = summary.get("config")
     earlier = upgrade(earlier) if isinstance(earlier, dict) else earlier  # augment: true is random
     ignored = [*DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT]
-    if summary.get("status") != Status.completed:
+    if summary.get("status") != Status.completed if resumes is None else resumes:
         ignored = [k for k in ignored if k not in RESUMED_ON_THE_SAME]
     return [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(earlier, config) if not is_under(key, ignored)]
 
@@ -256,10 +259,35 @@ class RunFolder:
         if new:
             self.made.append(path)
 
+    def _check_leftovers_are_this_runs(self, config: dict) -> None:
+        """A folder without summary.json may hold what an earlier start of this run left before it began
+        (killed while its data loaded): its .hydra/config.yaml then records this config. Anything else under
+        the names a run writes (a user's train.log, .hydra/, normalization.pt) is not this run's: refused
+        before a byte is written, so that nothing of it is overwritten, appended to, or read as ours."""
+        if os.path.lexists(self.path / SUMMARY_FILE):
+            return  # a run of this project: previous() has compared its config
+        present = [name for name in (LOG_FILE, HYDRA_FOLDER, METRICS_FILE, CHECKPOINT_FILE, MODEL_FILE,
+                                     NORMALIZATION_FILE)  # a link among them: refused as a link, where written
+                   if os.path.lexists(self.path / name) and not (self.path / name).is_symlink()]
+        if not present:
+            return
+        try:
+            recorded = OmegaConf.to_container(OmegaConf.create(filesystem.read_text(
+                self.path / HYDRA_FOLDER / "config.yaml", limit=2**20, follow=False)))
+            # no checkpoint before summary.json: nothing to resume, the device may differ
+            if isinstance(recorded, dict) and not config_changes({"config": recorded}, config, resumes=False):
+                return
+        except (OSError, UserError, ValueError, yaml.YAMLError, OmegaConfBaseException):
+            pass  # no readable record of a run's config: not this run's
+        raise RunFolderError(f"{self.path} holds {', '.join(present)} but no {SUMMARY_FILE}, and no record of this "
+                             "run's config: it is not a run of this command (or one of another config); nothing "
+                             "was written into it: choose an empty or new folder, or move those files aside")
+
     def write_hydra_files(self, config: dict, overrides: list[str], hydra: DictConfig | None) -> None:
         """.hydra/config.yaml (the run's config, plug-ins named), overrides.yaml and hydra.yaml, as Hydra
         writes them, and .lock (who holds the folder), once the run is this process's own (held, and its
         config checked against what the folder holds)."""
+        self._check_leftovers_are_this_runs(config)
         self._write(self.path / LOCK_FILE, f"pid {os.getpid()} on {socket.gethostname()}\n")
         folder = self.path / HYDRA_FOLDER
         if not os.path.lexists(folder):

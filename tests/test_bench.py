@@ -66,3 +66,14 @@ def test_a_steps_flops_are_counted_from_the_model_and_leave_it_as_it_was():
     assert all(p.grad is None for p in model.parameters())
     deeper = training_flops_per_image(build_model(composed_spec("depth=56").cfg, 10), 10)
     assert deeper / flops == pytest.approx(125.8 / 40.8, rel=0.03)
+
+
+def test_every_option_of_bench_help_shows_its_default(capsys):
+    """`bench --help` showed no default for --depths, --batch and --device."""
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split("options:")[1].split())
+    for option, default in (("--depths", "[20, 56, 110]"), ("--batch", "128"), ("--device", "auto"),
+                            ("--steps", "10"), ("--windows", "5"), ("--warmup", "5")):
+        after = text[text.index(f"{option} "):]
+        assert f"(default: {default})" in after[:after.index(" --", 3)], (option, after[:200])

@@ -149,6 +149,55 @@ def test_bad_input_in_a_folder_of_the_users_own_files_deletes_none_of_them(tiny_
     assert sorted(p.name for p in folder.iterdir()) == [".hydra", "train.log"]
 
 
+def test_a_folder_of_the_users_own_config_and_log_is_refused_before_a_byte_is_written(tmp_path):
+    """`hydra.run.dir=M`, M holding the user's .hydra/config.yaml and train.log, and data that is missing:
+    the config was overwritten and the log appended to before the data was found missing."""
+    folder = tmp_path / "M"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("mine: true\n")
+    (folder / "train.log").write_text("my log\n")
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    result = run_train(*TINY_BUDGET, f"data.root={tmp_path / 'no_data'}", "data.download=false",
+                       f"hydra.run.dir={folder}", cwd=tmp_path)
+    one_line_exit_2(result, f"{folder} holds train.log, .hydra but no summary.json, and no record of this run's config")
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in folder.rglob("*")) == [".hydra", "config.yaml", "train.log"]
+
+
+def test_what_an_earlier_start_of_the_same_run_left_is_its_own(tmp_path):
+    """Killed while its data loaded, a run leaves .hydra/ and train.log but no summary.json: the same run
+    goes on there (on another device too), another config is refused."""
+    from conftest import composed_spec
+    spec = composed_spec(*TINY_BUDGET)
+    earlier = RunFolder(tmp_path / "M")
+    with earlier.held():
+        earlier.write_hydra_files(spec.config, spec.overrides, None)
+    (tmp_path / "M" / "train.log").write_text("an earlier start\n")
+    for same_run in (spec, composed_spec(*TINY_BUDGET, "trainer.device=cpu")):
+        with RunFolder(tmp_path / "M").held():
+            RunFolder(tmp_path / "M").write_hydra_files(same_run.config, same_run.overrides, None)
+    other = composed_spec(*TINY_BUDGET, "seed=5")
+    with pytest.raises(RunFolderError, match="no record of this run's config"):
+        RunFolder(tmp_path / "M").write_hydra_files(other.config, other.overrides, None)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_sweep_record_that_is_a_link_or_a_fifo_is_refused_before_hydra_writes_through_it(tiny_cifar10, tmp_path,
+                                                                                          kind):
+    """Hydra's sweeper rewrites multirun.yaml with a plain open(): through a link into its target, or
+    blocked for ever on a FIFO."""
+    sweep, target = tmp_path / "sweep", tmp_path / "target.txt"
+    sweep.mkdir()
+    target.write_text("theirs\n")
+    record = sweep / "multirun.yaml"
+    record.symlink_to(target) if kind == "symlink" else os.mkfifo(record)
+    with no_hang():
+        result = run_train("-m", *TINY_BUDGET, "seed=0,1", f"data.root={tiny_cifar10}", f"hydra.sweep.dir={sweep}",
+                           cwd=tmp_path)
+    one_line_exit_2(result, f"{record} is {'a symbolic link' if kind == 'symlink' else 'not a regular file'}")
+    assert target.read_text() == "theirs\n" and sorted(p.name for p in sweep.iterdir()) == ["multirun.yaml"]
+
+
 @pytest.mark.parametrize("link", ["train.log", "metrics.csv", ".hydra"])
 def test_a_symlink_in_a_run_folder_is_refused_and_its_target_untouched(tiny_cifar10, tmp_path, link):
     run_dir, target = tmp_path / "run", tmp_path / "target"
@@ -188,6 +237,19 @@ def test_a_sweep_value_with_path_separators_never_leaves_the_sweep_folder(tmp_pa
     dirs = job_dirs(cfg)
     assert len(dirs) == 3 and all(d.resolve().parent == sweep_dir.resolve() for d in dirs), dirs
     assert job_folder_name("..") == "%2E%2E" and job_folder_name("a=x%2Fy") != job_folder_name("a=x/y")
+
+
+@pytest.mark.parametrize("out", ["/proc/x/y", "a_file/sub"])
+def test_a_report_out_that_cannot_be_made_is_one_line_before_anything_is_read(trained, tmp_path, capsys, out):
+    """`report --out /proc/x/y` or `--out afile/sub` ended in mkdir's traceback."""
+    from multirun_analysis.report import main as report
+
+    (tmp_path / "a_file").write_text("mine\n")
+    out = out if out.startswith("/") else str(tmp_path / out)
+    assert report([str(trained), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {out} cannot be used: ") and err.count("\n") == 1, err
+    assert (tmp_path / "a_file").read_text() == "mine\n"
 
 
 @pytest.mark.slow
@@ -309,20 +371,55 @@ def test_an_event_file_named_in_the_future_does_not_hang_the_resume(tmp_path, ca
     assert "named" in caplog.text and "ahead of this machine's clock" in caplog.text
 
 
-def test_tensorboard_on_a_full_disk_is_one_line(tmp_path):
-    import errno
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "64k"):
+    """A tmpfs of `size` at `folder` (root only: skipped elsewhere), unmounted afterwards."""
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
+
+FILL_AND_LOG = """
+import contextlib, sys
+from pathlib import Path
+from resnet_cifar.contract import Status
+from resnet_cifar.errors import FileProblem
+from resnet_cifar.trackers.tensorboard import TensorBoardTracker
+from resnet_cifar.training_run import close
+disk = Path(sys.argv[1])
+tracker = TensorBoardTracker(disk, {}, 0)
+with contextlib.suppress(OSError), open(disk / "filler", "wb") as f:
+    f.write(b"x" * (1 << 20))  # the disk full
+try:
+    for step in range(1, 10_000):
+        tracker.log({"iteration": step, "test_error": 50.0, "train_error": 40.0, "lr": 0.1})
+except FileProblem as e:
+    print(e, file=sys.stderr)
+close(tracker, Status.failed)  # as the run closes it: a warning at most
+"""
+
+
+def test_tensorboard_on_a_real_full_disk_is_one_line_and_no_thread_traceback(tmp_path):
+    """The events are written by TensorBoard's own thread: a full disk ended it with an "Exception in thread"
+    traceback beside the one line (in a process of its own: pytest catches threads' exceptions itself)."""
     from resnet_cifar.trackers.tensorboard import TensorBoardTracker
 
-    tracker = TensorBoardTracker(tmp_path, {}, 0)
-
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    tracker.writer.flush = full
-    with pytest.raises(FileProblem, match="could not write the TensorBoard events in .* \\(No space left on device\\)"):
-        tracker.log({"iteration": 1, "test_error": 50.0})
-    tracker.writer.close = lambda: None
+    with small_disk(tmp_path / "disk") as disk:
+        result = subprocess.run([sys.executable, "-c", FILL_AND_LOG, str(disk)], capture_output=True, text=True,
+                                timeout=120, env=train_env())
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.startswith(f"could not write the TensorBoard events in {disk / 'tensorboard'} (No space "
+                                        "left on device)"), result.stderr
+        assert "Traceback" not in result.stderr and "Exception in thread" not in result.stderr, result.stderr
+        (disk / "filler").unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)  # read-only: one line too
+        with pytest.raises(FileProblem, match=r"tensorboard is not writable: logger=tensorboard writes its event"):
+            TensorBoardTracker(disk, {}, 0)
 
 
 def test_a_tensorboard_path_that_is_a_file_is_one_line(tiny_cifar10, tmp_path):

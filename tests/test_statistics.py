@@ -1,14 +1,15 @@
 """The report's statistics on simulated draws with known truth (seeded: the same result every run), and the
 files they make on synthetic run folders."""
 import json
-import statistics
 import math
+import shlex
+import statistics
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import composed_spec
-from test_report import table_rows, write_run
+from test_report import composed, table_rows, write_run
 
 from multirun_analysis import stats
 from multirun_analysis.report import report
@@ -117,11 +118,18 @@ def test_comparisons_hold_everything_else_equal_and_never_overstate(tmp_path):
     assert at56.diff == pytest.approx(np.mean(plain56) - np.mean(resnet56))
     assert at56.p_value == pytest.approx(2 / 2 ** 5) and at56.p_holm == pytest.approx(min(1, 4 * 2 / 2 ** 5))
     # 5 paired seeds: the smallest p is 1/16, and 4 tests at once: not shown, though the gap is 24 points
-    assert at56.verdict.startswith("no difference shown at depth=56 with 5 seeds each, paired by seed (+2")
+    assert at56.verdict.startswith("no difference shown between plain and resnet at depth=56 with 5 seeds each, "
+                                   "paired by seed (plain − resnet: +2")
+    # a 24-point gap whose interval excludes 0 is not "no difference": the verdict says what the test lacks
+    assert ("; the interval excludes 0, but the permutation test does not show the difference (p = 0.25 after Holm "
+            "over 4 tests)") in at56.verdict
     assert at56.verdict.endswith("a permutation test cannot reach p < 0.05 (its smallest p is 0.062)")
     assert at56.seeds_needed == 8  # 2 / 2^8 <= 0.05 / 4
     at20 = rows[("arch", "depth=20")]
-    assert at20.verdict.startswith("no difference shown at depth=20 with 2 seeds each")
+    assert at20.verdict.startswith("no difference shown between plain and resnet at depth=20 with 2 seeds each")
+    assert "interval excludes 0" not in at20.verdict
+    by_depth = rows[("depth", "arch=plain")]  # any factor but the net is named with its key
+    assert by_depth.verdict.startswith("no difference shown between depth=20 and depth=56 at arch=plain")
     md = (tmp_path / "out" / "comparisons.md").read_text()
     assert md.startswith("4 comparisons, 4 of them tested") and "Holm" in md
     # the commands that add the seeds, into the sweep folder the runs lie in; a long run of seeds as a range
@@ -228,6 +236,70 @@ def test_an_earlier_reports_runs_csv_reports_again_to_the_same_numbers(tmp_path)
     assert (cell.ci_low, cell.ci_high, cell.ci_method) == (0.0, 100.0, "t")
 
 
+@pytest.mark.slow
+def test_runs_that_recorded_no_command_get_one_that_makes_their_config(tmp_path):
+    """Old run folders, and an earlier report's runs.csv from them, kept no overrides: the command that adds
+    seeds is read from the config (budget=quick's 1564 iterations, not the paper's 64k), and it composes to
+    that config."""
+    made_with = ["budget=quick", "arch=plain", "normalization=imagenet", "data.augment=none", "depth=32"]
+    write_seeds(tmp_path / "old", made_with, [30.0, 31.5])
+    for summary in (tmp_path / "old").glob("*/summary.json"):
+        record = json.loads(summary.read_text())
+        del record["overrides"]
+        summary.write_text(json.dumps(record))
+    account = report([tmp_path / "old"], tmp_path / "out", precision=1.0)
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert runs["overrides"].isna().all()
+    again = report([tmp_path / "out" / "runs.csv"], tmp_path / "again", precision=1.0)
+    for text in (account, again):
+        command = next(line.strip() for line in text.splitlines() if line.strip().startswith("python -m"))
+        words = shlex.split(command)[4:]
+        assert "#" not in command and words[-1] == "seed=2,3,4,5,6"
+        assert "trainer.max_iters=1564" in words and "arch=plain" in words and "normalization=imagenet" in words
+        assert composed(*words[:-1], "seed=0") == composed(*made_with, "seed=0")
+
+
+def test_a_verdict_of_one_seed_names_its_pair_and_says_it_cannot_tell():
+    from multirun_analysis.comparisons import verdict
+    row = {"factor": "shortcut", "held": "depth=20", "n_a": 1, "n_b": 3, "paired": False, "diff": -1.5,
+           "ci_low": math.nan, "ci_high": math.nan, "p_holm": math.nan, "a": "A", "b": "B"}
+    assert verdict(row, tests=0) == ("cannot say whether shortcut=A or shortcut=B is better at depth=20: 1 and 3 "
+                                     "seeds (shortcut=A − shortcut=B = -1.50 points, but no spread seen on a side)")
+
+
+@pytest.mark.slow
+def test_figures_draw_the_completed_runs_their_caption_counts(tmp_path, monkeypatch):
+    """A failed or running run's curve is not drawn beside a caption of completed runs; a runs.csv without its
+    curves.csv says which figures it cannot draw."""
+    root = tmp_path / "sweep"
+    write_seeds(root, ["budget=quick", "arch=plain"], [30.0, 31.0])
+    write_run(root / "failed", ["budget=quick", "arch=resnet", "seed=0"], 0.0, status="failed", iterations=(391, 782))
+    figures = drawn_figures(monkeypatch)
+    report([root], tmp_path / "out")
+    fig6 = next(f for f in figures if "Figure 6" in f._suptitle.get_text())
+    assert [ax.get_title() for ax in fig6.axes] == ["plain"]  # no panel for the failed resnet
+    assert "From 2 completed runs" in fig6.texts[-1].get_text()
+    (tmp_path / "out" / "curves.csv").unlink()
+    account = report([tmp_path / "out" / "runs.csv"], tmp_path / "again")
+    assert "fig6.png not drawn: no curves for these runs" in account and "depth.png" in account
+
+
+@pytest.mark.slow
+def test_table_csv_has_one_row_per_cell_with_its_interval(tmp_path):
+    write_seeds(tmp_path / "sweep", ["budget=quick", "arch=plain"], [30.0, 31.0, 32.5, 30.5, 31.2])
+    write_seeds(tmp_path / "sweep", ["budget=quick", "arch=resnet"], [28.0])
+    report([tmp_path / "sweep"], tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "table.csv")
+    assert list(table.columns[:11]) == ["depth", "arch", "n", "mean", "std", "ci_low", "ci_high", "ci_method", "min",
+                                        "max", "seeds_needed"]
+    plain, resnet = table.iloc[0], table.iloc[1]
+    assert (plain.arch, plain.n, plain.ci_method, plain["min"], plain["max"]) == ("plain", 5, "t", 30.0, 32.5)
+    assert plain.ci_low < plain["mean"] < plain.ci_high
+    assert (resnet.n, resnet.ci_method) == (1, "none: 1 seed") and math.isnan(resnet.ci_low)
+    # 5 seeds: the paper's own form, best (mean ± std), in the markdown table
+    assert "| 30.00 (31.04 ± 0.94) |" in (tmp_path / "out" / "table.md").read_text()
+
+
 def test_seeds_needed_survive_scipys_far_tails():
     """A large difference at a small spread: the noncentral t's far tail is NaN in scipy, not a lack of power
     (plain-56 against plain-20 of the README's runs: 8 seeds, the permutation test's floor at 0.05 / 4)."""
@@ -245,7 +317,7 @@ def test_the_resolution_of_a_permutation_test_is_counted_not_assumed():
 
 def test_a_shown_difference_whose_interval_includes_zero_says_so():
     from multirun_analysis.comparisons import verdict
-    row = {"held": "depth=20", "n_a": 6, "n_b": 6, "paired": False, "diff": -0.45, "ci_low": -1.0, "ci_high": 0.1,
+    row = {"factor": "arch", "held": "depth=20", "n_a": 6, "n_b": 6, "paired": False, "diff": -0.45, "ci_low": -1.0, "ci_high": 0.1,
            "p_holm": 0.04, "a": "resnet", "b": "plain"}
     assert verdict(row, tests=1) == ("resnet better than plain at depth=20 by 0.45 points [-0.10, 1.00] "
                                      "(p = 0.04 after Holm, 6 seeds each; the interval includes no difference)")

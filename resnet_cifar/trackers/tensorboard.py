@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,24 @@ def wait_past_earlier_files(folder: Path, seconds: list[int]) -> None:
         time.sleep(0.05)
 
 
+def quiet_writer_thread_errors() -> None:
+    """TensorBoard writes its events from a thread of its own; a full disk ends that thread with an OSError,
+    which Python prints as an "Exception in thread" traceback, though the next write raises it again here,
+    where the tracker turns it into one line (log). Such errors of that thread are left to that line; every
+    other thread's exception is printed as before. Installed once."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
+            return
+        previous(args)
+
+    hook.quiets_tensorboard = True
+    threading.excepthook = hook
+
+
 class TensorBoardTracker:
     """Scalars of each metrics row, at its iteration, into RUN_DIR/tensorboard/."""
 
@@ -82,7 +101,12 @@ class TensorBoardTracker:
         wait_past_earlier_files(folder, earlier)
         # a resumed run replaces every point after its checkpoint (at 0 too: killed before its first checkpoint)
         self.folder = folder
-        self.writer = SummaryWriter(str(folder), purge_step=resumed_at + 1 if earlier else None)
+        quiet_writer_thread_errors()
+        try:
+            self.writer = SummaryWriter(str(folder), purge_step=resumed_at + 1 if earlier else None)
+        except OSError as e:  # a read-only or full file system that the permissions did not tell of
+            raise FileProblem(f"could not write the TensorBoard events in {folder} ({e.strerror or e}): free space "
+                              "or fix the folder, then run again") from None
 
     def log(self, row: dict) -> None:
         try:
