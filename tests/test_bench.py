@@ -77,3 +77,22 @@ def test_every_option_of_bench_help_shows_its_default(capsys):
                             ("--steps", "10"), ("--windows", "5"), ("--warmup", "5")):
         after = text[text.index(f"{option} "):]
         assert f"(default: {default})" in after[:after.index(" --", 3)], (option, after[:200])
+
+
+def test_the_step_profile_gives_each_kind_of_op_its_share(tiny_cifar10):
+    """bench/profile_step.py: the shares add up to the step, and the convolutions (every FLOP of the net but
+    the last linear layer's) take a share of it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "profile_step.py"
+    spec = importlib.util.spec_from_file_location("profile_step", path)
+    profile_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile_step)
+    shares = profile_step.main(["fp32", "--depth", "8", "--data", str(tiny_cifar10), "--batch", "32",
+                                "--steps", "2"])
+    assert sum(shares.values()) == pytest.approx(100)
+    assert shares["convolution (fwd+bwd)"] > 5 and shares["batch norm (fwd+bwd)"] > 0
+    assert profile_step.kind("aten::mkldnn_convolution") == "convolution (fwd+bwd)"
+    assert profile_step.kind("aten::native_batch_norm_backward") == "batch norm (fwd+bwd)"
+    assert profile_step.kind("aten::threshold_backward") == "relu (fwd+bwd)"
