@@ -96,3 +96,5 @@ def test_the_step_profile_gives_each_kind_of_op_its_share(tiny_cifar10):
     assert profile_step.kind("aten::mkldnn_convolution") == "convolution (fwd+bwd)"
     assert profile_step.kind("aten::native_batch_norm_backward") == "batch norm (fwd+bwd)"
     assert profile_step.kind("aten::threshold_backward") == "relu (fwd+bwd)"
+    assert profile_step.kind("aten::addmm") == "last linear layer"
+    assert shares["optimizer"] > 0  # the SGD step's own adds and multiplies, not counted as the net's
