@@ -84,18 +84,24 @@ def variant_overrides(variant: str) -> list[str]:
             f"trainer.compile={'compile' in extras}".lower()]
 
 
-def ours(root: Path, depth: int, variant: str, batch: int, device: str, data: CifarArrays | None = None,
-         workers: int | None = None) -> TrainingLoop:
-    """A training loop built exactly as `python -m resnet_cifar.train` builds it (from `data` when loaded
-    already): one of our variants, or STANDARD (the torchvision pipeline with `workers`); no run folder:
-    only its step and evaluation are timed."""
+def bench_config(root: Path, depth: int, variant: str, batch: int, device: str,
+                 workers: int | None = None) -> BaseConfig:
+    """The validated config of `python -m resnet_cifar.train` for one of our variants, or STANDARD (the
+    torchvision pipeline with `workers`)."""
     overrides = [f"depth={depth}", f"data.root={root}", f"data.batch_size={batch}", f"trainer.device={device}",
                  *(STANDARD_OVERRIDES + [f"data.workers={'null' if workers is None else workers}"] if variant == STANDARD
                    else variant_overrides(variant))]
     with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
         cfg: BaseConfig = typed(composed_run_config(compose("config", overrides, return_hydra_config=True)))
     validate(cfg)
-    return TrainingLoop(cfg, data=data)
+    return cfg
+
+
+def ours(root: Path, depth: int, variant: str, batch: int, device: str, data: CifarArrays | None = None,
+         workers: int | None = None) -> TrainingLoop:
+    """A training loop built exactly as `python -m resnet_cifar.train` builds it (from `data` when loaded
+    already; see bench_config); no run folder: only its step and evaluation are timed."""
+    return TrainingLoop(bench_config(root, depth, variant, batch, device, workers), data=data)
 
 
 def time_windows(steps: dict[str, Callable[[], None]], batch: int, per_window: int, windows: int,
@@ -212,6 +218,10 @@ def measure(args: argparse.Namespace) -> dict:
             variant_overrides(variant)
         except argparse.ArgumentTypeError as e:
             raise ConfigError(str(e)) from None
+    pipelines = ([] if args.no_standard else [STANDARD]) + args.variants
+    for depth in args.depths:  # every setting refused before data is loaded or 60,000 random images written
+        for variant in pipelines:
+            bench_config(args.data, depth, variant, args.batch, args.device, args.workers)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data if (args.data / DATASETS[DatasetName.cifar10].folder).is_dir() else None
         data_desc = f"CIFAR-10 files in {args.data}" if root else "random images (no data set found)"
@@ -220,7 +230,6 @@ def measure(args: argparse.Namespace) -> dict:
         results = []
         peaks: dict[str, float] = {}  # the machine's matmul rate in each precision, FLOP/s
         for depth in args.depths:
-            pipelines = ([] if args.no_standard else [STANDARD]) + args.variants
             loops = {v: ours(root, depth, v, args.batch, args.device, data, args.workers) for v in pipelines}
             device = next(iter(loops.values())).device
             if not peaks:  # measured once, on the device the steps run on, before any step is timed

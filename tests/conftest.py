@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -146,7 +147,6 @@ FRESH_PYTHON_ENV = "RESNET_CIFAR_TEST_FRESH_PYTHON"  # "1": every CLI process a 
 def _warm_socket() -> str:
     """The socket of this pytest process's warm Python (tests/hooks/warm.py), started on first use."""
     import atexit
-    import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="resnet_cifar_warm_"))
     path, log = folder / "socket", folder / "server.log"
@@ -183,9 +183,21 @@ def cli(module: str, *args: str) -> list[str]:
 
 
 def run_train(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m resnet_cifar.train OVERRIDES` in a real process, as a user runs it."""
-    return subprocess.run(cli("resnet_cifar.train", *overrides), cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=train_env(env))
+    """`python -m resnet_cifar.train OVERRIDES` in a real process, as a user runs it; its output once it has
+    exited. Not through pipes: a killed run's DataLoader worker outlives it by up to 5 s (until torch's check
+    of its parent), holding a pipe open, and the test would wait for it."""
+    command = cli("resnet_cifar.train", *overrides)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, cwd=cwd, env=train_env(env), stdout=out, stderr=err, text=True)
+        try:
+            code = process.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(command, code, out.read(), err.read())
 
 
 @dataclass

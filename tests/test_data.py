@@ -136,26 +136,40 @@ def test_per_pixel_mean_centres_every_pixel():
     assert plain.is_contiguous() and torch.equal(plain, torch.from_numpy(images).permute(0, 3, 1, 2).float())
 
 
+@pytest.fixture(scope="module")
+def correlated_images() -> np.ndarray:
+    """400 images of one strong shared component, then pixel noise."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(400, 1, 1, 1)) * 40
+    return np.clip(128 + base + rng.normal(size=(400, 32, 32, 3)) * 20, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fitted_zca(correlated_images) -> ZCAWhitening:
+    """ZCA whitening fitted on them: the eigendecomposition of a 3072 x 3072 covariance, seconds on a CPU, so
+    once for the tests that read it (none changes it)."""
+    zca = ZCAWhitening(epsilon=1e-3)
+    zca.fit(correlated_images)
+    return zca
+
+
 @pytest.mark.slow
-def test_a_fitted_normalization_is_its_state_dict_and_loads_into_a_fresh_one():
+def test_a_fitted_normalization_is_its_state_dict_and_loads_into_a_fresh_one(fitted_zca):
     """What a run folder keeps (normalization.pt): a resumed run and evaluate get exactly these numbers."""
     rng = np.random.default_rng(1)
     images = torch.from_numpy(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))
-    for fitted, fresh in ((ChannelStats(), ChannelStats()), (ZCAWhitening(0.1), ZCAWhitening(0.1))):
-        fitted.fit(rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8))
+    channel_stats = ChannelStats()
+    channel_stats.fit(rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8))
+    for fitted, fresh in ((channel_stats, ChannelStats()), (fitted_zca, ZCAWhitening(1e-3))):
         assert not torch.equal(fitted(images), fresh(images))
         fresh.load_state_dict(fitted.state_dict())
         assert torch.equal(fitted(images), fresh(images))
 
 
 @pytest.mark.slow
-def test_zca_whitening_decorrelates_the_training_split_and_mixes_pixels():
+def test_zca_whitening_decorrelates_the_training_split_and_mixes_pixels(correlated_images, fitted_zca):
     """Not an affine map per pixel or channel: each output value mixes the whole image."""
-    rng = np.random.default_rng(0)
-    base = rng.normal(size=(400, 1, 1, 1)) * 40  # one strong shared component, then pixel noise
-    images = np.clip(128 + base + rng.normal(size=(400, 32, 32, 3)) * 20, 0, 255).astype(np.uint8)
-    zca = ZCAWhitening(epsilon=1e-3)
-    zca.fit(images)
+    images, zca = correlated_images, fitted_zca
     white = zca(torch.from_numpy(images)).permute(0, 2, 3, 1).reshape(400, -1).double().numpy()
     raw = images.reshape(400, -1) / 255.0
     def mean_abs_correlation(x):

@@ -10,31 +10,20 @@ import pwd
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
-from conftest import FAKE_GPUS_ENV, LOCK_NAMESPACE_ENV, train_env
+from conftest import FAKE_GPUS_ENV, LOCK_NAMESPACE_ENV, cli, train_env
 from resnet_cifar import filesystem
 from resnet_cifar.errors import ConfigError
 from resnet_cifar.placement import claimed_gpus
 
-JOB = """
-import json, logging, sys, time
-from resnet_cifar.config import Device
-from resnet_cifar.placement import gpus_for_job
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-with gpus_for_job(Device.auto, int(sys.argv[1])) as gpus:
-    print(json.dumps({"gpus": gpus, "at": time.time()}), flush=True)
-    time.sleep(float(sys.argv[2]))
-print(json.dumps({"released": time.time()}), flush=True)
-"""
-
-
 def start_jobs(count: int, processes: int, hold_s: float, fake_gpus: int, env: dict | None = None):
-    return [subprocess.Popen([sys.executable, "-c", JOB, str(processes), str(hold_s)],
+    """`count` processes claiming GPUs (tests/hooks/gpu_claim_job.py), started side by side; forked from the
+    warm Python (conftest.cli), so that they start within a fraction of a second of each other."""
+    return [subprocess.Popen(cli("gpu_claim_job", str(processes), str(hold_s)),
                              env=train_env({FAKE_GPUS_ENV: str(fake_gpus), **(env or {})}),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
 
@@ -64,7 +53,7 @@ def own_lock_namespace(tmp_path, monkeypatch):
 def test_jobs_at_once_take_different_gpus_and_one_more_waits_for_a_free_one():
     """Three jobs on two GPUs: the first two hold GPUs 0 and 1 at the same time, the third gets one only
     once a job gives it back, and says that it waits."""
-    done = results(start_jobs(3, processes=1, hold_s=4.5, fake_gpus=2))
+    done = results(start_jobs(3, processes=1, hold_s=3, fake_gpus=2))
     first, second, late = sorted(done, key=lambda d: d["at"])
     assert {first["gpus"][0], second["gpus"][0]} == {"0", "1"}
     assert second["at"] < first["released"]  # held at the same time
@@ -129,7 +118,7 @@ def test_jobs_with_different_tmpdirs_take_different_gpus(tmp_path):
     """The claims were files in the temporary folder, so jobs with different TMPDIRs both took GPU 0."""
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    jobs = [start_jobs(1, processes=1, hold_s=6, fake_gpus=2, env={"TMPDIR": str(tmp_path / name)})[0]
+    jobs = [start_jobs(1, processes=1, hold_s=3, fake_gpus=2, env={"TMPDIR": str(tmp_path / name)})[0]
             for name in ("a", "b")]
     first, second = sorted(results(jobs), key=lambda d: d["at"])
     assert second["at"] < first["released"]  # held at the same time

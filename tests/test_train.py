@@ -136,8 +136,9 @@ def test_a_completed_run_is_not_run_again(tiny_cifar10, tmp_path, caplog):
 def test_real_cifar10_copy_learns_well_above_chance(tmp_path):
     subprocess.run([sys.executable, str(SHARED_DATA / "make_cifar10.py"), str(tmp_path / "data"),
                     "--train", "5000", "--test", "1000"], check=True, capture_output=True)
-    summary = train_in_process("depth=8", "trainer.max_iters=120", "trainer.eval_every=120",
+    summary = train_in_process("depth=8", "data.batch_size=64", "trainer.max_iters=120", "trainer.eval_every=120",
                                "trainer.checkpoint_every=120", "schedule.milestones=[100]",
                                f"data.root={tmp_path / 'data'}", run_dir=tmp_path / "run")
     assert summary["status"] == "completed"
-    assert summary["test_error"] < 70.0, summary  # chance: 90%; 60.6% measured here (2-core CPU)
+    # chance: 90%; 65.8% measured on the 2-core Xeon (64.0% with seed=1; 60.8% at batch 128, in twice the time)
+    assert summary["test_error"] < 70.0, summary

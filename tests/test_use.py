@@ -22,19 +22,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def trained(tiny_cifar10, tmp_path_factory):
-    """A normal run, a run with a held-out split, and a DDP run of two processes (by the command)."""
+    """A normal run and a run with a held-out split (a DDP run is evaluated in tests/test_ddp.py)."""
     root = tmp_path_factory.mktemp("use")
     train_in_process(*TINY_BUDGET, f"data.root={tiny_cifar10}", run_dir=root / "normal")
     train_in_process(*TINY_BUDGET, "data.val_size=20", "normalization=channel_stats", f"data.root={tiny_cifar10}",
                      run_dir=root / "val_size")
-    ddp = run_train(*TINY_BUDGET, "trainer.nproc_per_node=2", f"data.root={tiny_cifar10}",
-                    f"hydra.run.dir={root / 'ddp'}", cwd=root)
-    assert ddp.returncode == 0, ddp.stderr
     return root
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", ["normal", "val_size", "ddp"])
+@pytest.mark.parametrize("run", ["normal", "val_size"])
 def test_evaluate_gives_the_recorded_test_error_to_the_last_digit(trained, tmp_path, run, capsys):
     out, numbers = tmp_path / "out", tmp_path / "eval.json"
     assert evaluate([str(trained / run), "--out", str(out), "--json", str(numbers)]) == 0
