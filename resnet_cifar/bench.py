@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 
+from .checks import check_plugins
 from .config import BaseConfig, composed_run_config, typed, validate
 from .config import Dataset as DatasetName
 from .data.cifar import CifarArrays, load_cifar
@@ -219,13 +220,15 @@ def measure(args: argparse.Namespace) -> dict:
         except argparse.ArgumentTypeError as e:
             raise ConfigError(str(e)) from None
     pipelines = ([] if args.no_standard else [STANDARD]) + args.variants
-    for depth in args.depths:  # every setting refused before data is loaded or 60,000 random images written
-        for variant in pipelines:
-            bench_config(args.data, depth, variant, args.batch, args.device, args.workers)
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data if (args.data / DATASETS[DatasetName.cifar10].folder).is_dir() else None
-        data_desc = f"CIFAR-10 files in {args.data}" if root else "random images (no data set found)"
-        root = root or write_synthetic_cifar10(Path(tmp) / "data")
+        found = (args.data / DATASETS[DatasetName.cifar10].folder).is_dir()
+        root = args.data if found else Path(tmp) / "data"
+        for depth in args.depths:  # every setting refused before data is loaded or 60,000 random images written
+            configs = [bench_config(root, depth, v, args.batch, args.device, args.workers) for v in pipelines]
+            check_plugins(configs[0])  # the net of this depth built and run forward (its depth rule is its own)
+        data_desc = f"CIFAR-10 files in {args.data}" if found else "random images (no data set found)"
+        if not found:
+            write_synthetic_cifar10(root)
         data = load_cifar(DatasetName.cifar10, root, allow_download=False)
         results = []
         peaks: dict[str, float] = {}  # the machine's matmul rate in each precision, FLOP/s

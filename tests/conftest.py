@@ -141,6 +141,9 @@ def train_env(env: dict | None = None) -> dict:
 
 
 FRESH_PYTHON_ENV = "RESNET_CIFAR_TEST_FRESH_PYTHON"  # "1": every CLI process a fresh interpreter
+# Where the warm Python's socket goes, read before any test points TMPDIR at its own (deep) folder: a Unix
+# socket's path holds at most 107 bytes.
+WARM_SOCKET_PARENT = tempfile.gettempdir()
 
 
 @functools.cache
@@ -148,7 +151,7 @@ def _warm_socket() -> str:
     """The socket of this pytest process's warm Python (tests/hooks/warm.py), started on first use."""
     import atexit
 
-    folder = Path(tempfile.mkdtemp(prefix="resnet_cifar_warm_"))
+    folder = Path(tempfile.mkdtemp(prefix="resnet_cifar_warm_", dir=WARM_SOCKET_PARENT))
     path, log = folder / "socket", folder / "server.log"
     env = {k: v for k, v in train_env().items() if not k.startswith("RESNET_CIFAR_TEST_") and k != "PYTHONPATH"}
     with open(log, "w") as out:
@@ -185,19 +188,44 @@ def cli(module: str, *args: str) -> list[str]:
 def run_train(*overrides: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m resnet_cifar.train OVERRIDES` in a real process, as a user runs it; its output once it has
     exited. Not through pipes: a killed run's DataLoader worker outlives it by up to 5 s (until torch's check
-    of its parent), holding a pipe open, and the test would wait for it."""
+    of its parent), holding a pipe open, and the test would wait for it (a test that needs a job's processes
+    gone checks it: processes_marked). The files are opened for appending, so that a late writer adds to
+    what the test reads instead of overwriting it."""
     command = cli("resnet_cifar.train", *overrides)
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(command, cwd=cwd, env=train_env(env), stdout=out, stderr=err, text=True)
+    with tempfile.TemporaryDirectory(prefix="resnet_cifar_output_") as folder:
+        paths = [Path(folder) / "stdout", Path(folder) / "stderr"]
+        out, err = (os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) for path in paths)
+        try:
+            process = subprocess.Popen(command, cwd=cwd, env=train_env(env), stdout=out, stderr=err)
+        finally:
+            os.close(out)
+            os.close(err)
         try:
             code = process.wait(timeout=600)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
             raise
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(command, code, out.read(), err.read())
+        stdout, stderr = (path.read_text(errors="replace") for path in paths)
+    return subprocess.CompletedProcess(command, code, stdout, stderr)
+
+
+MARK_ENV = "RESNET_CIFAR_TEST_MARK"  # set by a test for a job, so that it can find the job's processes
+
+
+def processes_marked(mark: str) -> list[int]:
+    """The live processes whose environment has MARK_ENV=mark (a job's, its workers' included: they inherit
+    it); zombies have none."""
+    needle = f"{MARK_ENV}={mark}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:  # ended meanwhile, or not ours to read
+                pass
+    return found
 
 
 @dataclass

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import KILL_AT_ITERATION_ENV, SLOW_STEP_ENV, run_train, train_env, train_in_process
+from conftest import (
+    KILL_AT_ITERATION_ENV, MARK_ENV, SLOW_STEP_ENV, processes_marked, run_train, train_env, train_in_process,
+)
 from resnet_cifar.evaluate import main as evaluate
 from resnet_cifar.models.resnet import cifar_resnet
 
@@ -96,10 +98,15 @@ def test_a_dead_worker_fails_the_job_in_bounded_time_and_the_job_resumes_from_it
     args = (*DDP_BUDGET, "trainer.nproc_per_node=2", f"data.root={tiny_cifar10}")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert run_train(*args, f"hydra.run.dir={straight}", cwd=tmp_path).returncode == 0
-    started = time.monotonic()
-    killed = run_train(*args, f"hydra.run.dir={resumed}", cwd=tmp_path, env={KILL_AT_ITERATION_ENV: "4:1"})
+    started, mark = time.monotonic(), tmp_path.name
+    killed = run_train(*args, f"hydra.run.dir={resumed}", cwd=tmp_path,
+                       env={KILL_AT_ITERATION_ENV: "4:1", MARK_ENV: mark})
     assert time.monotonic() - started < 120
     assert killed.returncode == 1
+    deadline = time.monotonic() + 10
+    while processes_marked(mark):  # the first process, waiting in a collective, ended with the job
+        assert time.monotonic() < deadline, f"left running: {processes_marked(mark)}"
+        time.sleep(0.1)
     assert "a worker of this job failed" in killed.stderr and "SIGKILL" in killed.stderr
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["status"] == "failed" and "ChildFailedError" in summary["error"] and summary["iteration"] < 6
@@ -157,7 +164,9 @@ def test_two_torchrun_nodes_stop_together_within_the_grace_period_and_resume_tog
     assert all(code != 0 for code in finish(nodes))
     stopped = json.loads((tmp_path / "split" / "summary.json").read_text())
     assert stopped["status"] == "interrupted" and "stopped by SIGTERM" in stopped["error"], stopped.get("error")
-    assert 4 <= stopped["iteration"] < 12 and stopped["processes"] == 2  # within a few steps of the signal
+    # within a few steps of the signal (agreements about every 3 steps here; 1 to 7 steps measured): without
+    # them the next would be 20 steps on
+    assert 4 <= stopped["iteration"] <= 14 and stopped["processes"] == 2
     assert stopped["config"]["trainer"]["nnodes"] == 2 and stopped["config"]["trainer"]["nproc_per_node"] == 1
 
     assert finish(start_two_nodes(args, tmp_path)) == [0, 0]  # the same two commands

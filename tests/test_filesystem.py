@@ -561,13 +561,17 @@ def test_class_names_of_absurd_length_or_twice_are_refused(tmp_path, names, mess
 
 
 @pytest.mark.slow
-def test_bench_bad_input_is_one_line(tmp_path, capsys):
+def test_bench_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
+    from resnet_cifar import bench as bench_module
     from resnet_cifar.bench import main as bench
 
+    written = []  # no data set in tmp_path: the benchmark would write 60,000 random images
+    monkeypatch.setattr(bench_module, "write_synthetic_cifar10", written.append)
     with pytest.raises(SystemExit) as exit_:
-        bench(["--depths", "21", "--no-standard", "--variants", "fp32", "--steps", "1", "--windows", "1",
+        bench(["--depths", "8", "21", "--no-standard", "--variants", "fp32", "--steps", "1", "--windows", "1",
                "--warmup", "0", "--data", str(tmp_path)])
     assert exit_.value.code == 2 and "depth=21 is not allowed" in capsys.readouterr().err
+    assert not written  # refused before anything was written or loaded
     root = write_cifar10(tmp_path / "data", n_train=20, n_test=10)
     with open(root / "cifar-10-batches-py" / "test_batch", "wb") as f:
         pickle.dump({"x": RunsCode(tmp_path / "code-ran")}, f)

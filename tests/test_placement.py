@@ -10,6 +10,7 @@ import pwd
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -20,10 +21,13 @@ from resnet_cifar import filesystem
 from resnet_cifar.errors import ConfigError
 from resnet_cifar.placement import claimed_gpus
 
-def start_jobs(count: int, processes: int, hold_s: float, fake_gpus: int, env: dict | None = None):
-    """`count` processes claiming GPUs (tests/hooks/gpu_claim_job.py), started side by side; forked from the
-    warm Python (conftest.cli), so that they start within a fraction of a second of each other."""
-    return [subprocess.Popen(cli("gpu_claim_job", str(processes), str(hold_s)),
+def start_jobs(count: int, processes: int, hold_s: float, fake_gpus: int, env: dict | None = None,
+               fresh: bool = False):
+    """`count` processes claiming GPUs (tests/hooks/gpu_claim_job.py), started side by side: forked from the
+    warm Python (conftest.cli), so that they start within a fraction of a second of each other, or `fresh`
+    interpreters (what they read from the environment while importing is then their own)."""
+    args = ("gpu_claim_job", str(processes), str(hold_s))
+    return [subprocess.Popen([sys.executable, "-m", *args] if fresh else cli(*args),
                              env=train_env({FAKE_GPUS_ENV: str(fake_gpus), **(env or {})}),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(count)]
 
@@ -115,10 +119,11 @@ def test_more_processes_than_visible_gpus_is_refused():
 
 @pytest.mark.slow
 def test_jobs_with_different_tmpdirs_take_different_gpus(tmp_path):
-    """The claims were files in the temporary folder, so jobs with different TMPDIRs both took GPU 0."""
+    """The claims were files in the temporary folder, so jobs with different TMPDIRs both took GPU 0. Fresh
+    interpreters: a warm fork would share whatever the project read from TMPDIR while it was imported."""
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    jobs = [start_jobs(1, processes=1, hold_s=3, fake_gpus=2, env={"TMPDIR": str(tmp_path / name)})[0]
+    jobs = [start_jobs(1, processes=1, hold_s=6, fake_gpus=2, env={"TMPDIR": str(tmp_path / name)}, fresh=True)[0]
             for name in ("a", "b")]
     first, second = sorted(results(jobs), key=lambda d: d["at"])
     assert second["at"] < first["released"]  # held at the same time
