@@ -223,17 +223,19 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         found = (args.data / DATASETS[DatasetName.cifar10].folder).is_dir()
         root = args.data if found else Path(tmp) / "data"
-        for depth in args.depths:  # every setting refused before data is loaded or 60,000 random images written
-            configs = [bench_config(root, depth, v, args.batch, args.device, args.workers) for v in pipelines]
-            check_plugins(configs[0])  # the net of this depth built and run forward (its depth rule is its own)
+        # every setting composed and refused before data is loaded or 60,000 random images written
+        configs = [{v: bench_config(root, depth, v, args.batch, args.device, args.workers) for v in pipelines}
+                   for depth in args.depths]
+        for by_variant in configs:  # the net of each depth built and run forward (its depth rule is its own)
+            check_plugins(next(iter(by_variant.values())))
         data_desc = f"CIFAR-10 files in {args.data}" if found else "random images (no data set found)"
         if not found:
             write_synthetic_cifar10(root)
         data = load_cifar(DatasetName.cifar10, root, allow_download=False)
         results = []
         peaks: dict[str, float] = {}  # the machine's matmul rate in each precision, FLOP/s
-        for depth in args.depths:
-            loops = {v: ours(root, depth, v, args.batch, args.device, data, args.workers) for v in pipelines}
+        for depth, by_variant in zip(args.depths, configs):
+            loops = {v: TrainingLoop(cfg, data=data) for v, cfg in by_variant.items()}
             device = next(iter(loops.values())).device
             if not peaks:  # measured once, on the device the steps run on, before any step is timed
                 peaks = {"fp32": matmul_rate(torch.float32, device), "bf16": matmul_rate(torch.bfloat16, device)}
