@@ -144,17 +144,18 @@ def test_two_torchrun_nodes_stop_together_within_the_grace_period_and_resume_tog
     """Node 1's torchrun gets SIGTERM after the first checkpoint: both nodes stop at the first step they agree
     on, and the same two commands resume the run with every evaluation row once.
 
-    The steps are slow (tests/hooks: 0.4 s, 14 s of steps after the first checkpoint) and torchrun gives its
-    workers 4 s before SIGKILL. Under load, a signal that came just after the processes agreed once waited for
+    The steps are slow (tests/hooks: 0.6 s, 21 s of steps after the first checkpoint) and torchrun gives its
+    workers 8 s before SIGKILL. Under load, a signal that came just after the processes agreed once waited for
     the next agreement 20 steps later, past that grace period (30 s by default): the other node's worker then
     failed in a collective and the run ended `failed` (1 of 3 tries, 2 nodes on 2 busy cores); 20 steps
-    would be 8 s here, and the agreements come about every second. With fast steps the signal once reached
-    the worker after its last agreement: node 0's run completed and its torchrun waited out the 300 s exit
-    barrier for node 1's."""
+    would be 12 s here, and the agreements come about every second. With 0.4 s steps and 4 s of grace the
+    stop once came too late in CI (slurm tests beside it: node 1's worker killed, `failed`). With fast steps
+    the signal once reached the worker after its last agreement: node 0's run completed and its torchrun
+    waited out the 300 s exit barrier for node 1's."""
     args = ("depth=8", "data.batch_size=32", "trainer.max_iters=40", "trainer.eval_every=4",
             "trainer.checkpoint_every=4", "schedule.milestones=[20,30]", "trainer.eval_batch_size=64",
             f"data.root={tiny_cifar10}", "hydra.run.dir=split")
-    nodes = start_two_nodes(args, tmp_path, env={SLOW_STEP_ENV: "0.4"}, torchrun=("--shutdown_timeout=4",))
+    nodes = start_two_nodes(args, tmp_path, env={SLOW_STEP_ENV: "0.6"}, torchrun=("--shutdown_timeout=8",))
     deadline = time.monotonic() + 240
     while not (tmp_path / "split" / "checkpoint.pt").exists():
         assert all(node.poll() is None for node in nodes), "a node ended before its first checkpoint"
@@ -164,8 +165,8 @@ def test_two_torchrun_nodes_stop_together_within_the_grace_period_and_resume_tog
     assert all(code != 0 for code in finish(nodes))
     stopped = json.loads((tmp_path / "split" / "summary.json").read_text())
     assert stopped["status"] == "interrupted" and "stopped by SIGTERM" in stopped["error"], stopped.get("error")
-    # within a few steps of the signal (agreements about every 3 steps here; 1 to 7 steps measured): without
-    # them the next would be 20 steps on
+    # within a few steps of the signal (agreements about every 2 steps here; 1 to 7 steps measured with 0.4 s
+    # steps): without them the next would be 20 steps on
     assert 4 <= stopped["iteration"] <= 14 and stopped["processes"] == 2
     assert stopped["config"]["trainer"]["nnodes"] == 2 and stopped["config"]["trainer"]["nproc_per_node"] == 1
 
