@@ -8,8 +8,11 @@ line is dropped and counted, never the whole run). Never imports the training co
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
@@ -20,12 +23,15 @@ from resnet_cifar.contract import (
     HYDRA_FOLDER,
     METRIC_COLUMNS,
     METRICS_FILE,
+    PERCENTAGES,
     SUMMARY_FILE,
     Status,
     UnreadableFile,
     read_metrics,
     read_summary,
     run_config,
+    says_finished,
+    valid_metric,
 )
 
 DEFAULT_DIRS = ("multirun", "outputs")  # where Hydra puts sweeps and single runs
@@ -56,21 +62,59 @@ class Collection:
     notes: dict[str, str] = field(default_factory=dict)  # run folder -> what was dropped from it
 
 
-def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Every folder below `paths` that a run was made in (it holds summary.json or Hydra's .hydra/)."""
-    found = set()
+def _is_run_dir(names: Iterable[str]) -> bool:
+    return SUMMARY_FILE in names or HYDRA_FOLDER in names
+
+
+def find_run_dirs(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
+    """(every folder below `paths` that a run was made in: it holds summary.json or Hydra's .hydra/; the
+    symbolic links below them that lead to such a folder, each with why it is left out). A link is never
+    followed below a folder given: the report reads what lies in the sweep, not what a link there points to
+    (give the folder it points to if that is meant)."""
+    found, links = set(), {}
     for path in paths:
-        for marker in (SUMMARY_FILE, HYDRA_FOLDER):
-            if (path / marker).exists():
-                found.add(path)
-            found.update(p.parent for p in path.rglob(marker))
-    return sorted(found)
+        for folder, subfolders, files in os.walk(path):  # never into a link (followlinks=False)
+            here = Path(folder)
+            if _is_run_dir([*subfolders, *files]):
+                found.add(here)
+            for name in subfolders:
+                link = here / name
+                if link.is_symlink() and name != HYDRA_FOLDER and link.is_dir() \
+                        and _is_run_dir(os.listdir(link)):
+                    links[str(link)] = (f"a symbolic link (to {os.readlink(link)}), not a run folder of "
+                                        f"{path}: left out; give the folder it points to if you mean it")
+    return sorted(found), links
 
 
 def flatten_config(config: dict) -> dict:
     """Dotted keys; lists become their text so that runs can be grouped by them."""
     flat = pd.json_normalize(config, sep=".").iloc[0].to_dict()
     return {k: str(v) if isinstance(v, list) else v for k, v in flat.items()}
+
+
+def damaged_value(record: dict, source: str) -> str | None:
+    """Why a final metric or the iteration a run recorded cannot be one (NaN, infinity, an error outside
+    [0, 100], a negative loss: contract.valid_metric), or None; a missing value (a blank in runs.csv) is
+    not damage."""
+    for key in (*FINAL_METRICS, "iteration"):
+        value = record.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value) and source == RUNS_FILE):
+            continue
+        if not (_is_number(value, whole=key == "iteration") and valid_metric(key, value)):
+            what = "a finite number in [0, 100]" if key in PERCENTAGES else "a finite number >= 0"
+            return f"{source} says {key}: {str(value)[:40]!r}, not {what}: left out as damaged"
+    return None
+
+
+def completed_but_not_finished(record: dict, max_iters: object, source: str) -> str | None:
+    """Why a run that says completed is not counted (contract.says_finished, the one rule training resumes
+    by: a final test error in [0, 100] at trainer.max_iters), or None."""
+    if record.get("status") != Status.completed or says_finished(record, max_iters):
+        return None
+    error = record.get("test_error")
+    error = None if isinstance(error, float) and math.isnan(error) else error
+    return (f"{source} says completed, but with test_error={error} at iteration {record.get('iteration')} of "
+            f"{max_iters}: not believed, left out (the run's own command resumes it)")
 
 
 def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
@@ -87,11 +131,14 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
     for key in WHOLE_NUMBERS:
         if key in config and not _is_number(config[key], whole=True):
             raise BrokenRun(f"{SUMMARY_FILE} says {key}: {str(config[key])[:40]!r}, not a whole number")
-    for key in (*FINAL_METRICS, "iteration"):
-        if summary.get(key) is not None and not _is_number(summary[key], whole=key == "iteration"):
-            raise BrokenRun(f"{SUMMARY_FILE} says {key}: {str(summary[key])[:40]!r}, not a number")
+    damage = damaged_value(summary, SUMMARY_FILE)
+    if damage:
+        raise BrokenRun(damage)
     flat = flatten_config(config)
     status = summary.get("status", "unknown")
+    doubt = completed_but_not_finished(summary, flat.get("trainer.max_iters"), SUMMARY_FILE)
+    if doubt:
+        raise BrokenRun(doubt)
     metrics_path = run_dir / METRICS_FILE
     if status == Status.completed and not metrics_path.exists():
         raise BrokenRun(f"{METRICS_FILE} is missing")
@@ -162,8 +209,13 @@ def read_report(path: Path) -> Collection:
     if "run" not in table or "status" not in table:
         raise BrokenRun(f"{path.name} is not a report's runs.csv (no run and status columns)")
     config_columns = [c for c in table.columns if c not in ROW_COLUMNS]
-    rows, keys = [], {}
+    rows, keys, left_out = [], {}, {}
     for record in table.to_dict("records"):
+        problem = damaged_value(record, RUNS_FILE) or completed_but_not_finished(
+            record, record.get("trainer.max_iters"), RUNS_FILE)
+        if problem:
+            left_out[f"{record['run']} (in {path})"] = problem
+            continue
         config = _unflatten({k: _cell_value(record[k]) for k in config_columns})
         flat = flatten_config(upgrade(config))
         rows.append({**{k: record.get(k) for k in ROW_COLUMNS if k in record}, **flat})
@@ -171,7 +223,8 @@ def read_report(path: Path) -> Collection:
     curves_path = path.parent / CURVES_FILE
     curves = (pd.read_csv(curves_path) if curves_path.is_file()
               else pd.DataFrame(columns=["run", "iteration", "metric", "value"]))
-    return Collection(pd.DataFrame(rows), curves[curves["run"].isin(table["run"])], {}, list(keys), {})
+    kept = [row["run"] for row in rows]
+    return Collection(pd.DataFrame(rows), curves[curves["run"].isin(kept)], left_out, list(keys), {})
 
 
 def collect(paths: list[Path]) -> Collection:
@@ -185,8 +238,11 @@ def collect(paths: list[Path]) -> Collection:
             continue
         rows.extend(earlier.runs.to_dict("records"))
         curves.append(earlier.curves)
+        broken.update(earlier.broken)
         keys.update(dict.fromkeys(earlier.config_columns))
-    for run_dir in find_run_dirs([p for p in paths if not p.is_file()]):
+    run_dirs, links = find_run_dirs([p for p in paths if not p.is_file()])
+    broken.update(links)
+    for run_dir in run_dirs:
         try:
             row, run_curves, config_keys, dropped = read_run(run_dir)
         except BrokenRun as e:

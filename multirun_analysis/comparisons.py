@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from .collect import ARCH, FLOATS, in_order
+from .escape import inline
 from .stats import ALPHA, compare, holm, seeds_to_detect, smallest_permutation_p
 from resnet_cifar.filesystem import write_frame
 
@@ -81,11 +83,12 @@ def setting_name(factor: str, value) -> str:
     return str(value) if factor == "arch" else f"{factor}={value}"
 
 
-def verdict(row, tests: int) -> str:
+def verdict(row, tests: int, quote: Callable[[object], str] = str) -> str:
     """What the comparison shows, in words, never more than the adjusted p-value does; it names both
-    settings, so that a verdict read alone (the README's list) says which pair it is about."""
-    held = f" at {row['held']}" if row["held"] else ""
-    a, b = setting_name(row["factor"], row["a"]), setting_name(row["factor"], row["b"])
+    settings, so that a verdict read alone (the README's list) says which pair it is about. `quote` writes
+    the recorded values it names (escape.inline for Markdown)."""
+    held = f" at {quote(row['held'])}" if row["held"] else ""
+    a, b = quote(setting_name(row["factor"], row["a"])), quote(setting_name(row["factor"], row["b"]))
     seeds = _seeds_text(row["n_a"], row["n_b"]) + (", paired by seed" if row["paired"] else "")
     if min(row["n_a"], row["n_b"]) < 2:
         return (f"cannot say whether {a} or {b} is better{held}: {_seeds_text(row['n_a'], row['n_b'])} "
@@ -113,6 +116,12 @@ def verdict(row, tests: int) -> str:
     return text
 
 
+def markdown_verdicts(table: pd.DataFrame) -> list[str]:
+    """Each comparison's verdict as Markdown (its recorded values escaped)."""
+    tests = int(table["p_value"].notna().sum())
+    return [verdict(r, tests, inline) for _, r in table.iterrows()]
+
+
 def to_markdown(table: pd.DataFrame, caption: str) -> str:
     """comparisons.md: how many comparisons, how they were made, then one row each."""
     tests = int(table["p_value"].notna().sum())
@@ -128,14 +137,15 @@ def to_markdown(table: pd.DataFrame, caption: str) -> str:
     header = ["factor", "a", "b", "held", "n a", "n b", "paired", "diff [95% CI]", "p", "p (Holm)", "P(a better)",
               "seeds needed", "verdict"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, r in table.iterrows():
+    for (_, r), said in zip(table.iterrows(), markdown_verdicts(table)):
         interval = "" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
-        cells = [r.factor, str(r.a), str(r.b), r.held, str(r.n_a), str(r.n_b), "yes" if r.paired else "no",
+        cells = [inline(r.factor), inline(r.a), inline(r.b), inline(r.held), str(r.n_a), str(r.n_b),
+                 "yes" if r.paired else "no",
                  f"{r['diff']:+.2f}{interval}", _p(r.p_value), _p(r.p_holm), f"{r.prob_a_better:.2f}",
                  "" if pd.isna(r.seeds_needed) else ("∞" if np.isinf(r.seeds_needed) else str(int(r.seeds_needed))),
-                 r.verdict]
+                 said]
         lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n\n" + caption + "\n"
+    return head + "\n".join(lines) + "\n\n" + inline(caption) + "\n"
 
 
 def _p(value) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 from resnet_cifar.config import NAME_KEY, PLUGIN_GROUPS, TARGET_KEY
 from resnet_cifar.contract import SWEEP_RECORD
 
+from .escape import shell_word
 from .table import same_value
 
 TRAIN = "python -m resnet_cifar.train -m"
@@ -90,5 +90,5 @@ def add_seeds_command(cell: pd.Series, keys: list[str], total: float, derived: l
     sweep = parents.pop() if len(parents) == 1 else None
     where = [f"hydra.sweep.dir={sweep}"] if sweep is not None and (sweep / SWEEP_RECORD).is_file() else []
     words = [*overrides, f"seed={seed_sweep(seeds)}", *where]
-    command = f"{TRAIN} {' '.join(shlex.quote(w) for w in words)}"
+    command = f"{TRAIN} {' '.join(shell_word(str(w)) for w in words)}"
     return command if own else f"{command}  # with the other settings your runs of this cell used"

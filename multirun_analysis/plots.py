@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from resnet_cifar.filesystem import write_figure
+from resnet_cifar.filesystem import safe_name, write_figure
 
 # File names for the factors the seed README compared; others use their key.
 FACTOR_FILES = {"normalization.name": "normalization", "data.batch_size": "batch", "shortcut": "shortcut",
@@ -171,8 +171,16 @@ def factor_plot(curves: pd.DataFrame, runs: pd.DataFrame, factor: str, keys: lis
     return path
 
 
-def factor_file(factor: str) -> str:
-    return FACTOR_FILES.get(factor, factor.replace(".", "_")) + ".png"
+OWN_FIGURES = ("fig6", "depth", "fig7")  # the file names a report gives its other figures
+
+
+def factor_files(factors: list[str]) -> dict[str, str]:
+    """Each factor's figure file: a known name (normalization.png), else one made from its key that stays in
+    the report's folder whatever the key holds (no separator, no leading dot, bounded, unique:
+    filesystem.safe_name); the figure's title keeps the key as it is."""
+    taken = set(OWN_FIGURES) | set(FACTOR_FILES.values())
+    return {factor: (FACTOR_FILES.get(factor) or safe_name(factor.replace(".", "_"), taken=taken)) + ".png"
+            for factor in factors}
 
 
 def drawn_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -182,13 +190,24 @@ def drawn_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return completed if len(completed) else runs
 
 
+# Recorded values are shown as they are: a `$` in a value is text, never mathtext to parse (or fail on).
+LITERAL_TEXT = {"text.parse_math": False}
+
+
 def draw_all(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], factors: list[str], out: Path,
              caption: str = "") -> tuple[list[Path], list[str]]:
     """(every figure the runs support, a line for each figure that could not be drawn and why): the curve
     figures need curves of the drawn runs, depth.png completed runs."""
+    with plt.rc_context(LITERAL_TEXT):
+        return _draw_all(curves, runs, keys, factors, out, caption)
+
+
+def _draw_all(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], factors: list[str], out: Path,
+              caption: str) -> tuple[list[Path], list[str]]:
     runs = drawn_runs(runs)
     curves = curves[curves["run"].isin(runs["run"])]
-    curve_figures = ["fig6.png", *(factor_file(f) for f in factors)]
+    files = factor_files(factors)
+    curve_figures = ["fig6.png", *files.values()]
     if not len(curves):
         return ([depth_plot(runs, factors, out / "depth.png", caption)] if (runs["status"] == "completed").any()
                 else []), [f"{', '.join(curve_figures)} not drawn: no curves for these runs (an earlier report's "
@@ -196,5 +215,5 @@ def draw_all(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], factors:
     drawn = [figure6(curves, runs, factors, out / "fig6.png", caption)]
     if (runs["status"] == "completed").any():
         drawn.append(depth_plot(runs, factors, out / "depth.png", caption))
-    drawn += [factor_plot(curves, runs, factor, keys, out / factor_file(factor), caption) for factor in factors]
+    drawn += [factor_plot(curves, runs, factor, keys, out / files[factor], caption) for factor in factors]
     return drawn, []

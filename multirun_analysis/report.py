@@ -18,11 +18,13 @@ import pandas as pd
 
 from resnet_cifar import filesystem
 from resnet_cifar.errors import UserError
-from resnet_cifar.preflight import unwritable_reason
+from resnet_cifar.filesystem import unwritable_reason
+from resnet_cifar.trust import CodeTrust, add_loading_options
 
 from . import comparisons
 from .collect import DEFAULT_DIRS, FLOATS, RUNS_FILE, collect
 from .duplicates import count_once, identity_columns
+from .escape import fenced, inline
 from .more_seeds import add_seeds_command, overrides_from_config
 from .plots import draw_all
 from .table import (
@@ -65,13 +67,17 @@ def check_readme(readme: Path) -> str:
 
 
 def update_readme(readme: Path, text: str) -> None:
-    """Replace what lies between the markers; everything else stays byte for byte."""
+    """Replace what lies between the markers; everything else stays byte for byte. The new text holds no
+    marker (every recorded value in it is escaped: escape.py), so that the next report finds the same pair."""
+    if any(marker in text for marker in MARKERS):
+        raise ReportError(f"--readme {readme}: the report's text holds a results marker; nothing was written")
     content = check_readme(readme)
     filesystem.write_text(readme, MARKED.sub(lambda _: f"{MARKERS[0]}\n{text}{MARKERS[1]}", content))
 
 
 def figure7_if_possible(runs: pd.DataFrame, out: Path, data_root: str | None, caption: str = "",
-                        earlier: list[Path] = ()) -> tuple[list[Path], str]:
+                        earlier: list[Path] = (), trust_code: list[str] = (),
+                        max_parameters: int | None = None) -> tuple[list[Path], str]:
     """Figure 7 for the report's runs that kept their models, else from the responses.csv of the earlier
     reports read (their models are not here): ([fig7.png] or [], lines for the account)."""
     from .responses import (  # torch: only here
@@ -82,7 +88,7 @@ def figure7_if_possible(runs: pd.DataFrame, out: Path, data_root: str | None, ca
         write_responses,
     )
 
-    responses, figure, left_out = write_responses(runs, out, data_root, caption)
+    responses, figure, left_out = write_responses(runs, out, data_root, caption, trust_code, max_parameters)
     note = f"\n{left_out_line(runs, left_out)}" if left_out else ""
     measured = [p.parent / RESPONSES_FILE for p in earlier if (p.parent / RESPONSES_FILE).is_file()]
     if responses is None and measured:
@@ -119,8 +125,10 @@ def seed_commands(table: pd.DataFrame, found: pd.DataFrame, runs: pd.DataFrame, 
 
 
 def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: str | None = None,
-           precision: float = DEFAULT_PRECISION) -> str:
-    """Write the report files into `out`; return a one-paragraph account of what was read."""
+           precision: float = DEFAULT_PRECISION, trust_code: list[str] = (), max_parameters: int | None = None) -> str:
+    """Write the report files into `out`; return a one-paragraph account of what was read. Figure 7 imports
+    a net a run folder names outside this package only from the modules of `trust_code` (resnet_cifar.trust);
+    such a run's numbers are reported either way."""
     missing = [p for p in paths if not p.is_dir() and not (p.is_file() and p.name == RUNS_FILE)]
     if missing:
         raise ReportError(f"no such folder (or earlier report's {RUNS_FILE}): {', '.join(map(str, missing))}")
@@ -134,6 +142,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     if readme is not None:
         readme = readme.resolve()  # a README that is a link to yours: the file it names is updated
         check_readme(readme)
+    CodeTrust.of(trust_code)  # a module path that is not one: refused before anything is read
     found = collect(paths)
     if found.runs.empty:
         broken = "".join(f"\n  {run}: {why}" for run, why in found.broken.items())
@@ -161,20 +170,21 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     markdown = to_markdown(table, factors, runs[runs["status"] != "completed"], basis(runs, recipe), precision)
     if commands:
         markdown += (f"\nTo bring every cell to ±{precision:g} points, and to detect the differences not yet "
-                     "shown (comparisons.md):\n\n```bash\n" + "\n".join(commands) + "\n```\n")
+                     "shown (comparisons.md):\n\n" + fenced(commands, "bash"))
     if duplicates:
-        markdown += "\n" + "\n".join(f"- {line}" for line in duplicates) + "\n"
+        markdown += "\n" + "\n".join(f"- {inline(line)}" for line in duplicates) + "\n"
     filesystem.write_text(out / "table.md", markdown)
     to_csv(table, out / "table.csv")
     filesystem.write_text(out / "comparisons.md", comparisons.to_markdown(compared, caption))
     comparisons.to_csv(compared, out / "comparisons.csv")
     figures, not_drawn = draw_all(curves, runs, keys, factors, out, caption)
-    fig7, fig7_note = figure7_if_possible(runs, out, data_root, caption, [p for p in paths if p.is_file()])
+    fig7, fig7_note = figure7_if_possible(runs, out, data_root, caption, [p for p in paths if p.is_file()],
+                                          trust_code, max_parameters)
     figures += fig7
 
     if readme is not None:
         links = "".join(f"![{f.stem}]({os.path.relpath(f, readme.resolve().parent)})\n" for f in figures)
-        verdicts = "".join(f"- {label}\n" for label in compared["verdict"])
+        verdicts = "".join(f"- {label}\n" for label in comparisons.markdown_verdicts(compared))
         block = f"{markdown}\n" + (f"Comparisons (comparisons.md):\n\n{verdicts}\n" if verdicts else "")
         update_readme(readme, f"{block}{links}")
 
@@ -208,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", type=float, default=DEFAULT_PRECISION,
                         help=f"half-width (points) of the 95%% interval the seeds needed are planned for "
                              f"(default {DEFAULT_PRECISION})")
+    add_loading_options(parser)
     args = parser.parse_args(argv)
     dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
     if not dirs:
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        print(report(dirs, args.out, args.readme, args.data, args.precision))
+        print(report(dirs, args.out, args.readme, args.data, args.precision, args.trust_code, args.max_parameters))
     except (ReportError, UserError) as e:  # UserError: a file that cannot be written (full disk, a link)
         print(f"error: {e}", file=sys.stderr)
         return 2

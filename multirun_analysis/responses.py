@@ -31,9 +31,10 @@ from resnet_cifar.contract import MODEL_FILE
 from resnet_cifar.errors import DataError, UserError
 from resnet_cifar.models import RESPONSES_METHOD, response_layers
 from resnet_cifar.saved_run import load_run
+from resnet_cifar.trust import CodeTrust, add_loading_options
 
 from .collect import ARCH, DEFAULT_DIRS, FLOATS, collect
-from .plots import add_caption, interval_of_mean
+from .plots import LITERAL_TEXT, add_caption, interval_of_mean
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -113,11 +114,12 @@ def layer_response_std(model: nn.Module, batches) -> list[float]:
     return stds
 
 
-def run_responses(run_dir: Path, data_root: str | None = None, device: torch.device = torch.device("cpu")) -> pd.DataFrame:
+def run_responses(run_dir: Path, data_root: str | None = None, device: torch.device = torch.device("cpu"),
+                  trust_code: list[str] = (), max_parameters: int | None = None) -> pd.DataFrame:
     """The layer responses of one run's model on its test set, loaded as evaluate loads it (load_run: the
     net from its config, model.pt, the test set normalized as the run trained); NoResponses for a net that
     does not say which its responses are."""
-    run = load_run(run_dir, device, data_root)
+    run = load_run(run_dir, device, data_root, trust_code=trust_code, max_parameters=max_parameters)
     stds = layer_response_std(run.model, run.test_batches(1000))
     config = run.config
     return pd.DataFrame({"run": str(run_dir), "arch": config["arch"][NAME_KEY], "depth": config["depth"],
@@ -137,6 +139,11 @@ def figure7(responses: pd.DataFrame, path: Path, caption: str = "") -> Path:
     """Two panels like the paper's: by layer index, and each net's layers sorted by magnitude; a colour per
     depth that reads on white, a line style per architecture, a band of the 95% interval of the mean over seeds
     (the table's; none for one seed)."""
+    with plt.rc_context(LITERAL_TEXT):
+        return _figure7(responses, path, caption)
+
+
+def _figure7(responses: pd.DataFrame, path: Path, caption: str) -> Path:
     frame = responses.copy()
     frame["rank"] = frame.groupby("run")["std"].rank(ascending=False, method="first").astype(int)
     fig, axes = plt.subplots(2, 1, figsize=(8, 7))
@@ -168,19 +175,20 @@ def left_out_line(runs: pd.DataFrame, left_out: dict[str, str]) -> str:
                      for arch, whys in sorted(by_arch.items()))
 
 
-def write_responses(runs: pd.DataFrame, out: Path, data_root: str | None = None,
-                    caption: str = "") -> tuple[pd.DataFrame | None, Path | None, dict[str, str]]:
+def write_responses(runs: pd.DataFrame, out: Path, data_root: str | None = None, caption: str = "",
+                    trust_code: list[str] = (), max_parameters: int | None = None,
+                    ) -> tuple[pd.DataFrame | None, Path | None, dict[str, str]]:
     """responses.csv and fig7.png in `out` for the completed runs of `runs` that kept a model, can be loaded
     here, and whose net says which its responses are: (responses, figure, {run left out: why}); no figure
-    when none could be measured. One run that cannot be loaded (its net's module not importable here, its
-    data not found) is left out, saying why, not all of them."""
+    when none could be measured. One run that cannot be loaded (its net's module not importable here or not
+    trusted, its data not found) is left out, saying why, not all of them: its numbers are still reported."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     measured, left_out = [], {}
     models = runs_with_models(runs)
     # a progress bar per model where it takes a while (on a terminal: tqdm's disable=None)
     for run_dir in tqdm(models, desc="Figure 7: layer responses", unit="model", disable=None if models else True):
         try:
-            measured.append(run_responses(run_dir, data_root, device))
+            measured.append(run_responses(run_dir, data_root, device, trust_code, max_parameters))
         except NoResponses as e:
             left_out[str(run_dir)] = str(e)
         except UserError as e:
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="*", type=Path, help="run or sweep folders (default: multirun/ and outputs/)")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="where to write (default: reports/)")
     parser.add_argument("--data", help="data.root to read the test set from (default: each run's own)")
+    add_loading_options(parser)
     args = parser.parse_args(argv)
     dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
     missing = [d for d in dirs if not d.is_dir()]
@@ -209,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     found = collect(dirs)
     for run, why in found.broken.items():
         print(f"skipped {run}: {why}", file=sys.stderr)
-    responses, figure, left_out = write_responses(found.runs, args.out, args.data)
+    try:
+        CodeTrust.of(args.trust_code)  # a bad module path: one line before any run is read
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    responses, figure, left_out = write_responses(found.runs, args.out, args.data, trust_code=args.trust_code,
+                                                  max_parameters=args.max_parameters)
     if left_out:
         print(left_out_line(found.runs, left_out), file=sys.stderr)
     if responses is None:

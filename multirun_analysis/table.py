@@ -21,6 +21,7 @@ from resnet_cifar.config import (
 )
 
 from .collect import ARCH, FLOATS, flatten_config
+from .escape import inline
 from .stats import BOOTSTRAP_MIN_SEEDS, mean_intervals, seeds_for_precision
 from resnet_cifar.filesystem import write_frame
 
@@ -209,7 +210,7 @@ def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataF
     """The table (LEVEL intervals of the mean, the method of each, the seeds a ± `precision` interval
     needs), its basis and sources under it, and the runs that are not in it."""
     paper_form = bool((table["n"] >= PAPER_FORM_SEEDS).any())
-    header = ["depth", "model", *factors, "test error % (mean)", "95% CI", "std", "min–max", "seeds",
+    header = ["depth", "model", *map(inline, factors), "test error % (mean)", "95% CI", "std", "min–max", "seeds",
               "interval", f"seeds for ±{precision:g}", "accuracy %", "params", "paper error %",
               "mean − paper [95% CI]", *(["best (mean ± std)"] if paper_form else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -218,7 +219,7 @@ def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataF
         if not pd.isna(r.vs_paper):
             inside = "" if r.paper_inside is None else (", paper inside" if r.paper_inside else ", paper outside")
             vs_paper = f"{r.vs_paper:+.2f} {_interval(r.vs_paper_low, r.vs_paper_high)}{inside}".strip()
-        cells = [str(r.get("depth", "")), str(r.get(ARCH, "")), *(str(r[f]) for f in factors),
+        cells = [inline(r.get("depth", "")), inline(r.get(ARCH, "")), *(inline(r[f]) for f in factors),
                  _fmt(r["mean"]), _interval(r.ci_low, r.ci_high), _fmt(r["std"]), f"{r['min']:.2f}–{r['max']:.2f}",
                  str(r.n), r.ci_method, "" if pd.isna(r.seeds_needed) else (
                      "∞" if r.seeds_needed == float("inf") else str(int(r.seeds_needed))),
@@ -227,16 +228,15 @@ def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataF
         if paper_form:
             cells.append(_paper_form(r["mean"], r["std"], r["min"]) if r.n >= PAPER_FORM_SEEDS else "")
         lines.append("| " + " | ".join(cells) + " |")
-    text = ("\n".join(lines) + "\n\n" + caption + " Mean over the seeds of a row (each seed counted once); its "
+    text = ("\n".join(lines) + "\n\n" + inline(caption) + " Mean over the seeds of a row (each seed counted once); its "
             f"95% confidence interval ({INTERVAL_NOTE}); seeds for ±{precision:g}: how many seeds would bring "
             f"that interval's half-width to {precision:g} points at the spread seen.\n")
     sources = reference_sources(table)
     if sources:
-        text += "\nPaper numbers (compared only at that paper's full recipe): " + "; ".join(sources) + ".\n"
+        text += "\nPaper numbers (compared only at that paper's full recipe): " + inline("; ".join(sources)) + ".\n"
     if len(not_completed):
         text += "\nNot in the table (not completed):\n\n| run | status | iteration | error |\n|---|---|---|---|\n"
         for _, r in not_completed.iterrows():
-            error = str(r.get("error") or "").replace("|", "\\|").replace("\n", " ")
             iteration = "" if pd.isna(r.get("iteration")) else int(r["iteration"])
-            text += f"| {r['run']} | {r['status']} | {iteration} | {error} |\n"
+            text += f"| {inline(r['run'])} | {inline(r['status'])} | {iteration} | {inline(r.get('error') or '')} |\n"
     return text

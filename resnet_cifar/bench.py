@@ -37,8 +37,7 @@ from .data.files import DATASETS
 from .loop import TrainingLoop
 from .models import build_model
 from .errors import EXIT_BAD_INPUT, ConfigError, UserError
-from .filesystem import write_text
-from .preflight import unwritable_reason
+from .filesystem import unwritable_reason, write_text
 from .provenance import device_name
 from .roofline import MATMUL_SIZE, matmul_rate, training_flops_per_image
 

@@ -2,6 +2,7 @@
 every job of a sweep before the first starts (sweep.CheckJobs)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -14,12 +15,13 @@ from .step import check_optimizer
 from .trackers import check_tracker
 
 
-def check_plugins(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -> None:
-    """The model built and run forward on one CIFAR batch, the normalization made, the optimizer made for
-    one parameter, the tracker's package present. Raises PluginError (one line) for the first that fails."""
+def check_plugins(cfg: BaseConfig, sources: Iterable[ConfigSource] = (), run_dir: Path | None = None) -> None:
+    """The model built and run forward on CIFAR batches, the normalization made, the optimizer made for
+    one parameter, the tracker's package present and its store usable (for the run folder `run_dir`, where
+    it is known). Raises PluginError (one line) for the first that fails."""
     sources = tuple(sources)
     with torch.random.fork_rng(devices=[]):  # the run's own seeding is untouched
         check_model(cfg, sources)
         check_normalization(cfg, sources)
         check_optimizer(cfg, sources)
-        check_tracker(cfg, sources)
+        check_tracker(cfg, sources, run_dir)

@@ -45,12 +45,12 @@ def problem(error: BaseException) -> str:
     return f"job failed: {type(error).__name__}: {error}"
 
 
-def checked_spec(cfg: DictConfig) -> RunSpec:
+def checked_spec(cfg: DictConfig, run_dir: Path) -> RunSpec:
     """The run Hydra composed, validated, and its plug-ins checked, before anything is written."""
     hydra_cfg = HydraConfig.get()
     spec = RunSpec.from_hydra(cfg, list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices)
     schema.validate(spec.cfg)
-    check_plugins(spec.cfg, current_sources())
+    check_plugins(spec.cfg, current_sources(), run_dir)
     return spec
 
 
@@ -62,7 +62,7 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> float | None:
     overrides = list(hydra_cfg.overrides.task)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        spec = checked_spec(cfg)
+        spec = checked_spec(cfg, folder.path)
     except UserError as e:
         if in_sweep and world.is_main and not (folder.path / SUMMARY_FILE).exists():  # a new job: the sweep lists it
             config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

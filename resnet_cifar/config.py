@@ -79,7 +79,7 @@ DATA_SOURCE_KEYS = ("data.root", "data.download")
 # How a run is carried out or watched, not what it trains (its numbers do not depend on them): never part
 # of a job's folder name (conf/config.yaml's exclude_keys), not compared when a run folder resumes, not a
 # factor of the report. A key stands for everything under it.
-NOT_THE_EXPERIMENT = ("data.workers", "logger", "trainer.device")
+NOT_THE_EXPERIMENT = ("data.workers", "logger", "trainer.device", "trainer.max_parameters")
 # ... but a run that resumes from a checkpoint does so where it started: the checkpoint holds that device's random
 # state (a CUDA generator's is not a CPU generator's), so a completed run is found on any device, an unfinished
 # one only on its own.
@@ -96,8 +96,10 @@ def is_under(key: str, prefixes: tuple[str, ...] | list[str] | set[str]) -> bool
 # read (a run folder resumed or compared, the report), and accepted on the command line.
 LEGACY_VALUES = {("data", "augment"): {"True": Augment.random.value, "False": Augment.none.value,
                                        "true": Augment.random.value, "false": Augment.none.value}}
-# Keys added since run folders were first written, with the value that does what runs did before them.
-ADDED_KEYS = {("data", "pipeline"): Pipeline.device.value, ("data", "workers"): None}
+# Keys added since run folders were first written, with the value that does what runs did before them (a
+# callable: read when needed, from conf/).
+ADDED_KEYS = {("data", "pipeline"): Pipeline.device.value, ("data", "workers"): None,
+              ("trainer", "max_parameters"): lambda: default_max_parameters()}
 # Before plug-ins, the schedule's keys lived in `optimizer`, and `logger` might be missing (it was added later).
 SCHEDULE_KEYS = ("milestones", "gamma", "warmup")
 OLDEST_PLUGIN_CHOICES = {"optimizer": "sgd", "logger": "csv"}  # what runs did before they could choose
@@ -148,8 +150,15 @@ def upgrade(config: dict) -> dict:
     for (section, key), value in ADDED_KEYS.items():
         part = config.get(section, {})
         if isinstance(part, dict) and key not in part:
-            config = {**config, section: {**part, key: value}}
+            config = {**config, section: {**part, key: value() if callable(value) else value}}
     return config
+
+
+def default_max_parameters() -> int:
+    """trainer.max_parameters as conf/ sets it: the limit a loaded run is built under unless its loader is given
+    another (never the limit a received folder recorded)."""
+    path = resources.files("resnet_cifar.conf") / "trainer" / "default.yaml"
+    return int(OmegaConf.create(path.read_text())["max_parameters"])
 
 
 def with_plugin_names(config: dict, choices: Mapping[str, Any]) -> dict:
@@ -225,6 +234,7 @@ class TrainerConfig:
     cuda_graph: Optional[bool] = MISSING  # None: wherever it applies (see uses_cuda_graph)
     compile: bool = MISSING
     compile_mode: str = MISSING
+    max_parameters: int = MISSING  # a net with more is refused before it is built whole (models.parameter_budget)
 
 
 @dataclass
@@ -384,7 +394,8 @@ def validate(cfg: BaseConfig) -> None:
              "prepared in the training process; a run starts at most one per core), or null for one per core "
              "left to each process")
     _require(0 < s.gamma <= 1, f"schedule.gamma={s.gamma} is not allowed: it must be in (0, 1]")
-    for name in ("max_iters", "eval_every", "checkpoint_every", "eval_batch_size", "nproc_per_node", "nnodes"):
+    for name in ("max_iters", "eval_every", "checkpoint_every", "eval_batch_size", "nproc_per_node", "nnodes",
+                 "max_parameters"):
         value = getattr(t, name)
         _require(value > 0, f"trainer.{name}={value} is not allowed: it must be > 0")
     _require(t.batch_semantics in BATCH_SEMANTICS, f"trainer.batch_semantics={t.batch_semantics} is not allowed: "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import dataclass
 from enum import Enum
@@ -33,7 +34,9 @@ METRIC_COLUMNS = (
 OPTIONAL_METRICS = ("val_error",)  # empty when the run holds out no validation images
 HEADER = ",".join(METRIC_COLUMNS).encode()
 FINAL_METRICS = ("test_error", "test_loss", "train_error", "train_loss", "val_error")  # in summary.json at the end
+PERCENTAGES = ("train_error", "test_error", "val_error")  # errors in %: a number in [0, 100]
 DATA_SIZES = ("train_images", "val_images", "test_images")  # in summary.json: the images of each split
+TRACKER_RUN_ID = "tracker_run_id"  # in summary.json: the live tracker's id of this folder's run (MLflow's run id)
 
 
 class Status(str, Enum):
@@ -74,12 +77,26 @@ def run_config(summary: dict, run_dir: Path) -> dict:
     return config
 
 
+def valid_metric(name: str, value: object) -> bool:
+    """Whether a recorded value of a metric can be one: a finite number, an error in [0, 100] (percent), any
+    other metric (loss, lr, time, speed, iteration, epoch) at least 0. NaN, infinity, -5 or 150 are damage."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return 0 <= value <= 100 if name in PERCENTAGES else value >= 0
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and float(value).is_integer()
+
+
 def says_finished(summary: dict, max_iters: object) -> bool:
-    """Whether a summary says its run completed, with a final test error, at trainer.max_iters: a summary that
-    says completed without them (edited, or damaged) is not believed."""
+    """The one rule for "this run finished": its summary says completed, with a final test error that is a
+    finite number in [0, 100], at trainer.max_iters. A summary that says completed without them (edited, or
+    damaged) is not believed: training resumes it, the report does not count it."""
     error, iteration = summary.get("test_error"), summary.get("iteration")
-    return summary.get("status") == Status.completed and isinstance(error, (int, float)) and \
-        isinstance(iteration, int) and isinstance(max_iters, int) and iteration >= max_iters
+    return summary.get("status") == Status.completed and valid_metric("test_error", error) and \
+        _whole(iteration) and _whole(max_iters) and iteration >= max_iters
 
 
 @dataclass
@@ -95,8 +112,9 @@ class Metrics:
 
 
 def parse_metrics_line(raw: bytes) -> dict[str, str] | None:
-    """One line of metrics.csv as a row, or None if it is not a whole row of numbers (not UTF-8, cut short,
-    an unbalanced quote: each line is parsed on its own, so a damaged line never takes a neighbour with it)."""
+    """One line of metrics.csv as a row, or None if it is not a whole row of numbers that can be metrics (not
+    UTF-8, cut short, an unbalanced quote, NaN, an error outside [0, 100]: valid_metric): each line is parsed
+    on its own, so a damaged line never takes a neighbour with it."""
     try:
         fields = next(csv.reader([raw.decode("utf-8")]), [])
     except (UnicodeDecodeError, csv.Error):
@@ -104,11 +122,14 @@ def parse_metrics_line(raw: bytes) -> dict[str, str] | None:
     if len(fields) != len(METRIC_COLUMNS) or not fields[0].isdigit():
         return None
     for name, value in zip(METRIC_COLUMNS, fields):
+        if value == "" and name in OPTIONAL_METRICS:
+            continue
         try:
-            float(value)
+            number = float(value)
         except ValueError:
-            if not (value == "" and name in OPTIONAL_METRICS):
-                return None
+            return None
+        if not valid_metric(name, number):
+            return None
     return dict(zip(METRIC_COLUMNS, fields))
 
 

@@ -11,9 +11,7 @@ file) and a confusion-matrix heatmap per run into --out.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -24,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import EXIT_BAD_INPUT, UserError
-from .filesystem import write_figure, write_frame, write_text
-from .preflight import unwritable_reason
+from .filesystem import safe_name, unwritable_reason, write_figure, write_frame, write_text
 from .saved_run import TrainedRun, load_run
 from .scoring import outputs
+from .trust import add_loading_options
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -65,12 +63,8 @@ SLUG_BYTES = 150  # room for the suffixes under the file systems' 255 bytes a na
 
 
 def slug(run_dir: Path) -> str:
-    """A file name for a run folder (its path, made flat); a long one is shortened and given a hash of the
-    whole, so that it stays unique and under the file system's limit."""
-    name = re.sub(r"[^A-Za-z0-9=,._+-]+", "_", str(run_dir).strip("/")).lstrip(".") or "run"
-    if len(name) > SLUG_BYTES:
-        name = f"{name[:SLUG_BYTES - 12]}...{hashlib.sha1(name.encode()).hexdigest()[:9]}"
-    return name
+    """A file name for a run folder (its path, made flat and safe: filesystem.safe_name)."""
+    return safe_name(str(run_dir).strip("/"), SLUG_BYTES)
 
 
 def write_figures(result: dict, out: Path) -> list[Path]:
@@ -81,10 +75,11 @@ def write_figures(result: dict, out: Path) -> list[Path]:
     write_frame(pd.DataFrame({"class": list(result["per_class_accuracy"]),
                               "accuracy": list(result["per_class_accuracy"].values())}), per_class, index=False)
     frame = pd.DataFrame(result["confusion"], index=result["classes"], columns=result["classes"])
-    fig, ax = plt.subplots(figsize=(7, 6))
-    sns.heatmap(frame, annot=len(frame) <= 10, fmt="d", cmap="Blues", cbar=True, ax=ax)
-    ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"{Path(result['run']).name}\ntest error {result['test_error']:.2f}% ({result['weights']})")
+    with plt.rc_context({"text.parse_math": False}):  # the run's name as it is, never mathtext
+        fig, ax = plt.subplots(figsize=(7, 6))
+        sns.heatmap(frame, annot=len(frame) <= 10, fmt="d", cmap="Blues", cbar=True, ax=ax)
+        ax.set(xlabel="predicted class", ylabel="true class",
+               title=f"{Path(result['run']).name}\ntest error {result['test_error']:.2f}% ({result['weights']})")
     figure = out / f"{name}.confusion.png"
     try:
         write_figure(fig, figure, dpi=100, bbox_inches="tight")
@@ -101,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path("evaluation"), help="where the per-run files go")
     parser.add_argument("--json", type=Path, help="write every number here")
+    add_loading_options(parser)
     args = parser.parse_args(argv)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
         "cpu" if args.device == "auto" else args.device
@@ -126,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate_all(args: argparse.Namespace, device: str) -> None:
     results = []
     for run_dir in args.runs:
-        run = load_run(run_dir, device, args.data, args.checkpoint)
+        run = load_run(run_dir, device, args.data, args.checkpoint, args.trust_code, args.max_parameters)
         result = evaluate_run(run)
         written = write_figures(result, args.out)
         recorded = result["recorded_test_error"]

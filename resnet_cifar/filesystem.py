@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import pwd
+import re
 import socket
 import stat
 import struct
+import tempfile
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -111,6 +114,52 @@ def opened_for_reading(path: Path, *, follow: bool = True) -> Iterator[IO[bytes]
     """A regular file opened for reading (torch.load, pickles): never a FIFO."""
     with os.fdopen(open_regular(path, os.O_RDONLY, follow=follow), "rb") as f:
         yield f
+
+
+# -- folders ------------------------------------------------------------------------------------------------
+NAME_MAX = 255  # bytes a file or folder name may have on Linux file systems
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why `folder` cannot be created and written (None if it can), looking at its nearest existing part: asked
+    before a command writes anything (an output folder, a report's --out, a tracker's local store)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    long = next((part for part in folder.absolute().parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:
+        return f"the folder name {long[:40]}... is {len(os.fsencode(long))} bytes, more than the {NAME_MAX} a name can be"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable (permissions or a read-only file system)"
+    try:  # what the permissions do not tell: /proc, a full or read-only file system for root
+        os.rmdir(tempfile.mkdtemp(prefix=".resnet_cifar-check-", dir=existing))
+    except OSError as e:
+        return f"nothing can be made in {existing} ({e.strerror})"
+    return None
+
+
+# -- names ----------------------------------------------------------------------------------------------------
+SAFE_NAME_BYTES = 120  # a file name made from recorded text, before its suffix: far below the 255-byte limit
+_UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9=,._+-]+")
+
+
+def safe_name(text: str, limit: int = SAFE_NAME_BYTES, taken: set[str] | None = None) -> str:
+    """A file name made from text a run recorded (a config key, a run's path): only letters, digits and
+    `=,._+-` (no separator, so it cannot leave its folder), no leading dot (no `..`, nothing hidden), at most
+    `limit` bytes (a long one keeps its start and ends with a hash of the whole), and not one of `taken` (a
+    name already given out, which it is added to): two different texts never share a file."""
+    text = str(text)
+    name = _UNSAFE_IN_NAMES.sub("_", text).lstrip(".") or "_"
+    digest = hashlib.sha1(text.encode(errors="surrogatepass")).hexdigest()[:10]
+    if len(name) > limit:
+        name = f"{name[:limit - len(digest) - 1]}_{digest}"
+    if taken is not None:
+        if name in taken:
+            name = f"{name[:limit - len(digest) - 1]}_{digest}"
+        taken.add(name)
+    return name
 
 
 # -- writing ------------------------------------------------------------------------------------------------
@@ -277,8 +326,15 @@ class MachineLock:
                 self.socket.detach()
             self.socket = None
 
+    @property
+    def name(self) -> str:
+        """The lock's name as `ss -xlp` shows it (@resnet_cifar/gpu-0)."""
+        return "@" + self.address[1:].decode(errors="replace")
+
     def holder(self) -> str:
-        """'user NAME, pid N' of the process holding the lock (as far as the kernel says), or 'unknown'."""
+        """'user NAME, pid N' of the process holding the lock, as the kernel tells it (SO_PEERCRED) to a
+        connection; a process that holds the name without listening (not one of this project's runs) accepts
+        none: then what is known is said, and how to find it."""
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.setblocking(False)
         try:
@@ -286,7 +342,8 @@ class MachineLock:
             pid, uid, _ = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                                 struct.calcsize("3i")))
         except OSError:
-            return "unknown"
+            return (f"another process, owner unknown (it holds {self.name} without accepting connections: "
+                    f"find it with `ss -xlp | grep '{self.name}'`)")
         finally:
             probe.close()
         try:

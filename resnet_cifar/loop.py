@@ -190,6 +190,8 @@ class TrainingLoop:
                                   t.precision)
 
         test_loss, test_error = evaluate(*self.data.test)
+        if not math.isfinite(test_loss):  # finite weights can still give infinite logits: not a row to record
+            raise Diverged(f"the test loss became {test_loss} at iteration {self.iteration}")
         val_error = evaluate(*self.data.val)[1] if len(self.data.val[0]) else None
         return {
             "iteration": self.iteration,

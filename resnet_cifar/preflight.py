@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +20,7 @@ from omegaconf import DictConfig
 
 from .contract import SWEEP_RECORD
 from .errors import EXIT_BAD_INPUT
-
-NAME_MAX = 255  # bytes a file or folder name may have on Linux file systems
-
-
-def unwritable_reason(folder: Path) -> str | None:
-    """Why `folder` cannot be created and written (None if it can), looking at its nearest existing part."""
-    existing = folder.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    long = next((part for part in folder.absolute().parts if len(os.fsencode(part)) > NAME_MAX), None)
-    if long is not None:
-        return f"the folder name {long[:40]}... is {len(os.fsencode(long))} bytes, more than the {NAME_MAX} a name can be"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable (permissions or a read-only file system)"
-    try:  # what the permissions do not tell: /proc, a full or read-only file system for root
-        os.rmdir(tempfile.mkdtemp(prefix=".resnet_cifar-check-", dir=existing))
-    except OSError as e:
-        return f"nothing can be made in {existing} ({e.strerror})"
-    return None
-
+from .filesystem import unwritable_reason
 
 _created_for_the_run: list[Path] = []  # folders of hydra.run.dir that did not exist before it, deepest first
 

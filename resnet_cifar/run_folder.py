@@ -30,7 +30,7 @@ from .config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, RESUMED_ON_THE_SAME, B
 from .console import LOG_FORMAT
 from .contract import (
     CHECKPOINT_FILE, HYDRA_FOLDER, LOCK_FILE, LOG_FILE, METRIC_COLUMNS, METRICS_FILE, MODEL_FILE, NORMALIZATION_FILE,
-    SUMMARY_FILE, Status, read_metrics, read_summary, says_finished,
+    SUMMARY_FILE, TRACKER_RUN_ID, Status, read_metrics, read_summary, says_finished,
 )
 from . import filesystem
 from .errors import Diverged, FileProblem, RunFolderError, UserError
@@ -222,10 +222,12 @@ class RunFolder:
     # -- writing ----------------------------------------------------------------------------------
     def start(self, spec: RunSpec, **facts) -> None:
         """Record the run as running, with the facts of this start (`started_at` among them); a resumed
-        run keeps the time it first started."""
+        run keeps the time it first started and the id its tracker gave it."""
         earlier = read_summary(self.path) or {}
         self.summary = {**facts, "status": Status.running, "config": spec.config, "overrides": spec.overrides,
                         "started_at": earlier.get("started_at", facts["started_at"])}
+        if isinstance(earlier.get(TRACKER_RUN_ID), str):
+            self.summary[TRACKER_RUN_ID] = earlier[TRACKER_RUN_ID]
         self.started = True
         self._write_summary(self.summary)
 

@@ -4,7 +4,8 @@ config and its data set. The one loader that evaluation (evaluate.py), Figure 7
 differently from training (the most common cause of a reloaded CIFAR model scoring far below its run).
 
 The net is built through its arch plug-in (so a user's own model loads as the built-ins do, its module
-importable); the normalization takes the state the run saved (normalization.pt), or, for a folder from
+importable and trusted: trust.py; nothing a folder names outside the package is imported otherwise); the
+normalization takes the state the run saved (normalization.pt), or, for a folder from
 before that file, is fitted again on the run's own training split. Either way the data set the run
 trained on must be at hand (its test set, and its split): its config's `data.root`, or `data_root`.
 Weights are read with `weights_only=True`.
@@ -14,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from .checkpoint import load_checkpoint, load_model_state
-from .config import BaseConfig, Dataset, upgrade, validate
+from .config import BaseConfig, Dataset, default_max_parameters, upgrade, validate
 from . import filesystem
 from .contract import CHECKPOINT_FILE, HYDRA_FOLDER, MODEL_FILE, SUMMARY_FILE, read_summary
 from .data.cifar import CifarArrays, load_cifar
@@ -31,6 +32,7 @@ from .data.stream import eval_batches
 from .errors import DataError, UserError
 from .models import build_model
 from .run_folder import RunFolder, RunSpec
+from .trust import CodeTrust, check_recorded_code
 
 
 class NotATrainedRun(UserError):
@@ -90,9 +92,15 @@ def _data_root(root: str, summary: dict, run_dir: Path) -> Path:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root: str | Path | None = None,
-             checkpoint: bool = False) -> TrainedRun:
+             checkpoint: bool = False, trust_code: Iterable[str] | str = (),
+             max_parameters: int | None = None) -> TrainedRun:
     """Load a run folder's net (model.pt, or with `checkpoint` the weights of checkpoint.pt, so that a run in
     progress or interrupted can be used) in eval mode on `device`, with the normalization it trained with.
+
+    A net or normalization the folder names outside this package is imported only from a module of
+    `trust_code` (or of the user's allow-list, trust.py): a run folder is data, and a received one could
+    name any callable. A net of more than `max_parameters` parameters and buffers is refused while it is
+    built (default: trainer.max_parameters of conf/, never the limit the folder recorded).
 
     >>> run = load_run("multirun/fig6/arch=resnet,depth=20", device="cuda")
     >>> logits = run.model(run.normalize(uint8_nhwc_images.to(run.device)))
@@ -103,7 +111,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
     summary = read_summary(run_dir)
     if summary is None or not isinstance(summary.get("config"), dict):
         raise NotATrainedRun(f"{run_dir} is not a run folder (it has no summary.json with the run's config)")
-    spec = RunSpec.from_dict(upgrade(summary["config"]), summary.get("overrides", []))  # older folders too
+    config = upgrade(summary["config"])  # older folders too
+    check_recorded_code(config, run_dir, CodeTrust.of(trust_code))  # before anything it names is imported
+    spec = RunSpec.from_dict(config, summary.get("overrides", []))
     weights = run_dir / (CHECKPOINT_FILE if checkpoint else MODEL_FILE)
     if not weights.is_file():
         hint = ("the run has not saved a checkpoint yet" if checkpoint else
@@ -117,7 +127,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
         raise NotATrainedRun(f"{run_dir / SUMMARY_FILE} records a config that is not allowed ({e})") from None
     data = _dataset(cfg.data.name.value, str(data_root or _data_root(cfg.data.root, summary, run_dir)))
     *_, normalize = split_and_prepare(data, cfg, device, RunFolder(run_dir).load_normalization())
-    model = build_model(cfg, data.num_classes)
+    limit = default_max_parameters() if max_parameters is None else max_parameters
+    model = build_model(cfg, data.num_classes, max_parameters=limit)
     advice = "it is not a file this project saved: train the run again, or use another run"
     state = load_checkpoint(weights, advice)
     weights_state, iteration = state, None  # model.pt: the weights themselves

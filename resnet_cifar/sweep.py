@@ -16,6 +16,7 @@ folders the jobs will use.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -28,11 +29,12 @@ from hydra import compose
 from hydra._internal.config_loader_impl import get_overrides_dirname  # no public API: see the docstring
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # no public API: see the docstring
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import DATA_SOURCE_KEYS, BaseConfig, Dataset, composed_run_config, typed, validate
-from .contract import CHECKPOINT_FILE, Status, read_summary, says_finished
+from .contract import CHECKPOINT_FILE, SUMMARY_FILE, Status, read_summary, says_finished
 from .data.fetch import fetch_if_missing
 from .errors import EXIT_BAD_INPUT, DataError, RunFolderError, UserError
 from .checks import check_plugins
@@ -74,10 +76,35 @@ def optimizing_sweeper(cfg: DictConfig) -> bool:
     return str(cfg.hydra.sweeper._target_).endswith("OptunaSweeper")
 
 
-def fixed_overrides(cfg: DictConfig) -> list[str]:
-    """The command line's overrides that hold for every job (for a sweeper that draws the rest itself)."""
-    parsed = OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task))
-    return [o.input_line for o in parsed if not o.is_sweep_override()]
+def _candidates(sweep: Any) -> list:
+    """The values of a swept parameter a check must try: every choice, a range's first and last, an interval's
+    two ends (a search draws from all of them)."""
+    if isinstance(sweep, ChoiceSweep):
+        return list(sweep.list)
+    if isinstance(sweep, RangeSweep):
+        values = list(range(int(sweep.start), int(sweep.stop), int(sweep.step or 1))) \
+            if all(float(v).is_integer() for v in (sweep.start, sweep.stop, sweep.step or 1)) else [sweep.start]
+        return [values[0], values[-1]] if values else []
+    if isinstance(sweep, IntervalSweep):
+        return [sweep.start, sweep.end]
+    return [sweep]
+
+
+def search_space_jobs(cfg: DictConfig) -> list[list[str]]:
+    """Jobs that a sweeper drawing its own (hydra/sweeper=optuna) could run, for checking them before it
+    starts: its search space is hydra.sweeper.params (a preset's too) and the command line's sweeps, so every
+    swept parameter is tried at each of its candidate values (the others at their first), beside the fixed
+    overrides. A value of the space that no job could run (data.val_size=0 in a preset) is found here."""
+    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + list(cfg.hydra.overrides.task))
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    swept = [(o.get_key_element(), _candidates(o.value())) for o in parsed if o.is_sweep_override()]
+    swept = [(key, values) for key, values in swept if values]
+    first = [f"{key}={values[0]}" for key, values in swept]
+    jobs = [fixed + first]
+    for i, (key, values) in enumerate(swept):
+        jobs += [fixed + first[:i] + [f"{key}={value}"] + first[i + 1:] for value in values[1:]]
+    return jobs
 
 
 def job_run_config(config_name: str, overrides: list[str]) -> dict:
@@ -118,10 +145,9 @@ class CheckJobs(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         config_name = kwargs["config_name"]
         sources = ConfigSource.from_hydra(config.hydra.runtime.config_sources)
-        if basic_sweeper(config):
-            grid = job_overrides(config)
-        else:
-            grid = [fixed_overrides(config)]
+        grid = job_overrides(config) if basic_sweeper(config) else search_space_jobs(config)
+        # where a job's tracker files it (MLflow's default experiment: the sweep's folder)
+        in_sweep = Path(str(config.hydra.sweep.dir)) / "job"
         checked: dict[str, str | None] = {}  # a config's text (the seed aside) -> its error
         failures = []
         for overrides in grid:
@@ -135,7 +161,7 @@ class CheckJobs(Callback):
             if key not in checked:
                 try:
                     validate(cfg)
-                    check_plugins(cfg, sources)
+                    check_plugins(cfg, sources, in_sweep)
                     checked[key] = None
                 except Exception as e:  # a UserError says itself; anything else, its type too
                     checked[key] = one_line(e)
@@ -146,7 +172,8 @@ class CheckJobs(Callback):
         if failures:
             overrides, message = failures[0]
             others = f" (and {len(failures) - 1} more of the {len(grid)} jobs)" if len(failures) > 1 else ""
-            job = f"job {swept_part(overrides, grid)}" if basic_sweeper(config) else "every trial"
+            job = f"job {swept_part(overrides, grid)}" if basic_sweeper(config) else \
+                f"a trial of the search space ({swept_part(overrides, grid) or 'every trial'})"
             refuse(f"the sweep would run a job that cannot run, so none was started: {job}{others}: {message}")
 
     @staticmethod
@@ -200,9 +227,15 @@ class SweepAccount(Callback):
     def __init__(self) -> None:
         self.dirs: list[Path] = []
         self.configs: list[dict | None] = []
+        self.trials_in: Path | None = None  # the sweep folder of a sweeper that draws its own jobs
+        self.ended = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not basic_sweeper(config):
+            # its jobs are known once they ran: listed from their folders at the end, also when the sweeper
+            # itself fails then (Optuna's "No trials are completed yet" when every trial failed or diverged)
+            self.trials_in = Path(str(config.hydra.sweep.dir))
+            atexit.register(self._list_failed_trials_if_not_ended)
             return
         self.dirs = job_dirs(config)
         shared = sorted({str(d) for d in self.dirs if self.dirs.count(d) > 1})
@@ -221,7 +254,29 @@ class SweepAccount(Callback):
                  f", {unreadable} with an unreadable summary.json (they will fail)" if unreadable else "",
                  f", {other} whose folder holds a run of another config (they will be refused)" if other else "")
 
+    def _failed_trials(self) -> list[str]:
+        """The trials of a drawing sweeper's folder that did not complete, with why."""
+        folders = sorted(p for p in self.trials_in.iterdir() if os.path.lexists(p / SUMMARY_FILE)) \
+            if self.trials_in is not None and self.trials_in.is_dir() else []
+        summaries = {folder: job_summary(folder) for folder in folders}
+        return [f"  {folder}: {s.get('status')}: {s.get('error', '')}" for folder, s in summaries.items()
+                if s.get("status") != Status.completed]
+
+    def _list_failed_trials_if_not_ended(self) -> None:
+        if not self.ended:
+            failed = self._failed_trials()
+            if failed:
+                log.error("the search stopped; these trials did not complete:\n%s", "\n".join(failed))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.ended = True
+        if self.trials_in is not None:
+            failed = self._failed_trials()
+            if failed:
+                log.error("%d trials did not complete (the search went on without them):\n%s", len(failed),
+                          "\n".join(failed))
+                sys.exit(1)
+            return
         failed = []
         for run_dir, planned in zip(self.dirs, self.configs or [None] * len(self.dirs)):
             summary = job_summary(run_dir)

@@ -16,31 +16,20 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .contract import FINAL_METRICS, Status
+from .contract import FINAL_METRICS, TRACKER_RUN_ID, Status
 from .distributed import World
 from .errors import Diverged, UserError
 from .loop import TrainingLoop
 from .provenance import command_line, cuda_versions, device_name, gpu_uuids, library_versions, slurm_job, source_version
 from .run_folder import RunFolder, RunSpec
 from .signals import Interrupted, StopRequest
-from .trackers import Tracker, build_tracker
+from .trackers import GuardedTracker, build_tracker
 
 log = logging.getLogger(__name__)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def close(tracker: Tracker | None, status: Status) -> None:
-    """Tell the tracker how the run ended; a tracker that fails then (its server gone) costs a warning, never
-    the run's own record."""
-    if tracker is None:
-        return
-    try:
-        tracker.close(status.value)
-    except Exception as e:
-        log.warning("the tracker could not record the end of the run (%s: %s)", type(e).__name__, e)
 
 
 def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | None:
@@ -67,12 +56,18 @@ def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict 
     log.info("%s-%d (shortcut %s), %d parameters, on %s x %d; run folder %s", cfg.arch["name"], cfg.depth,
              cfg.shortcut.value, loop.params, loop.device, world.world_size, folder.path)
     stop = StopRequest()
-    tracker = None
+    tracker: GuardedTracker | None = None
     try:
-        tracker = build_tracker(cfg, folder.path, spec.config, loop.iteration) if main else None
         with stop, logging_redirect_tqdm(), tqdm(total=cfg.trainer.max_iters, initial=loop.iteration,
                                                  disable=None if main else True, dynamic_ncols=True,
                                                  desc="train", unit="it") as bar:
+            if main:  # started while a stop signal can end the run: a server that does not answer is not waited for
+                tracker = GuardedTracker.start(
+                    lambda: build_tracker(cfg, folder.path, spec.config, loop.iteration,
+                                          folder.summary.get(TRACKER_RUN_ID)), stop, loop.iteration)
+                if tracker is not None and tracker.run_id:
+                    folder.record(**{TRACKER_RUN_ID: tracker.run_id})
+
             def progress(done: int, row: dict | None) -> None:
                 bar.update(done - bar.n)
                 if row:
@@ -86,7 +81,8 @@ def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict 
     except BaseException as e:
         status = (Status.diverged if isinstance(e, Diverged)
                   else Status.interrupted if isinstance(e, (Interrupted, KeyboardInterrupt)) else Status.failed)
-        close(tracker, status)
+        if tracker is not None:
+            tracker.close(status.value)
         if main:
             try:
                 folder.record(status=status, iteration=loop.iteration, error=f"{type(e).__name__}: {e}")
@@ -103,7 +99,8 @@ def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict 
                       wall_time_s=round(clock.elapsed_s, 2),
                       images_per_s=round(loop.iteration * loop.data.global_batch / clock.train_s, 1),
                       warmup_ended_at=loop.schedule.warmup_ended_at, ended_at=_now())
-    close(tracker, Status.completed)
+    if tracker is not None:
+        tracker.close(Status.completed.value)
     log.info("completed: test error %s%% after %d iterations, %.1f min", final.get("test_error"), loop.iteration,
              clock.elapsed_s / 60)
     return folder.summary

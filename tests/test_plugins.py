@@ -114,10 +114,16 @@ def test_the_users_net_sweeps_resumes_and_reports_like_a_built_in(user_sweep, us
     resumed = user_train(*args, folder=user_folder)
     assert resumed.returncode == 0 and "resuming from" in resumed.stderr, resumed.stderr
     assert numbers(read_metrics(run_dir)) == numbers(uninterrupted)
-    # reports: its own rows and Figure 6 panel; Figure 7 leaves it out, saying why
+    # reports: its own rows and Figure 6 panel; Figure 7 leaves it out, saying why: its module is not trusted
+    # (a run folder is data), and once it is, the net does not say which layers are its responses
     out = tmp_path / "report"
     result = subprocess.run(cli("multirun_analysis.report", str(user_sweep), "--out", str(out)),
                             cwd=user_folder, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Figure 7 leaves out arch=wide (2 runs): it cannot be loaded here: " in result.stdout
+    assert "names arch._target_: my_nets.WideResNet, which is not one of this package's plug-ins" in result.stdout
+    result = subprocess.run(cli("multirun_analysis.report", str(user_sweep), "--out", str(out), "--trust-code",
+                                "my_nets"), cwd=user_folder, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["arch.name"]) == ["resnet", "wide", "wide"]
@@ -135,17 +141,20 @@ def test_the_users_net_sweeps_resumes_and_reports_like_a_built_in(user_sweep, us
 def test_the_users_net_evaluates_and_loads_as_a_built_in(user_sweep, user_folder, monkeypatch):
     wide = wide_job(user_sweep, 16)
     recorded = json.loads((wide / "summary.json").read_text())["test_error"]
-    result = subprocess.run(cli("resnet_cifar.evaluate", str(wide), "--out",
-                             str(user_folder / "evaluation")), cwd=user_folder, capture_output=True, text=True,
+    result = subprocess.run(cli("resnet_cifar.evaluate", str(wide), "--out", str(user_folder / "evaluation")),
+                            cwd=user_folder, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "--trust-code my_nets" in result.stderr, result.stderr  # a folder is data
+    result = subprocess.run(cli("resnet_cifar.evaluate", str(wide), "--out", str(user_folder / "evaluation"),
+                                "--trust-code", "my_nets"), cwd=user_folder, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert f"test error {recorded:.2f}%" in result.stdout and f"the run recorded {recorded:.2f}%" in result.stdout
     monkeypatch.syspath_prepend(str(user_folder))  # my_nets importable, as from the user's folder
     from resnet_cifar import load_run
 
-    run = load_run(wide)
+    run = load_run(wide, trust_code=["my_nets"])
     assert type(run.model).__name__ == "WideResNet"
-    hub = torch.hub.load(str(REPO), "from_run", source="local", run_dir=str(wide))
+    hub = torch.hub.load(str(REPO), "from_run", source="local", run_dir=str(wide), trust_code="my_nets")
     images, labels = run.test_set()
     with torch.no_grad():
         error = 100.0 * float((hub.model(hub.normalize(images)).argmax(1) != labels).sum()) / len(labels)
@@ -205,10 +214,10 @@ def checked(*overrides, sources=()):
 @pytest.mark.parametrize("overrides,message", [
     (["arch._target_=test_plugins.NotAModule"], "arch=resnet: test_plugins.NotAModule returned a NotAModule, not an "
                                                 "nn.Module"),
-    (["arch._target_=test_plugins.WrongOutput"], "maps a batch of 2 images to (2, 11), not to (2, 10) (one score per "
-                                                 "class of cifar10)"),
-    (["arch._target_=test_plugins.FailsForward"], "the net of test_plugins.FailsForward (depth=20) fails a forward "
-                                                  "pass in train mode on a batch of 2 CIFAR images (2, 3, 32, 32): "
+    (["arch._target_=test_plugins.WrongOutput"], "maps a batch of 3 images to (3, 11) in forward pass 1 (train "
+                                                 "mode), not to (3, 10) (one score per class of cifar10)"),
+    (["arch._target_=test_plugins.FailsForward"], "the net of test_plugins.FailsForward (depth=20) fails forward "
+                                                  "pass 1 in train mode on a batch of 3 CIFAR images (3, 3, 32, 32): "
                                                   "RuntimeError"),
     (["+arch.widen=4"], "arch=resnet: key widen is not accepted by resnet_cifar.models.resnet.cifar_resnet (it takes "
                         "depth, shortcut, num_classes)"),

@@ -149,13 +149,32 @@ def build_normalization(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -
     return normalization
 
 
+def non_finite(state: dict) -> str | None:
+    """The first tensor of a state that holds NaN or infinity (None if there is none)."""
+    return next((name for name, value in state.items() if isinstance(value, Tensor) and value.is_floating_point()
+                 and not bool(torch.isfinite(value).all())), None)
+
+
 def fitted_normalization(cfg: BaseConfig, train_images: np.ndarray, state: dict | None = None) -> nn.Module:
     """The run's normalization, fitted on its training split, or with the state it was fitted to (its run
-    folder's normalization.pt: exactly the numbers it trained with)."""
+    folder's normalization.pt: exactly the numbers it trained with). A state with NaN or infinity is refused,
+    naming the plug-in, before it is saved or used: every image would become NaN, and a saved one would be
+    reused by every resume."""
+    plugin = Plugin.of(cfg, "normalization")
     normalization = build_normalization(cfg)
     if state is None:
         normalization.fit(train_images)
+        bad = non_finite(normalization.state_dict())
+        if bad:
+            raise plugin.fail(f"{plugin.target}.fit() stored non-finite values ({bad} holds NaN or infinity) on the "
+                              f"{len(train_images)} training images: nothing was saved; fix the plug-in and run "
+                              "again")
     else:
+        bad = non_finite(state)
+        if bad:
+            raise plugin.fail(f"the saved normalization state holds non-finite values ({bad}: NaN or infinity), "
+                              "saved by a plug-in or a version that did not check it: delete the run folder's "
+                              "normalization.pt and its checkpoint.pt to start the run again")
         normalization.load_state_dict(state)
     return normalization
 

@@ -12,32 +12,81 @@ so is left out of Figure 7, with a line saying why, never measured at guessed la
 """
 from __future__ import annotations
 
-from typing import Iterable
+import time
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
 from ..config import BaseConfig, Shortcut
 from ..data.files import DATASETS
+from ..errors import ConfigError
 from ..plugins import ConfigSource, Plugin, takes
 
-CHECK_BATCH = 2  # images of the forward pass that checks a net before a run (two: BatchNorm needs more than one)
+# The forward passes that check a net before a run: an odd batch (a net that only works for a batch of 2, or
+# of any even size, fails here, not at its first step), several calls in a row (a net whose output changes
+# shape after its first calls), then the run's own batch where that takes under FULL_BATCH_CHECK_S.
+CHECK_BATCH = 3
+CHECK_CALLS = 3
+FULL_BATCH_CHECK_S = 1.0
 RESPONSES_METHOD = "response_layers"
 
 
-def build_model(cfg: BaseConfig, num_classes: int, sources: Iterable[ConfigSource] = ()) -> nn.Module:
-    """The run's net, freshly initialised from the current RNG state (the caller seeds it)."""
+@contextmanager
+def parameter_budget(limit: int, what: str) -> Iterator[None]:
+    """While a net is built, count the values of every parameter and buffer it registers, and stop the
+    build as soon as they exceed `limit`: a depth of 100004 is refused after a fraction of the net is made,
+    before it exhausts the memory (and without building it twice to count)."""
+    counted = 0
+
+    def count(module: nn.Module, name: str, tensor: torch.Tensor | None) -> None:
+        nonlocal counted
+        counted += tensor.numel() if tensor is not None else 0
+        if counted > limit:
+            raise ConfigError(f"{what} has more than {limit:,} parameters and buffers (trainer.max_parameters): "
+                              "refused before it was built whole, so that it cannot exhaust the memory; raise "
+                              "trainer.max_parameters (evaluate, the report: --max-parameters) if it is meant")
+
+    handles = [register_module_parameter_registration_hook(count), register_module_buffer_registration_hook(count)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def build_model(cfg: BaseConfig, num_classes: int, sources: Iterable[ConfigSource] = (),
+                max_parameters: int | None = None) -> nn.Module:
+    """The run's net, freshly initialised from the current RNG state (the caller seeds it); refused while it
+    is built once it holds more than `max_parameters` values (trainer.max_parameters unless given: a loaded
+    run is built under its loader's limit, never the one a folder recorded)."""
     arch = Plugin.of(cfg, "arch", sources)
-    model = arch.build(depth=cfg.depth, num_classes=num_classes, optional={"shortcut": cfg.shortcut.value})
+    limit = cfg.trainer.max_parameters if max_parameters is None else max_parameters
+    with parameter_budget(limit, f"the net (depth={cfg.depth})"):
+        model = arch.build(depth=cfg.depth, num_classes=num_classes, optional={"shortcut": cfg.shortcut.value})
     if not isinstance(model, nn.Module):
         raise arch.fail(f"{arch.target} returned a {type(model).__name__}, not an nn.Module")
     return model
 
 
+def per_process_batch(cfg: BaseConfig) -> int:
+    """The training batch each process of the run feeds its net (data.batch_size over the processes where it
+    is the global batch)."""
+    t = cfg.trainer
+    processes = t.nproc_per_node * t.nnodes
+    return cfg.data.batch_size // processes if t.batch_semantics == "global" else cfg.data.batch_size
+
+
 def check_model(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -> None:
     """The net a run will train, checked before it runs: it imports, takes the keys it is given, accepts the
-    depth (and the shortcut, if it is not a net with shortcuts), returns an nn.Module, and maps one batch of
-    CIFAR images to one score per class, as it trains (train mode) and as it is evaluated (eval mode)."""
+    depth (and the shortcut, if it is not a net with shortcuts), stays within trainer.max_parameters, returns
+    an nn.Module, and maps batches of CIFAR images to one score per class, as it trains (train mode, several
+    calls, an odd batch and the run's own where cheap) and as it is evaluated (eval mode)."""
     arch = Plugin.of(cfg, "arch", sources)
     num_classes = DATASETS[cfg.data.name].num_classes
     if not takes(arch.locate(), "shortcut") and cfg.shortcut is not Shortcut.A:
@@ -45,19 +94,29 @@ def check_model(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -> None:
                         "shortcut (a net without shortcuts); use a net with shortcuts, or keep the default "
                         "shortcut=A")
     model = build_model(cfg, num_classes, sources)
-    batch = torch.randn(CHECK_BATCH, 3, 32, 32)
-    for mode in ("train", "eval"):
+
+    def forward(mode: str, size: int, call: int) -> float:
+        batch = torch.randn(size, 3, 32, 32)
+        start = time.perf_counter()
         try:
             with torch.no_grad():
                 out = model.train(mode == "train")(batch)
         except Exception as e:
-            raise arch.fail(f"the net of {arch.target} (depth={cfg.depth}) fails a forward pass in {mode} mode on a "
-                            f"batch of {CHECK_BATCH} CIFAR images {tuple(batch.shape)}: {type(e).__name__}: {e}") \
-                from None
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (CHECK_BATCH, num_classes):
+            raise arch.fail(f"the net of {arch.target} (depth={cfg.depth}) fails forward pass {call} in {mode} mode "
+                            f"on a batch of {size} CIFAR images {tuple(batch.shape)}: {type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:300]}") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (size, num_classes):
             found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise arch.fail(f"the net of {arch.target} maps a batch of {CHECK_BATCH} images to {found}, not to "
-                            f"{(CHECK_BATCH, num_classes)} (one score per class of {cfg.data.name.value})")
+            raise arch.fail(f"the net of {arch.target} maps a batch of {size} images to {found} in forward pass "
+                            f"{call} ({mode} mode), not to {(size, num_classes)} (one score per class of "
+                            f"{cfg.data.name.value})")
+        return time.perf_counter() - start
+
+    seconds = max(forward("train", CHECK_BATCH, call) for call in range(1, CHECK_CALLS + 1))
+    forward("eval", CHECK_BATCH, CHECK_CALLS + 1)
+    batch = per_process_batch(cfg)
+    if batch != CHECK_BATCH and seconds * batch / CHECK_BATCH < FULL_BATCH_CHECK_S:
+        forward("train", batch, CHECK_CALLS + 2)
 
 
 def response_layers(model: nn.Module) -> list[nn.Module] | None:
