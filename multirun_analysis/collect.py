@@ -68,9 +68,9 @@ def _is_run_dir(names: Iterable[str]) -> bool:
 
 def find_run_dirs(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
     """(every folder below `paths` that a run was made in: it holds summary.json or Hydra's .hydra/; the
-    symbolic links below them that lead to such a folder, each with why it is left out). A link is never
-    followed below a folder given: the report reads what lies in the sweep, not what a link there points to
-    (give the folder it points to if that is meant)."""
+    symbolic links to folders below them, each with why it is left out). A link is never followed below a
+    folder given: the report reads what lies in the sweep, not what a link there points to (give the folder
+    it points to if that is meant)."""
     found, links = set(), {}
     for path in paths:
         for folder, subfolders, files in os.walk(path):  # never into a link (followlinks=False)
@@ -79,10 +79,10 @@ def find_run_dirs(paths: list[Path]) -> tuple[list[Path], dict[str, str]]:
                 found.add(here)
             for name in subfolders:
                 link = here / name
-                if link.is_symlink() and name != HYDRA_FOLDER and link.is_dir() \
-                        and _is_run_dir(os.listdir(link)):
-                    links[str(link)] = (f"a symbolic link (to {os.readlink(link)}), not a run folder of "
-                                        f"{path}: left out; give the folder it points to if you mean it")
+                if link.is_symlink() and name != HYDRA_FOLDER and link.is_dir():
+                    what = "a run folder" if _is_run_dir(os.listdir(link)) else "a folder"
+                    links[str(link)] = (f"a symbolic link (to {os.readlink(link)}), not {what} of {path}: left "
+                                        "out, with any runs below it; give the folder it points to if you mean it")
     return sorted(found), links
 
 

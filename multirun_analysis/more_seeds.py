@@ -69,12 +69,24 @@ def overrides_from_config(run: pd.Series, recipe: dict, keys: list[str]) -> list
     return words
 
 
+def repeatable(override: object) -> bool:
+    """Whether a recorded override may be printed in a command for the user to run: a run folder is data, and
+    one from someone else could have recorded code (`normalization._target_=os.system`), Hydra's own settings
+    (`hydra.run.dir=...`, a --config-dir) or anything that is not KEY=VALUE."""
+    if not isinstance(override, str) or "=" not in override or override.startswith("-"):
+        return False
+    key = override.split("=", 1)[0].lstrip("+~")
+    return bool(key) and not key.startswith("hydra") and TARGET_KEY not in key.split(".")
+
+
 def cell_overrides(cell: pd.Series, keys: list[str], derived: list[str] | None = None) -> tuple[list[str], bool]:
     """(the overrides that made the cell's runs, without their seed; whether they are the runs' own): the
-    recorded overrides of its first run, else those `derived` from its config, else its factor values only."""
+    recorded overrides of its first run when every one may be repeated (repeatable), else those `derived` from
+    its config, else its factor values only."""
     recorded = cell.get("overrides")
-    if isinstance(recorded, str):
-        return [o for o in json.loads(recorded) if o.split("=", 1)[0].lstrip("+~") != "seed"], True
+    words = json.loads(recorded) if isinstance(recorded, str) else None
+    if isinstance(words, list) and all(repeatable(o) for o in words):
+        return [o for o in words if o.split("=", 1)[0].lstrip("+~") != "seed"], True
     if derived is not None:
         return derived, True
     return [_override(k, cell[k]) for k in keys if k in cell and not pd.isna(cell[k])], False

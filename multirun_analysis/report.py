@@ -9,6 +9,7 @@ markers.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -23,11 +24,15 @@ from resnet_cifar.trust import CodeTrust, add_loading_options
 
 from . import comparisons
 from .collect import DEFAULT_DIRS, FLOATS, RUNS_FILE, collect
+from .comparisons import CONFIRMATORY, DEFAULT_EFFECT, EXPLORATORY
+from .question import QuestionError, label, question_of
+from .stats import SEED_CAP
 from .duplicates import count_once, identity_columns
 from .escape import fenced, inline
 from .more_seeds import add_seeds_command, overrides_from_config
 from .plots import draw_all
 from .table import (
+    DEFAULT_MARGIN,
     DEFAULT_PRECISION,
     NOT_FACTORS,
     ROW_KEYS,
@@ -105,10 +110,11 @@ def figure7_if_possible(runs: pd.DataFrame, out: Path, data_root: str | None, ca
 
 
 def seed_commands(table: pd.DataFrame, found: pd.DataFrame, runs: pd.DataFrame, keys: list[str],
-                  recipe: dict) -> list[str]:
-    """The sweeps that add the seeds each cell needs for ±precision, and each comparison that shows no
-    difference needs to show the one observed (the larger of the two per cell); a cell whose runs recorded
-    no command line gets the overrides read from its first run's config."""
+                  recipe: dict) -> tuple[list[str], list[str]]:
+    """(the sweeps that add the seeds each cell needs for ±precision and each confirmatory comparison not yet
+    shown needs to show the effect of interest, the larger of the two per cell; lines for the cells whose plan
+    is beyond SEED_CAP, saying why instead of printing range(5, 611967)). A cell whose runs recorded no command
+    line gets the overrides read from its first run's config."""
     # a cell of one seed has no spread to plan from: SPREAD_SEEDS first
     wanted = {i: SPREAD_SEEDS if table.at[i, "n"] < 2 else table.at[i, "seeds_needed"] for i in range(len(table))}
     index = {tuple(str(table.at[i, k]) for k in keys): i for i in range(len(table))}
@@ -118,22 +124,40 @@ def seed_commands(table: pd.DataFrame, found: pd.DataFrame, runs: pd.DataFrame, 
             if i is not None:
                 wanted[i] = c["seeds_needed"] if pd.isna(wanted[i]) else max(wanted[i], c["seeds_needed"])
     by_run = runs.drop_duplicates("run").set_index("run", drop=False)
-    commands = [add_seeds_command(table.iloc[i], keys, total,
-                                  overrides_from_config(by_run.loc[table.at[i, "runs"][0]], recipe, keys))
-                for i, total in wanted.items()]
-    return [c for c in commands if c]
+    commands, beyond = [], []
+    for i, total in wanted.items():
+        if not pd.isna(total) and total > SEED_CAP:
+            cell = ", ".join(f"{label(k)}={table.at[i, k]}" for k in keys)
+            beyond.append(f"{cell}: {'over 1,000,000' if math.isinf(total) else int(total)} seeds would be needed "
+                          f"at its spread (sd {table.at[i, 'std']:.2f} points over {table.at[i, 'n']} seeds): more "
+                          f"than {SEED_CAP}, not planned; at this budget its seeds spread too much for that question")
+            continue
+        command = add_seeds_command(table.iloc[i], keys, total,
+                                    overrides_from_config(by_run.loc[table.at[i, "runs"][0]], recipe, keys))
+        if command:
+            commands.append(command)
+    return commands, beyond
 
 
 def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: str | None = None,
-           precision: float = DEFAULT_PRECISION, trust_code: list[str] = (), max_parameters: int | None = None) -> str:
+           precision: float = DEFAULT_PRECISION, trust_code: list[str] = (), max_parameters: int | None = None,
+           question: str | None = None, pairs: list[str] = (), effect: float = DEFAULT_EFFECT, looks: int = 1,
+           margin: float = DEFAULT_MARGIN) -> str:
     """Write the report files into `out`; return a one-paragraph account of what was read. Figure 7 imports
     a net a run folder names outside this package only from the modules of `trust_code` (resnet_cifar.trust);
     such a run's numbers are reported either way."""
     missing = [p for p in paths if not p.is_dir() and not (p.is_file() and p.name == RUNS_FILE)]
     if missing:
         raise ReportError(f"no such folder (or earlier report's {RUNS_FILE}): {', '.join(map(str, missing))}")
-    if not precision > 0:
-        raise ReportError(f"--precision {precision}: must be a positive number of points")
+    for option, value in (("--precision", precision), ("--effect", effect), ("--margin", margin)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ReportError(f"{option} {value}: must be a positive number of points")
+    if not (isinstance(looks, int) and looks >= 1):
+        raise ReportError(f"--looks {looks}: must be a whole number of looks, 1 or more")
+    try:
+        asked = question_of(pd.DataFrame(), question, list(pairs)) if question is not None or pairs else None
+    except QuestionError as e:
+        raise ReportError(str(e)) from None
     if os.path.lexists(out) and not out.is_dir():
         raise ReportError(f"--out {out} is a file, not a folder: choose a folder for the report's files")
     reason = unwritable_reason(out)
@@ -162,15 +186,21 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
 
     completed = runs[runs["status"] == "completed"]
     factors = varying_factors(completed if len(completed) else runs, config_columns)
-    table = aggregate(runs, factors, recipe, precision)
+    table = aggregate(runs, factors, recipe, precision, margin)
     keys = [k for k in ROW_KEYS if k in completed] + factors
     caption = basis(runs, recipe, where=False)
-    compared = comparisons.compare_all(runs, keys)
-    commands = seed_commands(table, compared, runs, keys, recipe)
-    markdown = to_markdown(table, factors, runs[runs["status"] != "completed"], basis(runs, recipe), precision)
+    asked = asked or question_of(runs)
+    compared = comparisons.compare_all(runs, keys, asked, looks, effect)
+    commands, beyond = seed_commands(table, compared, runs, keys, recipe)
+    markdown = to_markdown(table, factors, runs[runs["status"] != "completed"], basis(runs, recipe), precision,
+                           margin)
     if commands:
-        markdown += (f"\nTo bring every cell to ±{precision:g} points, and to detect the differences not yet "
-                     "shown (comparisons.md):\n\n" + fenced(commands, "bash"))
+        markdown += (f"\nTo bring every cell to ±{precision:g} points, and to show a true difference of {effect:g} "
+                     "points in the question's comparisons not yet shown (comparisons.md; add them all, then "
+                     "report once: looking again after each seed makes false claims more likely, unless the "
+                     "looks are declared with --looks):\n\n" + fenced(commands, "bash"))
+    if beyond:
+        markdown += "\nNot planned:\n\n" + "".join(f"- {inline(line)}\n" for line in beyond)
     if duplicates:
         markdown += "\n" + "\n".join(f"- {inline(line)}" for line in duplicates) + "\n"
     filesystem.write_text(out / "table.md", markdown)
@@ -184,20 +214,28 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
 
     if readme is not None:
         links = "".join(f"![{f.stem}]({os.path.relpath(f, readme.resolve().parent)})\n" for f in figures)
-        verdicts = "".join(f"- {label}\n" for label in comparisons.markdown_verdicts(compared))
-        block = f"{markdown}\n" + (f"Comparisons (comparisons.md):\n\n{verdicts}\n" if verdicts else "")
+        verdicts = "".join(f"- {said}\n" for said in comparisons.markdown_verdicts(compared, CONFIRMATORY))
+        leads = int((compared["family"] == EXPLORATORY).sum())
+        block = f"{markdown}\n" + (f"The question ({inline(asked.describe())}), tested as one family "
+                                    f"(comparisons.md):\n\n{verdicts}\n" if verdicts else "")
+        if leads:
+            block += (f"{leads} other comparisons are exploratory (not part of the question, not corrected: leads, "
+                      "not findings): comparisons.md.\n\n")
         update_readme(readme, f"{block}{links}")
 
     counts = runs["status"].value_counts().to_dict()
     account = (f"read {len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) "
                f"from {', '.join(map(str, paths))}; wrote {out}/: runs.csv, curves.csv, table.md, table.csv, "
-               f"comparisons.md, comparisons.csv ({len(compared)} comparisons), "
+               f"comparisons.md, comparisons.csv ({len(compared)} comparisons, "
+               f"{int((compared['family'] == CONFIRMATORY).sum())} confirmatory: {asked.describe()}), "
                f"{', '.join(f.name for f in figures)}")
     account += "".join(f"\n{line}" for line in not_drawn) + fig7_note
     for line in duplicates:
         account += f"\n{line}"
+    for line in compared.attrs["unmatched"] + beyond:
+        account += f"\n{line}"
     if commands:
-        account += f"\nseeds to add (±{precision:g} points, and the differences not yet shown):"
+        account += f"\nseeds to add (±{precision:g} points, and {effect:g} points in the question's comparisons):"
         account += "".join(f"\n  {c}" for c in commands[:SHOWN_COMMANDS])
         if len(commands) > SHOWN_COMMANDS:
             account += f"\n  ... and {len(commands) - SHOWN_COMMANDS} more in {out / 'table.md'}"
@@ -218,6 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", type=float, default=DEFAULT_PRECISION,
                         help=f"half-width (points) of the 95%% interval the seeds needed are planned for "
                              f"(default {DEFAULT_PRECISION})")
+    parser.add_argument("--question", help="the comparisons to test as one confirmatory family, e.g. "
+                                           "compare=arch,trend=depth (default: what the runs' preset declared; without "
+                                           "one, every pair of every factor)")
+    parser.add_argument("--pair", action="append", default=[], metavar="'A vs B'",
+                        help="a confirmatory pair of settings, e.g. 'arch=vgg,depth=10 vs arch=resnet,depth=8' "
+                             "(for nets whose depths never meet); repeatable")
+    parser.add_argument("--effect", type=float, default=DEFAULT_EFFECT,
+                        help=f"the smallest difference of test error (points) worth detecting: seeds are planned "
+                             f"to show it with 80%% power (default {DEFAULT_EFFECT})")
+    parser.add_argument("--looks", type=int, default=1,
+                        help="how many times these runs' question is reported as seeds are added (each look tested "
+                             "at 0.05 / LOOKS, so that looking again cannot make false claims more likely; default 1)")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help=f"points within which a cell matches a published number (default {DEFAULT_MARGIN})")
     add_loading_options(parser)
     args = parser.parse_args(argv)
     dirs = args.dirs or [Path(d) for d in DEFAULT_DIRS if Path(d).is_dir()]
@@ -226,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        print(report(dirs, args.out, args.readme, args.data, args.precision, args.trust_code, args.max_parameters))
+        print(report(dirs, args.out, args.readme, args.data, args.precision, args.trust_code, args.max_parameters,
+                     args.question, args.pair, args.effect, args.looks, args.margin))
     except (ReportError, UserError) as e:  # UserError: a file that cannot be written (full disk, a link)
         print(f"error: {e}", file=sys.stderr)
         return 2

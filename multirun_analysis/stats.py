@@ -1,12 +1,22 @@
-"""The statistics of the report: intervals of a mean, comparisons of two settings, seeds a claim needs.
+"""The report's statistics: the interval of a cell's mean, the comparison of two settings, the trend of an
+ordered factor, a published number matched or not, and the seeds a question needs. Numbers only (numpy and
+scipy.stats); table.py and comparisons.py say what they mean.
 
-Numbers only (numpy and scipy.stats), no frames: table.py and comparisons.py say what they mean.
-
-Which interval: Student's t below BOOTSTRAP_MIN_SEEDS seeds, scipy's BCa bootstrap from there on. Simulated
-on the 2-core dev machine (400 draws of n values each, scipy 1.17; two simulations): the bootstrap's 95%
-interval covers the true mean of normal data in 72-76% of draws at n = 3, 81-87% at 5, 89% at 10, 93% at 20
-and 30, where the t-interval covers 93.5-96.5% at every n; on skewed (lognormal) data the t-interval was never
-the worse of the two either. Seeds come by the handful, so the t-interval is the honest one there; each row says which was used.
+Which test, and why (measured by bench/calibrate_stats.py, asserted by tests/test_statistics.py):
+- Paired seeds (both settings ran the same seeds, which share initialisation and batch order): Student's t-test
+  of the per-seed differences. An exact permutation test of 5 paired seeds cannot give p below 2/2^5 = 0.0625,
+  whatever the difference (it never showed a 10-point gap); the t-test shows it at p ~ 1e-4.
+- Unpaired: Welch's t-test, whose standard error takes each side's own spread. The permutation test of the raw
+  difference of means assumes equal spreads: 3 seeds at sd 3 against 12 at sd 0.3 made false claims in ~28%
+  of null sweeps; Welch's stays at or below 5%.
+- The permutation test of the same studentized statistic (Janssen 1997; Chung & Romano 2013: valid under
+  unequal spreads) is computed beside it as a check free of the normal assumption; a verdict says when it
+  could reach the level and does not agree.
+- Intervals of a mean: Student's t for every number of seeds (the BCa bootstrap undercovers: 72-87% at 3-5
+  seeds, 93% at 30).
+- Seeds are planned for a smallest effect of interest at POWER after the family's correction (the noncentral
+  t), never from the difference observed (under no difference that planned hundreds of seeds); beyond
+  SEED_CAP the plan is not printed as a command, and the report says why.
 """
 from __future__ import annotations
 
@@ -18,27 +28,35 @@ import numpy as np
 from scipy import stats
 
 LEVEL = 0.95  # every interval of the report
-ALPHA = 0.05  # the level a difference is said to be shown at (after Holm's correction)
-POWER = 0.8  # the chance of detecting a difference that "seeds needed" plans for
-BOOTSTRAP_MIN_SEEDS = 30  # from here on the bootstrap's coverage is within ~1 point of nominal (measured above)
-RESAMPLES = 9999  # bootstrap and random permutations; permutations are exact when there are fewer
-BATCH = 500  # resamples held in memory at once (cells x seeds x BATCH floats)
-SEED = 0  # resampling is seeded: the same runs give the same report
+ALPHA = 0.05  # the level a difference is said to be shown at (family-wise, after Holm's correction)
+POWER = 0.8  # the chance of detecting the smallest effect of interest that seeds are planned for
+RESAMPLES = 9999  # random permutations of the check; exact where there are fewer
+SEED = 0  # the permutations are seeded: the same runs give the same report
+SEED_CAP = 100  # a plan of more seeds a side than this is reported as why, not as a command
+MAX_SEEDS = 1_000_000  # beyond this a number of seeds is infinite
 
-T_METHOD, BOOTSTRAP_METHOD, NO_INTERVAL = "t", "bootstrap BCa", "none"
+T_METHOD, PAIRED_T, WELCH_T, NO_INTERVAL = "t", "paired t", "Welch t", "none"
 
 
 @cache
-def t_quantile(df: int) -> float:
-    """The two-sided LEVEL quantile of Student's t (cached: the report asks for few dfs, many times)."""
-    return float(stats.t.ppf(0.5 + LEVEL / 2, df))
+def t_quantile(df: float, level: float = LEVEL) -> float:
+    """The two-sided `level` quantile of Student's t (cached: the report asks for few dfs, many times)."""
+    return float(stats.t.ppf(0.5 + level / 2, df))
+
+
+def finite(values) -> np.ndarray:
+    """Test errors as floats; refuses what is not a finite number (a NaN must never become a claim)."""
+    x = np.asarray(values, dtype=float)
+    if not np.isfinite(x).all():
+        raise ValueError(f"the statistics take finite numbers only, got {x[~np.isfinite(x)][:3].tolist()}")
+    return x
 
 
 @dataclass(frozen=True)
 class Interval:
     low: float
     high: float
-    method: str  # T_METHOD, BOOTSTRAP_METHOD or "none: why"
+    method: str  # T_METHOD, PAIRED_T, WELCH_T or "none: why"
 
 
 def no_interval(why: str) -> Interval:
@@ -46,49 +64,30 @@ def no_interval(why: str) -> Interval:
 
 
 def mean_interval(values) -> Interval:
-    """The LEVEL interval of the mean of `values` (one per seed); none for one value or identical values,
+    """The LEVEL t-interval of the mean of `values` (one per seed); none for one value or identical values,
     where nothing is known of the spread."""
-    return mean_intervals([values])[0]
+    x = finite(values)
+    n = len(x)
+    if n < 2:
+        return no_interval("1 seed" if n == 1 else "no runs")
+    if np.ptp(x) == 0:
+        return no_interval(f"all {n} values identical")
+    half = t_quantile(n - 1) * x.std(ddof=1) / math.sqrt(n)
+    return Interval(x.mean() - half, x.mean() + half, T_METHOD)
 
 
 def mean_intervals(samples: list) -> list[Interval]:
-    """mean_interval of each sample, the bootstraps of samples of one size in one vectorized call."""
-    found: list[Interval | None] = [None] * len(samples)
-    by_size: dict[int, list[int]] = {}
-    for i, values in enumerate(samples):
-        x = np.asarray(values, dtype=float)
-        n = len(x)
-        if n < 2:
-            found[i] = no_interval("1 seed" if n == 1 else "no runs")
-        elif np.ptp(x) == 0:
-            found[i] = no_interval(f"all {n} values identical")
-        elif n < BOOTSTRAP_MIN_SEEDS:
-            half = t_quantile(n - 1) * x.std(ddof=1) / math.sqrt(n)
-            found[i] = Interval(x.mean() - half, x.mean() + half, T_METHOD)
-        else:
-            by_size.setdefault(n, []).append(i)
-    for n, indices in by_size.items():
-        data = np.stack([np.asarray(samples[i], dtype=float) for i in indices])
-        result = stats.bootstrap((data,), np.mean, axis=-1, vectorized=True, confidence_level=LEVEL,
-                                 n_resamples=RESAMPLES, batch=BATCH, method="BCa", random_state=SEED)
-        for i, low, high in zip(indices, *result.confidence_interval):
-            found[i] = Interval(float(low), float(high), BOOTSTRAP_METHOD)
-    return found  # type: ignore[return-value]
-
-
-MAX_SEEDS = 1_000_000  # beyond this a number of seeds is reported as infinite
+    return [mean_interval(values) for values in samples]
 
 
 def smallest_n(enough, start: int = 2) -> float:
-    """The smallest n >= start with enough(n), for enough monotone in n (False, ..., False, True, ...): doubling
-    to a bracket, then bisection: about 40 evaluations where a scan of every n up to MAX_SEEDS would take
-    seconds per comparison (noncentral t)."""
+    """The smallest n >= start with enough(n), for enough monotone in n: doubling to a bracket, then bisection."""
     high = start
     while not enough(high):
         if high >= MAX_SEEDS:
             return math.inf
         high = min(2 * high, MAX_SEEDS)
-    low = start if high == start else high // 2 + 1  # high // 2 was not enough
+    low = start if high == start else high // 2 + 1
     while low < high:
         middle = (low + high) // 2
         if enough(middle):
@@ -99,9 +98,9 @@ def smallest_n(enough, start: int = 2) -> float:
 
 
 def seeds_for_precision(values, precision: float) -> float:
-    """The fewest seeds whose t-interval's half-width would be at most `precision`, at the spread seen
-    (NaN with fewer than 2 values: no spread seen)."""
-    x = np.asarray(values, dtype=float)
+    """The fewest seeds whose t-interval's half-width would be at most `precision`, at the spread seen (NaN
+    with fewer than 2 values: no spread seen)."""
+    x = finite(values)
     if len(x) < 2:
         return math.nan
     s = x.std(ddof=1)
@@ -110,60 +109,148 @@ def seeds_for_precision(values, precision: float) -> float:
     return smallest_n(lambda n: t_quantile(n - 1) * s / math.sqrt(n) <= precision)
 
 
+# -- the spread a comparison has, and what it can detect --------------------------------------------------------
+
+@dataclass(frozen=True)
+class Spread:
+    """What a comparison's standard error is made of: the sd of the per-seed differences (paired), or each
+    side's sd (unpaired)."""
+
+    paired: bool
+    sd_diff: float = math.nan
+    sd_a: float = math.nan
+    sd_b: float = math.nan
+
+    @classmethod
+    def of(cls, a, b, paired: bool) -> Spread:
+        a, b = finite(a), finite(b)
+        if paired:
+            return cls(True, sd_diff=float((a - b).std(ddof=1)) if len(a) > 1 else math.nan)
+        return cls(False, sd_a=float(a.std(ddof=1)) if len(a) > 1 else math.nan,
+                   sd_b=float(b.std(ddof=1)) if len(b) > 1 else math.nan)
+
+    @property
+    def known(self) -> bool:
+        return not (math.isnan(self.sd_diff) if self.paired else (math.isnan(self.sd_a) or math.isnan(self.sd_b)))
+
+    def error_and_df(self, n_a: int, n_b: int) -> tuple[float, float]:
+        """(standard error of the difference of means, its degrees of freedom) with these seeds a side."""
+        if self.paired:
+            return self.sd_diff / math.sqrt(n_a), n_a - 1.0
+        va, vb = self.sd_a ** 2 / n_a, self.sd_b ** 2 / n_b
+        if va + vb == 0:
+            return 0.0, n_a + n_b - 2.0
+        return math.sqrt(va + vb), welch_df(va, vb, n_a, n_b)
+
+    def text(self) -> str:
+        if self.paired:
+            return f"sd of the per-seed differences {self.sd_diff:.2f}"
+        return f"sd {self.sd_a:.2f} and {self.sd_b:.2f}"
+
+
+def welch_df(va: float, vb: float, n_a: int, n_b: int) -> float:
+    """Welch-Satterthwaite's degrees of freedom of va + vb (each a variance of a mean)."""
+    denominator = (va ** 2 / (n_a - 1) if va else 0.0) + (vb ** 2 / (n_b - 1) if vb else 0.0)
+    return (va + vb) ** 2 / denominator if denominator else float(n_a + n_b - 2)
+
+
+def t_power(effect: float, error: float, df: float, alpha: float) -> float:
+    """The chance that a two-sided t-test at `alpha` shows a true difference `effect` whose estimate has
+    standard error `error` (noncentral t; scipy's NaN in the far tail read as 0)."""
+    if error == 0:
+        return 1.0 if effect != 0 else 0.0
+    critical = t_quantile(df, 1 - alpha)
+    ncp = effect / error
+    return float(np.nan_to_num(stats.nct.sf(critical, df, ncp)) + np.nan_to_num(stats.nct.cdf(-critical, df, ncp)))
+
+
+def seeds_for_effect(effect: float, spread: Spread, alpha: float) -> float:
+    """Seeds a side (the same on both) for a POWER chance of showing a true difference of `effect` points at
+    `alpha` (the family's corrected level), at the spread seen; NaN where no spread is known."""
+    if not spread.known or effect <= 0:
+        return math.nan
+    return smallest_n(lambda n: t_power(effect, *spread.error_and_df(n, n), alpha) >= POWER)
+
+
+def detectable_effect(spread: Spread, n_a: int, n_b: int, alpha: float) -> float:
+    """The smallest true difference (points) these seeds show with a POWER chance at `alpha` (NaN where no
+    spread is known or a side has one seed)."""
+    if not spread.known or min(n_a, n_b) < 2:
+        return math.nan
+    error, df = spread.error_and_df(n_a, n_b)
+    if error == 0:
+        return 0.0
+    low, high = 0.0, error
+    while t_power(high, error, df, alpha) < POWER:
+        high *= 2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if t_power(middle, error, df, alpha) < POWER else (low, middle)
+    return high
+
+
+# -- comparisons ------------------------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Difference:
     diff: float  # mean(a) - mean(b)
     interval: Interval
-    p_value: float  # two-sided permutation test of the difference of means; NaN where none was made
+    p_value: float  # the t-test's (paired or Welch), two-sided; NaN where none can be made
+    p_permutation: float  # the check: a permutation test of the same t statistic
     paired: bool
-    prob_a_better: float  # the chance that one run of a has a lower error than one run of b (ties half)
+    test: str  # PAIRED_T, WELCH_T, or why none was made
+    spread: Spread
+    share_a_better: float  # of all pairs of one run of a and one of b in this sample, the share where a's error is lower
 
 
-def _mean_difference(x, y, axis=-1):
-    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+def _paired_t(x, y, axis=-1):
+    d = x - y
+    n = d.shape[axis]
+    return d.mean(axis=axis) / (d.std(axis=axis, ddof=1) / math.sqrt(n))
+
+
+def _welch_t(x, y, axis=-1):
+    va = x.var(axis=axis, ddof=1) / x.shape[axis]
+    vb = y.var(axis=axis, ddof=1) / y.shape[axis]
+    return (x.mean(axis=axis) - y.mean(axis=axis)) / np.sqrt(va + vb)
 
 
 def permutation_p(a: np.ndarray, b: np.ndarray, paired: bool) -> float:
-    """Two-sided p-value of mean(a) - mean(b): exact where the permutations are fewer than RESAMPLES."""
-    kind = "samples" if paired else "independent"
-    result = stats.permutation_test((a, b), _mean_difference, permutation_type=kind, vectorized=True,
-                                    n_resamples=RESAMPLES, alternative="two-sided", random_state=SEED)
+    """Two-sided p of the studentized difference (sign flips of the paired t; relabelling of Welch's t):
+    exact where the permutations are fewer than RESAMPLES."""
+    kind, statistic = ("samples", _paired_t) if paired else ("independent", _welch_t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = stats.permutation_test((a, b), statistic, permutation_type=kind, vectorized=True,
+                                        n_resamples=RESAMPLES, alternative="two-sided", random_state=SEED)
     return float(result.pvalue)
 
 
-def difference_interval(a: np.ndarray, b: np.ndarray, paired: bool) -> Interval:
-    """The LEVEL interval of mean(a) - mean(b): of the per-seed differences if paired, Welch's otherwise
-    (the bootstrap where both sides have BOOTSTRAP_MIN_SEEDS)."""
-    if paired:
-        return mean_interval(a - b)
-    if len(a) < 2 or len(b) < 2:
-        return no_interval("1 seed on a side")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:
-        return no_interval("all values identical on both sides")
-    if min(len(a), len(b)) >= BOOTSTRAP_MIN_SEEDS:
-        result = stats.bootstrap((a, b), _mean_difference, vectorized=True, confidence_level=LEVEL,
-                                 n_resamples=RESAMPLES, method="BCa", random_state=SEED)
-        return Interval(*map(float, result.confidence_interval), BOOTSTRAP_METHOD)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))  # Welch-Satterthwaite
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, df)) * math.sqrt(va + vb)
-    d = a.mean() - b.mean()
-    return Interval(d - half, d + half, "Welch t")
-
-
-def prob_a_better(a: np.ndarray, b: np.ndarray) -> float:
-    """P(one run of a has a lower test error than one run of b), ties counted half (Mann-Whitney's U / nm)."""
+def share_a_better(a: np.ndarray, b: np.ndarray) -> float:
+    """Of all pairs (one run of a, one of b) in this sample, the share in which a has the lower error (ties
+    half): a description of these runs, not an estimate with an interval."""
     lower = (a[:, None] < b[None, :]).mean()
     ties = (a[:, None] == b[None, :]).mean()
     return float(lower + ties / 2)
 
 
 def compare(a, b, paired: bool) -> Difference:
-    """a against b (test errors; paired: the same seeds, in the same order on both sides). A p-value only
-    where each side has 2 runs or more: with one run a side no test can say anything."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    p = permutation_p(a, b, paired) if min(len(a), len(b)) >= 2 else math.nan
-    return Difference(float(a.mean() - b.mean()), difference_interval(a, b, paired), p, paired, prob_a_better(a, b))
+    """a against b (test errors; paired: the same seeds in the same order on both sides). A test only where
+    each side has 2 runs or more and the spread is not zero: with one run a side no test can say anything."""
+    a, b = finite(a), finite(b)
+    spread = Spread.of(a, b, paired)
+    diff, share = float(a.mean() - b.mean()), share_a_better(a, b)
+    if min(len(a), len(b)) < 2:
+        return Difference(diff, no_interval("1 seed on a side"), math.nan, math.nan, paired, "none: 1 seed on a side",
+                          spread, share)
+    error, df = spread.error_and_df(len(a), len(b))
+    if error == 0:
+        why = "no spread in the per-seed differences" if paired else "all values identical on both sides"
+        return Difference(diff, no_interval(why), math.nan, math.nan, paired, f"none: {why}", spread, share)
+    method = PAIRED_T if paired else WELCH_T
+    half = t_quantile(df) * error
+    p = float(2 * stats.t.sf(abs(diff) / error, df))
+    return Difference(diff, Interval(diff - half, diff + half, method), p, permutation_p(a, b, paired), paired,
+                      method, spread, share)
 
 
 def holm(p_values) -> np.ndarray:
@@ -181,36 +268,99 @@ def holm(p_values) -> np.ndarray:
 
 
 def smallest_permutation_p(n_a: int, n_b: int, paired: bool) -> float:
-    """The smallest two-sided p a permutation test of these seeds can give (its resolution): 2 over the
-    number of distinct permutations, and no less than 2 / (RESAMPLES + 1) where they are drawn at random."""
+    """The smallest two-sided p a permutation test of these seeds can give (its resolution): 2 over the number
+    of distinct permutations, and no less than 2 / (RESAMPLES + 1) where they are drawn at random."""
     count = 2.0 ** n_a if paired else math.comb(n_a + n_b, n_a)
     return max(2.0 / count, 2.0 / (RESAMPLES + 1) if count > RESAMPLES else 0.0)
 
 
-def seeds_to_detect(a, b, paired: bool, tests: int) -> float:
-    """Seeds a side for a POWER chance of showing the observed difference at ALPHA after the correction for
-    `tests` comparisons (Bonferroni's bound of Holm, the worst case), at the spread seen: the t-test's power
-    (noncentral t), and at least the seeds a permutation test needs to reach that level at all. NaN where
-    nothing was seen (one run a side, or no difference)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if min(len(a), len(b)) < 2:
-        return math.nan
-    delta = abs(a.mean() - b.mean())
-    spread = (a - b).std(ddof=1) if paired else math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    if delta == 0:
-        return math.nan
-    alpha = ALPHA / max(tests, 1)
-    floor = next((n for n in range(2, 200) if smallest_permutation_p(n, n, paired) <= alpha), None)
-    if floor is None:  # below what RESAMPLES random permutations can resolve
-        return math.inf
-    if spread == 0:
-        return float(floor)
+# -- an ordered factor's trend ------------------------------------------------------------------------------------
 
-    def powerful(n: int) -> bool:
-        df = n - 1 if paired else 2 * n - 2
-        ncp = delta / spread * (math.sqrt(n) if paired else math.sqrt(n / 2))
-        crit = stats.t.ppf(1 - alpha / 2, df)
-        # the far tail on the other side: scipy gives NaN where it is below ~1e-17 (read as 0)
-        return float(np.nan_to_num(stats.nct.sf(crit, df, ncp)) + np.nan_to_num(stats.nct.cdf(-crit, df, ncp))) >= POWER
+@dataclass(frozen=True)
+class Trend:
+    slope: float  # points of test error per unit of the factor (per layer of depth)
+    interval: Interval  # of the slope
+    p_value: float  # slope = 0, two-sided
+    span: float  # from the smallest to the largest level
+    levels: int
 
-    return max(float(floor), smallest_n(powerful))
+    @property
+    def change(self) -> float:
+        """The change the slope makes over the levels run (points): depth 20 -> 56 for fig6."""
+        return self.slope * self.span
+
+
+def linear_trend(levels: list[tuple[float, np.ndarray]]) -> Trend | None:
+    """The least-squares slope of the cell means over the factor's levels, tested as one linear contrast with
+    each level's own spread (a Welch contrast: levels may spread unequally, as plain nets' depths do); None
+    with fewer than 2 levels of 2 seeds or more, or no spread."""
+    levels = [(float(x), finite(v)) for x, v in levels if len(v) >= 2]
+    if len(levels) < 2:
+        return None
+    x = np.array([level for level, _ in levels])
+    centred = x - x.mean()
+    c = centred / (centred ** 2).sum()
+    means = np.array([v.mean() for _, v in levels])
+    variances = np.array([v.var(ddof=1) / len(v) for _, v in levels])
+    counts = np.array([len(v) for _, v in levels])
+    slope = float(c @ means)
+    parts = c ** 2 * variances
+    error = math.sqrt(parts.sum())
+    if error == 0:
+        return None
+    df = parts.sum() ** 2 / (parts ** 2 / (counts - 1)).sum()
+    half = t_quantile(df) * error
+    p = float(2 * stats.t.sf(abs(slope) / error, df))
+    return Trend(slope, Interval(slope - half, slope + half, "Welch contrast"), p, float(np.ptp(x)), len(levels))
+
+
+# -- a published number ------------------------------------------------------------------------------------------
+
+MATCHES, DIFFERS, CANNOT_TELL = "matches", "differs", "cannot tell"
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    verdict: str  # MATCHES (within ±margin), DIFFERS, CANNOT_TELL
+    interval: Interval  # the 1 - 2 ALPHA interval of mean - published (TOST's)
+    p_equivalent: float  # TOST's p: that the difference lies outside ±margin
+    p_different: float  # the t-test's p: that the difference is 0
+
+
+def equivalence(values, published: float, margin: float) -> Equivalence:
+    """Whether a cell matches a published number within ±margin points (two one-sided t-tests: its 90%
+    interval inside the margin), differs from it (its 95% interval excludes it, and it is not within the
+    margin), or neither can be told with these seeds."""
+    x = finite(values)
+    n = len(x)
+    if n < 2 or np.ptp(x) == 0:
+        return Equivalence(CANNOT_TELL, no_interval("1 seed" if n < 2 else "no spread"), math.nan, math.nan)
+    diff, error, df = x.mean() - published, x.std(ddof=1) / math.sqrt(n), n - 1
+    p_equivalent = float(max(stats.t.sf((diff + margin) / error, df), stats.t.cdf((diff - margin) / error, df)))
+    p_different = float(2 * stats.t.sf(abs(diff) / error, df))
+    half = t_quantile(df, 1 - 2 * ALPHA) * error
+    verdict = MATCHES if p_equivalent < ALPHA else DIFFERS if p_different < ALPHA else CANNOT_TELL
+    return Equivalence(verdict, Interval(diff - half, diff + half, "t, 90% (TOST)"), p_equivalent, p_different)
+
+
+# -- where the spread comes from ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SourceSpread:
+    sd: float
+    interval: Interval  # of the sd (chi-square)
+    df: int
+    groups: int
+
+
+def pooled_sd(groups: list[np.ndarray]) -> SourceSpread | None:
+    """The sd within groups (each: runs that differ in one source of randomness only), pooled, with its LEVEL
+    chi-square interval (normal errors); None without 2 runs in some group."""
+    groups = [finite(g) for g in groups if len(g) >= 2]
+    df = sum(len(g) - 1 for g in groups)
+    if df == 0:
+        return None
+    ss = float(sum(((g - g.mean()) ** 2).sum() for g in groups))
+    low = math.sqrt(ss / stats.chi2.ppf(0.5 + LEVEL / 2, df))
+    high = math.sqrt(ss / stats.chi2.ppf(0.5 - LEVEL / 2, df))
+    return SourceSpread(math.sqrt(ss / df), Interval(low, high, "chi-square"), df, len(groups))

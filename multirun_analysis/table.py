@@ -11,6 +11,7 @@ from importlib import resources
 import pandas as pd
 from hydra import compose, initialize_config_module
 
+from resnet_cifar.contract import Status
 from resnet_cifar.config import (
     DATA_SOURCE_KEYS,
     NAME_KEY,
@@ -22,7 +23,7 @@ from resnet_cifar.config import (
 
 from .collect import ARCH, FLOATS, flatten_config
 from .escape import inline
-from .stats import BOOTSTRAP_MIN_SEEDS, mean_intervals, seeds_for_precision
+from .stats import equivalence, mean_intervals, seeds_for_precision
 from resnet_cifar.filesystem import write_frame
 
 REFERENCES_FILE = "references.csv"  # published CIFAR-10 test errors: arch, depth, conditions, error, source
@@ -32,11 +33,11 @@ NOT_FACTORS = ("seed", *DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT, "trainer.device",
                "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last",
                "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode")
 ROW_KEYS = ["depth", ARCH]
-CELL_COLUMNS = ["n", "mean", "std", "ci_low", "ci_high", "ci_method", "min", "max", "seeds_needed"]
+CELL_COLUMNS = ["n", "lost", "mean", "std", "ci_low", "ci_high", "ci_method", "min", "max", "seeds_needed"]
 DEFAULT_PRECISION = 0.3  # points of test error: the distance at which a reproduction matches Table 6
+DEFAULT_MARGIN = 0.3  # points: within this of a published number, a cell "matches" it (equivalence, --margin)
 PAPER_FORM_SEEDS = 5  # the paper gave "best (mean ± std)" over 5 runs (ResNet-110)
-INTERVAL_NOTE = (f"Student's t below {BOOTSTRAP_MIN_SEEDS} seeds, where the bootstrap undercovers, a BCa "
-                 "bootstrap from there on; none for 1 seed or identical values")
+INTERVAL_NOTE = "Student's t at every number of seeds; none for 1 seed or identical values"
 # The paper trained on two GPUs with per-GPU BN; one process or several both count as its recipe. The net
 # (arch) is the reference's own key, with its conditions.
 NOT_RECIPE = (*NOT_FACTORS, "depth", "arch", "trainer.nproc_per_node", "trainer.nnodes")
@@ -124,13 +125,26 @@ def reference_sources(table: pd.DataFrame) -> list[str]:
     return sources
 
 
-def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: float = DEFAULT_PRECISION) -> pd.DataFrame:
+def lost_seeds(runs: pd.DataFrame, keys: list[str]) -> dict[tuple, int]:
+    """Per cell (its keys' values as text): the seeds that failed or diverged, an outcome of that setting."""
+    lost = runs[runs["status"].isin([Status.failed, Status.diverged])]
+    if lost.empty or not all(k in lost for k in keys):
+        return {}
+    counted = lost.groupby([lost[k].astype(str) for k in keys], dropna=False)
+    return {tuple(values if isinstance(values, tuple) else (values,)): int(group["seed"].nunique())
+            for values, group in counted}
+
+
+def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: float = DEFAULT_PRECISION,
+              margin: float = DEFAULT_MARGIN) -> pd.DataFrame:
     """One row per depth x arch x factors: over its seeds (each counted once, duplicates.count_once) the
-    final test error's n, mean, std, LEVEL interval of the mean and its method, min, max, the seeds that
-    would bring the interval's half-width to `precision` points; beside a paper's number (its full recipe
-    only) the interval of mean - paper and whether the paper lies inside."""
+    final test error's n, the seeds lost (failed or diverged), mean, std, LEVEL interval of the mean and its
+    method, min, max, the seeds that would bring the interval's half-width to `precision` points; the mean
+    held-out error where the runs held images out (a search's objective); beside a paper's number (its full
+    recipe only) whether the cell matches it within ±`margin` points (stats.equivalence)."""
     done = runs[runs["status"] == "completed"].copy()
     keys = [k for k in ROW_KEYS if k in done] + factors
+    lost = lost_seeds(runs, keys)
     done["reference"] = reference_errors(done, recipe) if ARCH in done and "depth" in done else float("nan")
     groups = list(done.groupby(keys, dropna=False, sort=True))
     intervals = mean_intervals([g["test_error"].astype(float).to_numpy() for _, g in groups])
@@ -139,23 +153,27 @@ def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: f
         errors = group["test_error"].astype(float).to_numpy()
         reference = group["reference"]
         paper = reference.iloc[0] if reference.notna().all() and reference.nunique() == 1 else float("nan")
-        rows.append({**dict(zip(keys, values if isinstance(values, tuple) else (values,))),
+        values = values if isinstance(values, tuple) else (values,)
+        matched = None if pd.isna(paper) else equivalence(errors, paper, margin)
+        held_out = group["val_error"].astype(float) if "val_error" in group else pd.Series(dtype=float)
+        rows.append({**dict(zip(keys, values)), "lost": lost.get(tuple(str(v) for v in values), 0),
                      "n": len(errors), "mean": errors.mean(), "std": errors.std(ddof=1) if len(errors) > 1 else float("nan"),
                      # an error lies in [0, 100]: the interval of its mean too
                      "ci_low": max(interval.low, 0.0), "ci_high": min(interval.high, 100.0), "ci_method": interval.method,
                      "min": errors.min(), "max": errors.max(),
                      "seeds_needed": seeds_for_precision(errors, precision),
                      "params": group["params"].iloc[0], "paper_error": paper,
+                     "val_error": held_out.mean() if held_out.notna().all() and len(held_out) else float("nan"),
+                     "vs_paper_low": float("nan") if matched is None else matched.interval.low,
+                     "vs_paper_high": float("nan") if matched is None else matched.interval.high,
+                     "paper_verdict": None if matched is None else matched.verdict,
                      "seeds": sorted(group["seed"].dropna().astype(int)) if "seed" in group else [],
                      "overrides": group["overrides"].iloc[0] if "overrides" in group else None,
                      "runs": list(group["run"])})
-    table = pd.DataFrame(rows, columns=[*keys, *CELL_COLUMNS, "params", "paper_error", "seeds", "overrides", "runs"])
+    table = pd.DataFrame(rows, columns=[*keys, *CELL_COLUMNS, "params", "val_error", "paper_error", "vs_paper_low",
+                                        "vs_paper_high", "paper_verdict", "seeds", "overrides", "runs"])
     table["accuracy"] = 100.0 - table["mean"]
     table["vs_paper"] = table["mean"] - table["paper_error"]
-    table["vs_paper_low"] = table["ci_low"] - table["paper_error"]
-    table["vs_paper_high"] = table["ci_high"] - table["paper_error"]
-    table["paper_inside"] = [None if pd.isna(p) or pd.isna(lo) else bool(lo <= p <= hi)
-                             for p, lo, hi in zip(table["paper_error"], table["ci_low"], table["ci_high"])]
     return table
 
 
@@ -206,36 +224,42 @@ def _paper_form(errors_mean, std, best) -> str:
 
 
 def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataFrame, caption: str,
-                precision: float = DEFAULT_PRECISION) -> str:
-    """The table (LEVEL intervals of the mean, the method of each, the seeds a ± `precision` interval
-    needs), its basis and sources under it, and the runs that are not in it."""
+                precision: float = DEFAULT_PRECISION, margin: float = DEFAULT_MARGIN) -> str:
+    """The table (LEVEL intervals of the mean, the seeds lost, the seeds a ± `precision` interval needs, the
+    held-out error where there is one, a published number matched within ±`margin` or not), its basis and
+    sources under it, and the runs that are not in it."""
     paper_form = bool((table["n"] >= PAPER_FORM_SEEDS).any())
+    held_out = bool(table["val_error"].notna().any())
     header = ["depth", "model", *map(inline, factors), "test error % (mean)", "95% CI", "std", "min–max", "seeds",
-              "interval", f"seeds for ±{precision:g}", "accuracy %", "params", "paper error %",
-              "mean − paper [95% CI]", *(["best (mean ± std)"] if paper_form else [])]
+              "lost", "interval", f"seeds for ±{precision:g}", *(["held-out error % (mean)"] if held_out else []),
+              "accuracy %", "params", "paper error %", f"mean − paper [90% CI]: within ±{margin:g}?",
+              *(["best (mean ± std)"] if paper_form else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in table.iterrows():
-        vs_paper = ""
-        if not pd.isna(r.vs_paper):
-            inside = "" if r.paper_inside is None else (", paper inside" if r.paper_inside else ", paper outside")
-            vs_paper = f"{r.vs_paper:+.2f} {_interval(r.vs_paper_low, r.vs_paper_high)}{inside}".strip()
+        vs_paper = "" if pd.isna(r.vs_paper) else (
+            f"{r.vs_paper:+.2f} {_interval(r.vs_paper_low, r.vs_paper_high)}: {r.paper_verdict}".replace("  ", " "))
         cells = [inline(r.get("depth", "")), inline(r.get(ARCH, "")), *(inline(r[f]) for f in factors),
                  _fmt(r["mean"]), _interval(r.ci_low, r.ci_high), _fmt(r["std"]), f"{r['min']:.2f}–{r['max']:.2f}",
-                 str(r.n), r.ci_method, "" if pd.isna(r.seeds_needed) else (
+                 str(r.n), str(r.lost) if r.lost else "", r.ci_method, "" if pd.isna(r.seeds_needed) else (
                      "∞" if r.seeds_needed == float("inf") else str(int(r.seeds_needed))),
+                 *([_fmt(r.val_error)] if held_out else []),
                  _fmt(r.accuracy), f"{int(r.params):,}" if not pd.isna(r.params) else "", _fmt(r.paper_error),
                  vs_paper]
         if paper_form:
             cells.append(_paper_form(r["mean"], r["std"], r["min"]) if r.n >= PAPER_FORM_SEEDS else "")
         lines.append("| " + " | ".join(cells) + " |")
-    text = ("\n".join(lines) + "\n\n" + inline(caption) + " Mean over the seeds of a row (each seed counted once); its "
-            f"95% confidence interval ({INTERVAL_NOTE}); seeds for ±{precision:g}: how many seeds would bring "
-            f"that interval's half-width to {precision:g} points at the spread seen.\n")
+    text = ("\n".join(lines) + "\n\n" + inline(caption) + " Mean over the seeds of a row that finished (each seed "
+            f"counted once; lost: seeds that failed or diverged); its 95% confidence interval ({INTERVAL_NOTE}); "
+            f"seeds for ±{precision:g}: how many seeds would bring that interval's half-width to {precision:g} points "
+            "at the spread seen. Against a published number: the 90% interval of mean − paper; matches where it lies "
+            f"within ±{margin:g} points (two one-sided t-tests), differs where the 95% interval excludes the paper, "
+            "cannot tell otherwise.\n")
     sources = reference_sources(table)
     if sources:
         text += "\nPaper numbers (compared only at that paper's full recipe): " + inline("; ".join(sources)) + ".\n"
     if len(not_completed):
-        text += "\nNot in the table (not completed):\n\n| run | status | iteration | error |\n|---|---|---|---|\n"
+        text += ("\nNot in the means (not completed; a seed that failed or diverged is counted as lost in its "
+                 "cell):\n\n| run | status | iteration | error |\n|---|---|---|---|\n")
         for _, r in not_completed.iterrows():
             iteration = "" if pd.isna(r.get("iteration")) else int(r["iteration"])
             text += f"| {inline(r['run'])} | {inline(r['status'])} | {iteration} | {inline(r.get('error') or '')} |\n"

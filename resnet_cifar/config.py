@@ -79,7 +79,7 @@ DATA_SOURCE_KEYS = ("data.root", "data.download")
 # How a run is carried out or watched, not what it trains (its numbers do not depend on them): never part
 # of a job's folder name (conf/config.yaml's exclude_keys), not compared when a run folder resumes, not a
 # factor of the report. A key stands for everything under it.
-NOT_THE_EXPERIMENT = ("data.workers", "logger", "trainer.device", "trainer.max_parameters")
+NOT_THE_EXPERIMENT = ("data.workers", "logger", "trainer.device", "trainer.max_parameters", "question")
 # ... but a run that resumes from a checkpoint does so where it started: the checkpoint holds that device's random
 # state (a CUDA generator's is not a CPU generator's), so a completed run is found on any device, an unfinished
 # one only on its own.
@@ -99,7 +99,9 @@ LEGACY_VALUES = {("data", "augment"): {"True": Augment.random.value, "False": Au
 # Keys added since run folders were first written, with the value that does what runs did before them (a
 # callable: read when needed, from conf/).
 ADDED_KEYS = {("data", "pipeline"): Pipeline.device.value, ("data", "workers"): None,
-              ("trainer", "max_parameters"): lambda: default_max_parameters()}
+              ("trainer", "max_parameters"): lambda: default_max_parameters(),
+              ("question", "compare"): lambda: [], ("question", "trend"): lambda: [],
+              ("seeds", "init"): None, ("seeds", "order"): None, ("seeds", "augment"): None}
 # Before plug-ins, the schedule's keys lived in `optimizer`, and `logger` might be missing (it was added later).
 SCHEDULE_KEYS = ("milestones", "gamma", "warmup")
 OLDEST_PLUGIN_CHOICES = {"optimizer": "sgd", "logger": "csv"}  # what runs did before they could choose
@@ -238,6 +240,52 @@ class TrainerConfig:
 
 
 @dataclass
+class SeedsConfig:
+    """A seed of its own for each source of a run's randomness (null: `seed`'s), so that a sweep over one source
+    with the others held measures the spread that source alone makes (the report's "where the spread comes
+    from"). A run with any of them set draws the data order and the augmentation from generators of their
+    own; with none set, `seed` sets everything exactly as it always has."""
+
+    init: Optional[int] = MISSING  # the net's initial weights
+    order: Optional[int] = MISSING  # the order of the training images, epoch after epoch
+    augment: Optional[int] = MISSING  # the crops and flips
+
+
+SEED_SOURCES = ("init", "order", "augment")
+SEED_KEYS = ("seed", "seeds")  # every key that says which draw of the randomness a run is (a key for all under it)
+
+
+@dataclass(frozen=True)
+class RunSeeds:
+    """The seed of each source of a run's randomness, and whether they were split (seeds.* set)."""
+
+    init: int
+    order: int
+    augment: int
+    split: bool
+
+    @classmethod
+    def single(cls, seed: int) -> RunSeeds:
+        """Every source from one seed (`seed` alone, as runs always had it)."""
+        return cls(seed, seed, seed, split=False)
+
+    @classmethod
+    def of(cls, cfg: BaseConfig) -> RunSeeds:
+        own = {source: getattr(cfg.seeds, source) for source in SEED_SOURCES}
+        return cls(**{source: cfg.seed if value is None else value for source, value in own.items()},
+                   split=any(value is not None for value in own.values()))
+
+
+@dataclass
+class QuestionConfig:
+    """What a sweep was made to answer (multirun_analysis/question.py): its confirmatory comparisons, which the
+    report tests as one family; every other comparison is exploratory. Not part of the experiment."""
+
+    compare: List[str] = MISSING  # factors whose pairs are compared at every setting of the others (arch, ...)
+    trend: List[str] = MISSING  # ordered factors tested as one trend within every setting of the others (depth)
+
+
+@dataclass
 class BaseConfig:
     arch: Dict[str, Any] = field(default_factory=dict)  # plug-in: the model (called with depth, num_classes)
     depth: int = MISSING  # what depths a model accepts is the model's rule (6n+2 for the paper's nets)
@@ -249,6 +297,8 @@ class BaseConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Dict[str, Any] = field(default_factory=dict)  # plug-in: a live tracker beside metrics.csv, or none
     seed: int = MISSING
+    seeds: SeedsConfig = field(default_factory=SeedsConfig)
+    question: QuestionConfig = field(default_factory=QuestionConfig)
 
 
 def named_run_config(plain: dict, choices: Mapping[str, Any]) -> dict:
@@ -381,6 +431,10 @@ def validate(cfg: BaseConfig) -> None:
     """Checks that types cannot express; raises ConfigError naming the value and the rule. What a plug-in
     accepts (the depths of a model among them) is checked by plugins.check_plugins."""
     _require(0 <= cfg.seed < 2**63, f"seed={cfg.seed} is not allowed: it must lie in 0 .. 2**63-1")
+    for source in SEED_SOURCES:
+        value = getattr(cfg.seeds, source)
+        _require(value is None or 0 <= value < 2**63, f"seeds.{source}={value} is not allowed: it must lie in "
+                 "0 .. 2**63-1, or be null (the run's seed)")
     _validate_optimizer_keys(cfg)
     d, s, w, t = cfg.data, cfg.schedule, cfg.schedule.warmup, cfg.trainer
     _require(d.batch_size > 0, f"data.batch_size={d.batch_size} is not allowed: it must be > 0")

@@ -156,8 +156,12 @@ def safe_name(text: str, limit: int = SAFE_NAME_BYTES, taken: set[str] | None = 
     if len(name) > limit:
         name = f"{name[:limit - len(digest) - 1]}_{digest}"
     if taken is not None:
+        base, number = (name if len(name) <= limit - len(digest) - 1 else name[:limit - len(digest) - 1]), 1
         if name in taken:
-            name = f"{name[:limit - len(digest) - 1]}_{digest}"
+            name = f"{base}_{digest}"
+        while name in taken:  # another text gave that very name (chosen to): a counter makes it unique
+            number += 1
+            name = f"{base}_{digest}_{number}"
         taken.add(name)
     return name
 

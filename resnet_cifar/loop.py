@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import load_model_state
-from .config import BaseConfig
+from .config import BaseConfig, RunSeeds
 from .data.cifar import CifarArrays, load_cifar
 from .data.run_data import run_data
 from .distributed import World, init_process_group, resolve_device, share_cores
@@ -102,7 +102,7 @@ class TrainingLoop:
             torch.backends.cudnn.benchmark = True
         self.data = run_data(data or load_cifar(cfg.data.name, cfg.data.root, cfg.data.download), cfg,
                              self.device, world, normalization_state)
-        torch.manual_seed(cfg.seed)  # the same initial weights on every device
+        torch.manual_seed(RunSeeds.of(cfg).init)  # the same initial weights on every device
         model = build_model(cfg, self.data.num_classes)
         self.params = count_parameters(model)
         self.step = TrainingStep(model, cfg, self.device, world)

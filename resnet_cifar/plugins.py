@@ -92,10 +92,11 @@ class Plugin:
     group: str
     node: dict
     sources: tuple[ConfigSource, ...] = ()
+    trust: Any = None  # trust.CodeTrust for a config a run folder recorded; None: the user's own composed config
 
     @classmethod
-    def of(cls, cfg: BaseConfig, group: str, sources: Iterable[ConfigSource] = ()) -> Plugin:
-        return cls(group, dict(getattr(cfg, group)), tuple(sources))
+    def of(cls, cfg: BaseConfig, group: str, sources: Iterable[ConfigSource] = (), trust: Any = None) -> Plugin:
+        return cls(group, dict(getattr(cfg, group)), tuple(sources), trust)
 
     @property
     def name(self) -> str:
@@ -125,15 +126,22 @@ class Plugin:
         return PluginError(f"{self.where}: {what}")
 
     def locate(self) -> Callable:
-        """The callable `_target_` names, imported."""
+        """The callable `_target_` names, imported. For a recorded config (`trust` given) only what is trusted
+        (trust.py), decided on the text before anything is imported, and then only an object defined there."""
         if not isinstance(self.target, str) or not self.target:
             raise self.fail(f"it names no callable: the YAML needs {TARGET_KEY}: with a dotted path (e.g. "
                             f"{TARGET_KEY}: my_package.MyClass), found {TARGET_KEY}={self.target!r}")
+        if self.trust is not None and not self.trust.allows(self.group, self.target):
+            raise self.fail(f"{TARGET_KEY}: {self.target} is not trusted (a run folder is data)")
         try:
             found = import_target(self.target)
         except Exception as e:
             raise self.fail(f"{TARGET_KEY}: {self.target} cannot be imported ({type(e).__name__}: {e}); "
                             "is its module on PYTHONPATH (run from the folder that holds it)?") from None
+        if self.trust is not None and not self.trust.defined_where_trusted(self.group, self.target, found):
+            raise self.fail(f"{TARGET_KEY}: {self.target} leads to {getattr(found, '__module__', '?')}."
+                            f"{getattr(found, '__qualname__', '?')}, which a trusted module only imported: it is not "
+                            "trusted (trust its own module if you mean it)")
         if not callable(found):
             raise self.fail(f"{TARGET_KEY}: {self.target} is a {type(found).__name__}, not a class or function")
         return found

@@ -360,7 +360,10 @@ class RunFolder:
         so that resuming and evaluating use exactly these numbers (not a refit)."""
         self._write(self.normalization_path, save=state_dict)
 
-    def load_normalization(self) -> dict | None:
-        """The fitted normalization the run saved (None for a folder from before it did)."""
+    def load_normalization(self, advice: str | None = None) -> dict | None:
+        """The fitted normalization the run saved (None for a folder from before it did); `advice`: what a
+        refusal tells the user to do (by default, as for a checkpoint that cannot be resumed)."""
         path = self.normalization_path
-        return load_checkpoint(path) if path.exists() else None
+        if not path.exists():
+            return None
+        return load_checkpoint(path) if advice is None else load_checkpoint(path, advice)

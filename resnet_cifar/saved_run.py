@@ -112,7 +112,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
     if summary is None or not isinstance(summary.get("config"), dict):
         raise NotATrainedRun(f"{run_dir} is not a run folder (it has no summary.json with the run's config)")
     config = upgrade(summary["config"])  # older folders too
-    check_recorded_code(config, run_dir, CodeTrust.of(trust_code))  # before anything it names is imported
+    trust = CodeTrust.of(trust_code)
+    check_recorded_code(config, run_dir, trust)  # before anything it names is imported
     spec = RunSpec.from_dict(config, summary.get("overrides", []))
     weights = run_dir / (CHECKPOINT_FILE if checkpoint else MODEL_FILE)
     if not weights.is_file():
@@ -126,10 +127,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
     except UserError as e:
         raise NotATrainedRun(f"{run_dir / SUMMARY_FILE} records a config that is not allowed ({e})") from None
     data = _dataset(cfg.data.name.value, str(data_root or _data_root(cfg.data.root, summary, run_dir)))
-    *_, normalize = split_and_prepare(data, cfg, device, RunFolder(run_dir).load_normalization())
-    limit = default_max_parameters() if max_parameters is None else max_parameters
-    model = build_model(cfg, data.num_classes, max_parameters=limit)
     advice = "it is not a file this project saved: train the run again, or use another run"
+    *_, normalize = split_and_prepare(data, cfg, device, RunFolder(run_dir).load_normalization(advice), trust)
+    limit = default_max_parameters() if max_parameters is None else max_parameters
+    model = build_model(cfg, data.num_classes, max_parameters=limit, trust=trust)
     state = load_checkpoint(weights, advice)
     weights_state, iteration = state, None  # model.pt: the weights themselves
     if checkpoint and isinstance(state, dict):  # checkpoint.pt: the weights among the training state

@@ -76,17 +76,26 @@ def optimizing_sweeper(cfg: DictConfig) -> bool:
     return str(cfg.hydra.sweeper._target_).endswith("OptunaSweeper")
 
 
+CHECKED_VALUES = 64  # a whole-number range or interval of at most this many values is checked value by value
+
+
 def _candidates(sweep: Any) -> list:
-    """The values of a swept parameter a check must try: every choice, a range's first and last, an interval's
-    two ends (a search draws from all of them)."""
+    """The values of a swept parameter a check must try (a search draws from all of them): every choice, every
+    value of a whole-number range or interval (depth=range(8,21) holds depths a net refuses between its ends;
+    only the ends and the middle where there are more than CHECKED_VALUES), a real interval's two ends."""
     if isinstance(sweep, ChoiceSweep):
         return list(sweep.list)
-    if isinstance(sweep, RangeSweep):
-        values = list(range(int(sweep.start), int(sweep.stop), int(sweep.step or 1))) \
-            if all(float(v).is_integer() for v in (sweep.start, sweep.stop, sweep.step or 1)) else [sweep.start]
-        return [values[0], values[-1]] if values else []
-    if isinstance(sweep, IntervalSweep):
-        return [sweep.start, sweep.end]
+    if isinstance(sweep, (RangeSweep, IntervalSweep)):
+        start, stop = sweep.start, (sweep.stop if isinstance(sweep, RangeSweep) else sweep.end)
+        step = (sweep.step or 1) if isinstance(sweep, RangeSweep) else 1
+        whole = all(isinstance(v, int) for v in (start, stop, step))  # int(interval(...)), range(...)
+        if not whole or "log" in (sweep.tags or set()) and isinstance(sweep, IntervalSweep):
+            return [start, stop] if isinstance(sweep, IntervalSweep) else [start]
+        last = int(stop) if isinstance(sweep, IntervalSweep) else int(stop) - 1  # an interval holds its end
+        values = list(range(int(start), last + 1, int(step)))
+        if len(values) > CHECKED_VALUES:
+            values = [values[0], values[len(values) // 2], values[-1]]
+        return values
     return [sweep]
 
 

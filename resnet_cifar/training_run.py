@@ -81,13 +81,13 @@ def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict 
     except BaseException as e:
         status = (Status.diverged if isinstance(e, Diverged)
                   else Status.interrupted if isinstance(e, (Interrupted, KeyboardInterrupt)) else Status.failed)
-        if tracker is not None:
-            tracker.close(status.value)
-        if main:
+        if main:  # recorded first: a tracker that hangs in close() cannot leave the run 'running'
             try:
                 folder.record(status=status, iteration=loop.iteration, error=f"{type(e).__name__}: {e}")
             except UserError as not_recorded:  # e.g. the disk that failed the run is still full
                 log.warning("%s", not_recorded)
+        if tracker is not None:
+            tracker.close(status.value)
         if isinstance(e, Interrupted):
             log.warning("%s", e)  # here: the handler passed on may end the process (submitit's exits)
             stop.pass_on()  # e.g. submitit's handler, which requeues the job

@@ -43,16 +43,15 @@ class UntrustedCode(UserError):
 
 
 @cache
-def builtin_targets() -> frozenset[str]:
-    """The `_target_` of every option conf/ ships, in every plug-in group: the package's own plug-ins."""
+def builtin_targets(group: str) -> frozenset[str]:
+    """The `_target_` of every option conf/ ships in one plug-in group: the package's own plug-ins of that
+    group (a tracker's class is not a normalization, even if both are the package's)."""
     found = set()
-    conf = resources.files("resnet_cifar.conf")
-    for group in PLUGIN_GROUPS:
-        for option in conf.joinpath(group).iterdir():
-            if option.name.endswith(".yaml"):
-                target = OmegaConf.create(option.read_text()).get(TARGET_KEY)
-                if isinstance(target, str):
-                    found.add(target)
+    for option in resources.files("resnet_cifar.conf").joinpath(group).iterdir():
+        if option.name.endswith(".yaml"):
+            target = OmegaConf.create(option.read_text()).get(TARGET_KEY)
+            if isinstance(target, str):
+                found.add(target)
     return frozenset(found)
 
 
@@ -101,10 +100,18 @@ class CodeTrust:
         given = (trust_code,) if isinstance(trust_code, str) else tuple(trust_code or ())
         return cls(checked_modules(given, f"{TRUST_OPTION} / trust_code") + user_allow_list())
 
-    def allows(self, target: object) -> bool:
+    def allows(self, group: str, target: object) -> bool:
         """Decided on the text alone: nothing is imported to decide."""
-        return isinstance(target, str) and (target in builtin_targets()
+        return isinstance(target, str) and (target in builtin_targets(group)
                                             or any(_under(target, m) for m in self.modules))
+
+    def defined_where_trusted(self, group: str, target: str, found: object) -> bool:
+        """Once imported: the object a trusted module's path led to is defined in a trusted module, not one it
+        imported (my_nets.os.system leads to posix.system)."""
+        if target in builtin_targets(group):
+            return True
+        module = getattr(found, "__module__", None) or ""
+        return any(_under(module, m) for m in self.modules)
 
 
 def add_loading_options(parser) -> None:
@@ -135,8 +142,8 @@ def check_recorded_code(config: dict, run_dir: Path, trust: CodeTrust) -> None:
     for group in LOADED_GROUPS:
         node = config.get(group)
         target = node.get(TARGET_KEY) if isinstance(node, dict) else None
-        if not trust.allows(target):
+        if not trust.allows(group, target):
             shown = target if isinstance(target, str) and MODULE_PATH.fullmatch(target) else repr(target)
             raise UntrustedCode(f"{Path(run_dir) / SUMMARY_FILE} names {group}.{TARGET_KEY}: {shown[:200]}, which is "
-                                "not one of this package's plug-ins; a run folder is data, so nothing it names is "
-                                f"imported unless you trust it: {advice(target)}")
+                                f"not one of this package's {group} plug-ins; a run folder is data, so nothing it "
+                                f"names is imported unless you trust it: {advice(target)}")

@@ -206,3 +206,14 @@ def test_a_refused_pickle_is_explained_without_torchs_advice_to_unpickle_it(tiny
                             "unpickled here")
     assert "weights_only" not in result.stderr and "will likely succeed" not in result.stderr
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_range_of_depths_is_checked_value_by_value():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from resnet_cifar.sweep import _candidates
+
+    parsed = OverridesParser.create().parse_overrides(["depth=range(8,21)", "x=int(interval(8,12))",
+                                                       "lr=interval(0.01,0.3)"])
+    depth, whole, real = (_candidates(o.value()) for o in parsed)
+    assert depth == list(range(8, 21)) and whole == [8, 9, 10, 11, 12] and real == [0.01, 0.3]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import KILL_AT_ITERATION_ENV, TINY_BUDGET, run_train, train_in_process
-from resnet_cifar.config import Augment
+from resnet_cifar.config import Augment, RunSeeds
 from resnet_cifar.data.augment import augment_once, crop_flip
 from resnet_cifar.data.normalization import ModelInput, PerPixelMean
 from resnet_cifar.data.torchvision_loader import CifarImages, GlobalBatches, TorchvisionLoader
@@ -62,16 +62,16 @@ def items(sampler: GlobalBatches, batches: int) -> list[list[tuple[int, int | No
 def test_order_and_augmentation_depend_on_seed_epoch_and_position_only():
     n, batch = 100, 16  # 6 batches an epoch
     every = slice(0, batch)
-    random = items(GlobalBatches(n, batch, 0, Augment.random, every, (0, 0)), 14)
-    assert random == items(GlobalBatches(n, batch, 0, Augment.random, every, (0, 0)), 14)  # the same again
+    random = items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.random, every, (0, 0)), 14)
+    assert random == items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.random, every, (0, 0)), 14)  # the same again
     # started at epoch 1, position 32 (as a resumed run): the very batches an uninterrupted one draws there
-    assert items(GlobalBatches(n, batch, 0, Augment.random, every, (1, 32)), 4) == random[8:12]
-    assert random != items(GlobalBatches(n, batch, 1, Augment.random, every, (0, 0)), 14)  # another seed
+    assert items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.random, every, (1, 32)), 4) == random[8:12]
+    assert random != items(GlobalBatches(n, batch, RunSeeds.single(1), Augment.random, every, (0, 0)), 14)  # another seed
     # two processes keep the halves of each global batch, with the draws one process makes
-    halves = [items(GlobalBatches(n, batch, 0, Augment.random, slice(r * 8, r * 8 + 8), (0, 0)), 14) for r in (0, 1)]
+    halves = [items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.random, slice(r * 8, r * 8 + 8), (0, 0)), 14) for r in (0, 1)]
     assert [a + b for a, b in zip(*halves)] == random
     # random: an image gets a new seed each epoch; static: the same one; none: no draw
-    static = items(GlobalBatches(n, batch, 0, Augment.static, every, (0, 0)), 12)
+    static = items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.static, every, (0, 0)), 12)
 
     def seeds_by_image(batches, epoch):
         return dict(item for b in batches[epoch * 6:(epoch + 1) * 6] for item in b)
@@ -80,13 +80,13 @@ def test_order_and_augmentation_depend_on_seed_epoch_and_position_only():
     assert len(once.keys() & again.keys()) >= 92 and all(once[i] == again[i] for i in once.keys() & again.keys())
     first, second = seeds_by_image(random, 0), seeds_by_image(random, 1)
     assert all(first[i] != second[i] for i in first.keys() & second.keys())
-    assert all(seed is None for b in items(GlobalBatches(n, batch, 0, Augment.none, every, (0, 0)), 6)
+    assert all(seed is None for b in items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.none, every, (0, 0)), 6)
                for _, seed in b)
 
 
 def test_worker_processes_change_nothing():
     images = coordinate_images(64).numpy()
-    loaders = [TorchvisionLoader(images, np.arange(64), 16, RAW, 0, Augment.random, workers, CPU, False)
+    loaders = [TorchvisionLoader(images, np.arange(64), 16, RAW, RunSeeds.single(0), Augment.random, workers, CPU, False)
                for workers in (0, 2)]
     for _ in range(6):  # past an epoch
         (xa, ya), (xb, yb) = (loader.next_batch() for loader in loaders)

@@ -57,7 +57,8 @@ def test_evaluate_and_load_run_refuse_code_a_folder_names_and_run_none_of_it(tra
     assert evaluate([str(folder), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {folder / 'summary.json'} names {group}._target_: "
-                                                   f"{attack}, which is not one of this package's plug-ins"), err
+                                                   f"{attack}, which is not one of this package's {group} "
+                                                   "plug-ins"), err
     assert f"--trust-code {attack.rpartition('.')[0]}" in err
     with pytest.raises(UntrustedCode):
         load_run(folder)
@@ -101,9 +102,11 @@ def test_a_users_own_normalization_loads_once_its_module_is_trusted(trained, tmp
 
 
 def test_the_packages_own_plugins_are_the_targets_of_conf():
-    assert "resnet_cifar.models.resnet.cifar_resnet" in builtin_targets()
-    assert "resnet_cifar.data.normalization.ZCAWhitening" in builtin_targets()
-    assert not any(target.startswith(("os.", "subprocess.", "builtins.")) for target in builtin_targets())
+    assert "resnet_cifar.models.resnet.cifar_resnet" in builtin_targets("arch")
+    assert "resnet_cifar.data.normalization.ZCAWhitening" in builtin_targets("normalization")
+    assert "resnet_cifar.data.normalization.ZCAWhitening" not in builtin_targets("arch")
+    for group in ("arch", "normalization", "optimizer", "logger"):
+        assert not any(target.startswith(("os.", "subprocess.", "builtins.")) for target in builtin_targets(group))
 
 
 @pytest.mark.slow
@@ -221,3 +224,61 @@ def test_a_symlinked_run_folder_in_a_sweep_is_left_out_with_a_line(tmp_path):
     assert f"skipped {tmp_path / 'runs' / 'linked'}: a symbolic link (to {tmp_path / 'elsewhere' / 'run9'}), not " \
            "a run folder of" in account
     assert pd.read_csv(tmp_path / "out" / "table.csv")["n"].tolist() == [2]
+
+
+# -- what the review of the first round found --------------------------------------------------------------------
+
+def test_a_packages_plugin_of_another_group_is_not_trusted_as_this_one(trained, tmp_path, monkeypatch):
+    """A tracker class named as the normalization would write where the folder says (run_dir=...)."""
+    monkeypatch.chdir(tmp_path)
+    node = {"_target_": "resnet_cifar.trackers.tensorboard.TensorBoardTracker", "run_dir": str(tmp_path / "escaped"),
+            "config": {}, "resumed_at": 0, "name": "per_pixel_mean"}
+    folder = received(trained, tmp_path / "sweep", with_node("normalization", node))
+    with pytest.raises(UntrustedCode, match="which is not one of this package's normalization plug-ins"):
+        load_run(folder)
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_a_trusted_module_does_not_lend_its_trust_to_what_it_imports(trained, tmp_path, monkeypatch):
+    (tmp_path / "my_nets.py").write_text("import os\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    node = {"_target_": "my_nets.os.system", "command": "touch PWNED", "name": "per_pixel_mean"}
+    folder = received(trained, tmp_path / "sweep", with_node("normalization", node))
+    with pytest.raises(UserError, match=r"my_nets.os.system leads to posix.system, which a trusted module only "
+                                        r"imported: it is not trusted"):
+        load_run(folder, trust_code=["my_nets"])
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_file_names_made_from_keys_stay_unique_whatever_the_keys_are():
+    from multirun_analysis.plots import factor_files
+    from resnet_cifar.filesystem import safe_name
+
+    import hashlib
+
+    crafted = f"x_y_{hashlib.sha1(b'x_y').hexdigest()[:10]}"  # the name the second key would be given
+    names = factor_files(["x/y", "x_y", crafted, "fig6"])
+    assert len(set(names.values())) == 4 and "fig6.png" not in names.values(), names
+    assert safe_name("a/b", taken={"a_b"}) != "a_b"
+
+
+def test_a_recorded_override_that_sets_code_or_hydra_is_never_printed_to_run(tmp_path):
+    for seed in range(2):
+        fake_run(tmp_path / "runs" / f"run{seed}", seed=seed, overrides=[
+            "depth=20", f"seed={seed}", "normalization._target_=os.system", "+normalization.command=touch PWNED",
+            "hydra.run.dir=/tmp/elsewhere"])
+    account = report([tmp_path / "runs"], tmp_path / "out")
+    assert "python -m resnet_cifar.train -m" in account
+    assert "os.system" not in account and "PWNED" not in account and "hydra.run.dir" not in account
+    assert "os.system" not in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_a_symbolic_link_to_a_sweep_folder_is_said_too(tmp_path):
+    for seed in range(2):
+        fake_run(tmp_path / "theirs" / f"run{seed}", seed=seed)
+    fake_run(tmp_path / "mine" / "run0", seed=5)
+    (tmp_path / "mine" / "linked_sweep").symlink_to(tmp_path / "theirs")
+    account = report([tmp_path / "mine"], tmp_path / "out")
+    assert f"skipped {tmp_path / 'mine' / 'linked_sweep'}: a symbolic link (to {tmp_path / 'theirs'}), not a " \
+           "folder of" in account

@@ -155,3 +155,76 @@ def test_a_deleted_experiment_is_refused_before_the_run_or_the_sweep(tiny_cifar1
                        "hydra.sweep.dir=multirun/gone", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
     one_line(result, "logger=mlflow (conf/logger/mlflow.yaml): the MLflow experiment 'multirun/gone' (id 2) is deleted")
     assert not (tmp_path / "multirun").exists()
+
+
+HANGING_CLOSE = '''
+import time
+
+
+class Hangs:
+    def __init__(self, run_dir, config, resumed_at):
+        pass
+    def log(self, row):
+        pass
+    def close(self, status):
+        time.sleep(600)
+'''
+
+
+@pytest.mark.slow
+def test_a_tracker_that_hangs_when_a_run_fails_cannot_leave_it_running(tiny_cifar10, tmp_path):
+    (tmp_path / "hanging_tracker.py").write_text(HANGING_CLOSE)
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    result = run_train(*TINY_BUDGET, "optimizer.lr=1e30", "logger._target_=hanging_tracker.Hangs",
+                       f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr  # diverged
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+    assert time.monotonic() - started < 120  # the close was given 10 s, not 600
+    assert "the tracker did not record the end of the run within 10 s" in (run_dir / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_copy_of_a_run_folder_gets_its_own_mlflow_run(tiny_cifar10, tmp_path, monkeypatch):
+    """A copy records the same MLflow run id: resumed, it starts its own, and the original keeps its history."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import KILL_AT_ITERATION_ENV
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [*TINY_BUDGET, "logger=mlflow", f"data.root={tiny_cifar10}"]
+    original = tmp_path / "runs" / "original"
+    killed = run_train(*args, f"hydra.run.dir={original}", cwd=tmp_path,
+                       env={"MLFLOW_TRACKING_URI": uri, KILL_AT_ITERATION_ENV: "7"})
+    assert killed.returncode < 0
+    copy = tmp_path / "runs" / "copy"
+    shutil.copytree(original, copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    from_copy = train_in_process(*args, run_dir=copy)
+    from_original = train_in_process(*args, run_dir=original)
+    assert from_copy["tracker_run_id"] != from_original["tracker_run_id"]
+    client = MlflowClient(uri)
+    for summary, folder in ((from_copy, copy), (from_original, original)):
+        steps = [m.step for m in client.get_metric_history(summary["tracker_run_id"], "test_error")]
+        assert steps == [4, 8, 12], (folder, steps)  # each its own rows, once
+
+
+def test_a_server_that_answers_with_an_http_error_is_a_server():
+    from resnet_cifar.trackers.mlflow import store_problem
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert store_problem(f"http://127.0.0.1:{server.server_address[1]}/prefix") is None
+    finally:
+        server.shutdown()
+    assert "no tracking server answers" in store_problem("http://127.0.0.1:9/")

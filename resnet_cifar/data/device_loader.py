@@ -25,11 +25,15 @@ class DeviceLoader:
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, prepare: ModelInput,
-                 generator: torch.Generator, augment: bool, shard: tuple[int, int] = (0, 1)) -> None:
+                 generator: torch.Generator, augment: bool, shard: tuple[int, int] = (0, 1),
+                 crop_generator: torch.Generator | None = None) -> None:
+        """`generator` draws the order (and the crops, unless `crop_generator` does: a run that split its
+        seeds by source)."""
         check_batch_fits(batch_size, len(images))
         self.images, self.labels = images, labels
         self.batch_size, self.prepare = batch_size, prepare
         self.generator, self.augment = generator, augment
+        self.crop_generator = crop_generator
         self.own = own_slice(batch_size, shard)
         self.epoch, self.position, self.perm = 0, 0, None
 
@@ -51,16 +55,21 @@ class DeviceLoader:
         self.position += self.batch_size
         x = self.images[index]
         if self.augment:
-            crops = draw_crops(self.batch_size, self.generator, x.device)
+            crops = draw_crops(self.batch_size, self.crop_generator or self.generator, x.device)
             x = crop_flip(x, *(c[self.own] for c in crops))
         return self.prepare(x), self.labels[index]
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position,
-                "perm": None if self.perm is None else self.perm.cpu(),
-                "generator": self.generator.get_state()}
+        state = {"epoch": self.epoch, "position": self.position,
+                 "perm": None if self.perm is None else self.perm.cpu(),
+                 "generator": self.generator.get_state()}
+        if self.crop_generator is not None:
+            state["crop_generator"] = self.crop_generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = state["epoch"], state["position"]
         self.perm = None if state["perm"] is None else state["perm"].to(self.images.device)
         self.generator.set_state(state["generator"])
+        if self.crop_generator is not None:
+            self.crop_generator.set_state(state["crop_generator"])

@@ -15,7 +15,7 @@ one that is not: a 3072 x 3072 matrix fitted on the training split.
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -139,9 +139,9 @@ class ModelInput:
         return ModelInput(copy.deepcopy(self.normalization).to(device), channels_last)
 
 
-def build_normalization(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -> nn.Module:
-    """The run's normalization, not fitted yet."""
-    plugin = Plugin.of(cfg, "normalization", sources)
+def build_normalization(cfg: BaseConfig, sources: Iterable[ConfigSource] = (), trust: Any = None) -> nn.Module:
+    """The run's normalization, not fitted yet (`trust`: a recorded config's, trust.CodeTrust)."""
+    plugin = Plugin.of(cfg, "normalization", sources, trust)
     normalization = plugin.build()
     if not isinstance(normalization, nn.Module) or not callable(getattr(normalization, "fit", None)):
         raise plugin.fail(f"{plugin.target} made a {type(normalization).__name__}: a normalization is an nn.Module "
@@ -155,13 +155,14 @@ def non_finite(state: dict) -> str | None:
                  and not bool(torch.isfinite(value).all())), None)
 
 
-def fitted_normalization(cfg: BaseConfig, train_images: np.ndarray, state: dict | None = None) -> nn.Module:
+def fitted_normalization(cfg: BaseConfig, train_images: np.ndarray, state: dict | None = None,
+                         trust: Any = None) -> nn.Module:
     """The run's normalization, fitted on its training split, or with the state it was fitted to (its run
     folder's normalization.pt: exactly the numbers it trained with). A state with NaN or infinity is refused,
     naming the plug-in, before it is saved or used: every image would become NaN, and a saved one would be
     reused by every resume."""
     plugin = Plugin.of(cfg, "normalization")
-    normalization = build_normalization(cfg)
+    normalization = build_normalization(cfg, trust=trust)
     if state is None:
         normalization.fit(train_images)
         bad = non_finite(normalization.state_dict())

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import Augment, BaseConfig, Pipeline
+from ..config import Augment, BaseConfig, Pipeline, RunSeeds
 from ..contract import DATA_SIZES
 from ..distributed import World
 from .augment import augment_once
@@ -74,11 +75,12 @@ def worker_count(requested: int | None, world: World) -> int:
 
 
 def split_and_prepare(data: CifarArrays, cfg: BaseConfig, device: torch.device,
-                      normalization_state: dict | None = None) -> tuple[np.ndarray, np.ndarray, ModelInput]:
+                      normalization_state: dict | None = None,
+                      trust: Any = None) -> tuple[np.ndarray, np.ndarray, ModelInput]:
     """A run's split and its input preparation: the normalization fitted on its own training split (or
-    given the state it was fitted to), on `device`."""
+    given the state it was fitted to), on `device` (`trust`: a recorded config's, trust.CodeTrust)."""
     train_idx, val_idx = split_validation(data.train_labels, cfg.data.val_size, data.num_classes)
-    normalization = fitted_normalization(cfg, data.train_images[train_idx], normalization_state).to(device)
+    normalization = fitted_normalization(cfg, data.train_images[train_idx], normalization_state, trust).to(device)
     return train_idx, val_idx, ModelInput(normalization, cfg.trainer.channels_last)
 
 
@@ -95,20 +97,22 @@ def run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, world: Wo
 
     per_process = t.batch_semantics == "per_process"
     global_batch = d.batch_size * (world.world_size if per_process else 1)
-    augment, shard = Augment(d.augment), (world.rank, world.world_size)
+    augment, shard, seeds = Augment(d.augment), (world.rank, world.world_size), RunSeeds.of(cfg)
     loader: TrainingStream
     if Pipeline(d.pipeline) is Pipeline.torchvision:
         from .torchvision_loader import TorchvisionLoader  # torchvision and PIL only where they are used
 
         workers = worker_count(d.workers, world)
         loader = TorchvisionLoader(data.train_images[train_idx], data.train_labels[train_idx], global_batch,
-                                   prepare, cfg.seed, augment, workers, device, t.channels_last, shard)
+                                   prepare, seeds, augment, workers, device, t.channels_last, shard)
     else:
         images = on_device(data.train_images[train_idx])
         if augment is Augment.static:
-            images = augment_once(images, cfg.seed)
-        generator = torch.Generator(device).manual_seed(cfg.seed)  # the same on every process
-        loader = DeviceLoader(images, on_device(data.train_labels[train_idx]), global_batch, prepare, generator,
-                              augment is Augment.random, shard)
+            images = augment_once(images, seeds.augment)
+        order = torch.Generator(device).manual_seed(seeds.order)  # the same on every process
+        # one generator for order and crops, as always, unless the run split its seeds by source
+        crops = torch.Generator(device).manual_seed(seeds.augment) if seeds.split else None
+        loader = DeviceLoader(images, on_device(data.train_labels[train_idx]), global_batch, prepare, order,
+                              augment is Augment.random, shard, crops)
     return RunData(loader, (on_device(data.train_images[val_idx]), on_device(data.train_labels[val_idx])),
                    (on_device(data.test_images), on_device(data.test_labels)), prepare, data.num_classes)

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import transforms as T
 
-from ..config import Augment
+from ..config import Augment, RunSeeds
 from .augment import PAD
 from .normalization import ModelInput
 from .stream import check_batch_fits, own_slice
@@ -67,11 +67,11 @@ class GlobalBatches(Sampler):
     epoch is a seeded permutation cut into full global batches (the rest is left out, as the device
     pipeline does)."""
 
-    def __init__(self, num_images: int, batch_size: int, seed: int, augment: Augment, own: slice,
+    def __init__(self, num_images: int, batch_size: int, seeds: RunSeeds, augment: Augment, own: slice,
                  start: tuple[int, int]) -> None:
-        self.num_images, self.batch_size, self.seed, self.augment = num_images, batch_size, seed, augment
+        self.num_images, self.batch_size, self.seeds, self.augment = num_images, batch_size, seeds, augment
         self.own, self.start = own, start
-        self.static_base = _base_seed(seed, -STATIC_STREAM)
+        self.static_base = _base_seed(seeds.augment, -STATIC_STREAM)
 
     def _seeds(self, epoch_base: int, position: int, index: Tensor) -> list[int | None]:
         if self.augment is Augment.none:
@@ -84,11 +84,13 @@ class GlobalBatches(Sampler):
     def __iter__(self):
         epoch, position = self.start
         while True:
-            epoch_base = _base_seed(self.seed, epoch)
+            epoch_base = _base_seed(self.seeds.order, epoch)
+            # the crops' stream is the order's, as always, unless the run split its seeds by source
+            crop_base = _base_seed(self.seeds.augment, epoch) if self.seeds.split else epoch_base
             order = torch.randperm(self.num_images, generator=torch.Generator().manual_seed(epoch_base))
             while position + self.batch_size <= self.num_images:
                 index = order[position:position + self.batch_size][self.own]
-                yield list(zip(index.tolist(), self._seeds(epoch_base, position, index)))
+                yield list(zip(index.tolist(), self._seeds(crop_base, position, index)))
                 position += self.batch_size
             epoch, position = epoch + 1, 0
 
@@ -97,14 +99,14 @@ class TorchvisionLoader:
     """The training stream of data.pipeline=torchvision (stream.TrainingStream): next_batch() gives this
     process's shard of the next global batch on the device; its state is (epoch, position)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, prepare: ModelInput, seed: int,
-                 augment: Augment, workers: int, device: torch.device, channels_last: bool,
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, prepare: ModelInput,
+                 seeds: RunSeeds, augment: Augment, workers: int, device: torch.device, channels_last: bool,
                  shard: tuple[int, int] = (0, 1)) -> None:
         check_batch_fits(batch_size, len(images))
         self.num_images, self.batch_size = len(images), batch_size
         self.own = own_slice(batch_size, shard)
         self.images, self.labels, self.prepare = images, labels, prepare
-        self.seed, self.augment, self.workers = seed, augment, workers
+        self.seeds, self.augment, self.workers = seeds, augment, workers
         self.device, self.channels_last = device, channels_last
         self.epoch, self.position = 0, 0
         self._batches = None
@@ -117,7 +119,7 @@ class TorchvisionLoader:
         """The DataLoader from (epoch, position) on; its workers get the normalization as it is now (a resumed
         run has loaded its fitted state into it by then)."""
         dataset = CifarImages(self.images, self.labels, self.prepare.on(torch.device("cpu"), channels_last=False))
-        sampler = GlobalBatches(self.num_images, self.batch_size, self.seed, self.augment, self.own,
+        sampler = GlobalBatches(self.num_images, self.batch_size, self.seeds, self.augment, self.own,
                                 (self.epoch, self.position))
         self._batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers,
                                         pin_memory=self.device.type == "cuda"))

@@ -13,8 +13,8 @@ so is left out of Figure 7, with a line saying why, never measured at guessed la
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from typing import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -61,14 +61,32 @@ def parameter_budget(limit: int, what: str) -> Iterator[None]:
 
 
 def build_model(cfg: BaseConfig, num_classes: int, sources: Iterable[ConfigSource] = (),
-                max_parameters: int | None = None) -> nn.Module:
-    """The run's net, freshly initialised from the current RNG state (the caller seeds it); refused while it
-    is built once it holds more than `max_parameters` values (trainer.max_parameters unless given: a loaded
-    run is built under its loader's limit, never the one a folder recorded)."""
-    arch = Plugin.of(cfg, "arch", sources)
+                max_parameters: int | None = None, trust: Any = None) -> nn.Module:
+    """The run's net, freshly initialised from the current RNG state (the caller seeds it). Its parameters
+    and buffers are counted first on the meta device (nothing allocated, no random number drawn), and a net
+    of more than `max_parameters` values is refused there, as soon as the count passes the limit
+    (trainer.max_parameters unless given: a loaded run is built under its loader's limit, never the one a folder
+    recorded); a net that cannot be made on the meta device is counted as it is built for real instead.
+    `trust`: a recorded config's (trust.CodeTrust), whose plug-in is imported only where trusted."""
+    arch = Plugin.of(cfg, "arch", sources, trust)
     limit = cfg.trainer.max_parameters if max_parameters is None else max_parameters
-    with parameter_budget(limit, f"the net (depth={cfg.depth})"):
-        model = arch.build(depth=cfg.depth, num_classes=num_classes, optional={"shortcut": cfg.shortcut.value})
+    what = f"the net (depth={cfg.depth})"
+
+    def make() -> nn.Module:
+        return arch.build(depth=cfg.depth, num_classes=num_classes, optional={"shortcut": cfg.shortcut.value})
+
+    try:
+        with torch.device("meta"), parameter_budget(limit, what):
+            make()
+        counted = True
+    except ConfigError as e:
+        if "trainer.max_parameters" in str(e):
+            raise
+        counted = False  # a refusal of its own is made again below, where it says so on the real device
+    except Exception:  # noqa: BLE001 - a net that cannot be made on the meta device: counted for real below
+        counted = False
+    with parameter_budget(limit, what) if not counted else nullcontext():
+        model = make()
     if not isinstance(model, nn.Module):
         raise arch.fail(f"{arch.target} returned a {type(model).__name__}, not an nn.Module")
     return model

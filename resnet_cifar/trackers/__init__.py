@@ -40,7 +40,8 @@ from ..signals import Interrupted, StopRequest
 
 log = logging.getLogger(__name__)
 
-CLOSE_AFTER_STOP_S = 10.0  # how long a tracker may take to record the end of a run stopped by a signal
+CLOSE_AFTER_STOP_S = 10.0  # how long a tracker may take to record the end of a run that failed or was stopped
+LOG_PATIENCE_S = 120.0  # how long the run waits for one row to be logged before going on without the tracker
 
 
 class Tracker(Protocol):
@@ -108,9 +109,11 @@ class GuardedTracker:
 
     - started (`start`) while the run's stop handling is on: a stop signal while it connects ends the run as
       interrupted at once, resumable (an unreachable server retries for minutes);
-    - `log` that fails (the store broken mid-run) or that a stop signal cuts short: one warning in train.log,
-      and the tracker is not called again in this run; metrics.csv keeps every row;
-    - `close` that fails: a warning; after a stop signal it is given CLOSE_AFTER_STOP_S, not more.
+    - `log` that fails (the store broken mid-run), that a stop signal cuts short or that takes longer than
+      LOG_PATIENCE_S (a server that stopped answering): one warning in train.log, and the tracker is not
+      called again in this run; metrics.csv keeps every row;
+    - `close` that fails: a warning; for a run that did not complete (failed, diverged, stopped) it is
+      called after the run's status is recorded and given CLOSE_AFTER_STOP_S, not more.
     """
 
     def __init__(self, tracker: Tracker, stop: StopRequest) -> None:
@@ -137,23 +140,24 @@ class GuardedTracker:
         if self.broken:
             return
         call = _Call(lambda: self.tracker.log(row))
-        if not call.wait(self.stop) or call.error is not None:
+        if not call.wait(self.stop, LOG_PATIENCE_S) or call.error is not None:
             self.broken = True
             why = (f"{type(call.error).__name__}: {call.error}" if call.error is not None
-                   else "cut short by a stop signal")
+                   else "cut short by a stop signal" if self.stop.signum is not None
+                   else f"no answer within {LOG_PATIENCE_S:g} s")
             log.warning("the tracker failed to record iteration %s (%s); it is not called again in this run: "
                         "metrics.csv keeps every row", row.get("iteration"), " ".join(why.split())[:500])
 
     def close(self, status: str) -> None:
         """Tell the tracker how the run ended; a tracker that fails then (its server gone) costs a warning,
-        never the run's own record."""
+        never the run's own record (recorded before this is called)."""
         if self.broken:
             return
         call = _Call(lambda: self.tracker.close(status))
-        grace = CLOSE_AFTER_STOP_S if self.stop.signum is not None else None
+        grace = CLOSE_AFTER_STOP_S if status != "completed" or self.stop.signum is not None else None
         if not call.wait(self.stop, grace):
             log.warning("the tracker did not record the end of the run within %s: left as it is",
-                        f"{CLOSE_AFTER_STOP_S:g} s of the stop signal" if grace else "the stop signal")
+                        f"{CLOSE_AFTER_STOP_S:g} s" if grace else "the stop signal")
         elif call.error is not None:
             log.warning("the tracker could not record the end of the run (%s: %s)", type(call.error).__name__,
                         call.error)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +26,8 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from ..contract import METRICS_FILE, Status, read_metrics
-from ..errors import ConfigError
+from ..contract import METRICS_FILE, TRACKER_RUN_ID, Status, read_metrics, read_summary
+from ..errors import ConfigError, UserError
 from ..filesystem import unwritable_reason
 
 RUN_DIR_TAG = "resnet_cifar.run_dir"
@@ -70,6 +71,8 @@ def store_problem(uri: str) -> str | None:
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=CONNECT_TIMEOUT_S):
                 return None
+        except urllib.error.HTTPError:
+            return None  # it answered (a prefix or a proxy may keep /health from it): the run's calls will tell
         except (OSError, ValueError) as e:
             reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
             return f"no tracking server answers at {uri} within {CONNECT_TIMEOUT_S:g} s ({reason})"
@@ -98,6 +101,14 @@ def _answers_at_once() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _still_holds(folder: Path, run_id: str) -> bool:
+    """Whether a run folder still records this MLflow run (the folder a copy was made from)."""
+    try:
+        return (read_summary(folder) or {}).get(TRACKER_RUN_ID) == run_id
+    except UserError:
+        return True  # a folder there that cannot be read: not taken over
 
 
 class MLflowTracker:
@@ -144,7 +155,7 @@ class MLflowTracker:
 
         self.client = MlflowClient()
         run_dir = Path(run_dir).resolve()
-        existing = self._own_run(run_id)
+        existing = self._own_run(run_id, run_dir)
         if existing is None:
             name = experiment or default_experiment(run_dir)
             found = self.client.get_experiment_by_name(name)
@@ -170,9 +181,11 @@ class MLflowTracker:
 
         return Param(key, value)
 
-    def _own_run(self, run_id: str | None) -> str | None:
-        """The MLflow run this folder recorded, if this store holds it and it is not deleted (a folder copied
-        to another store starts a new MLflow run there)."""
+    def _own_run(self, run_id: str | None, run_dir: Path) -> str | None:
+        """The MLflow run this folder recorded, if this store holds it, it is not deleted, and it is this
+        folder's: a copy of a run folder records the same id, so a run whose MLflow run was started in a folder
+        that still holds it (the original) starts a new MLflow run; a folder moved (nothing left where its run
+        started) goes on with its own, tagged with where it is now."""
         if not run_id:
             return None
         from mlflow.exceptions import MlflowException
@@ -181,7 +194,14 @@ class MLflowTracker:
             run = self.client.get_run(run_id)
         except MlflowException:
             return None
-        return run.info.run_id if run.info.lifecycle_stage != "deleted" else None
+        if run.info.lifecycle_stage == "deleted":
+            return None
+        started_in = run.data.tags.get(RUN_DIR_TAG)
+        if started_in and started_in != str(run_dir):
+            if _still_holds(Path(started_in), run_id):
+                return None  # a copy: the original goes on with its own MLflow run
+            self.client.set_tag(run_id, RUN_DIR_TAG, str(run_dir))
+        return run_id
 
     def log(self, row: dict) -> None:
         from mlflow.entities import Metric

@@ -1,0 +1,210 @@
+"""The report's statistics run over synthetic sweeps with a known truth: how often they claim a difference
+that is not there, how often they find one that is, how often their intervals hold the truth, and whether
+the seeds they plan deliver the power they promise. Each rate comes with its 95% Clopper-Pearson interval.
+
+    python bench/calibrate_stats.py [--draws 2000]     # the README's numbers (minutes)
+
+tests/test_statistics.py runs the same designs with fewer draws and asserts the rates within binomial
+tolerance. Every sweep goes through comparisons.compare_all, the code the report runs (its family, Holm,
+trends), not a copy of it.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from . import stats
+from .collect import ARCH
+from .comparisons import CONFIRMATORY, compare_all, shown
+from .question import Question
+
+LOGNORMAL_SIGMA = 0.5  # skewed errors (skewness 1.75): an occasional bad seed, as plain nets have
+LOGNORMAL_MEAN = math.exp(LOGNORMAL_SIGMA ** 2 / 2)
+FIG6 = Question(compare=(ARCH,), trend=("depth",), declared=True)  # the fig6 preset's question
+NETS = Question(compare=(ARCH,), declared=True)
+
+
+@dataclass(frozen=True)
+class Rate:
+    hits: int
+    draws: int
+
+    @property
+    def share(self) -> float:
+        return self.hits / self.draws
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        found = scipy_stats.binomtest(self.hits, self.draws).proportion_ci(confidence_level=0.95, method="exact")
+        return found.low, found.high
+
+    def text(self) -> str:
+        low, high = self.interval
+        return f"{100 * self.share:.1f}% [{100 * low:.1f}, {100 * high:.1f}] ({self.hits}/{self.draws})"
+
+
+def sweep(cells: dict[tuple[str, int], Callable[[np.random.Generator, int], np.ndarray]], seeds: dict,
+          rng: np.random.Generator) -> pd.DataFrame:
+    """A report's runs frame: for each (net, depth) cell, its seeds' test errors as `cells` draws them."""
+    rows = []
+    for (net, depth), draw in cells.items():
+        cell_seeds = seeds[(net, depth)] if isinstance(seeds, dict) else seeds
+        for seed, error in zip(cell_seeds, draw(rng, len(cell_seeds))):
+            rows.append({"run": f"{net}-{depth}-{seed}", "status": "completed", ARCH: net, "depth": depth,
+                         "seed": seed, "test_error": float(error)})
+    return pd.DataFrame(rows)
+
+
+def claims(runs: pd.DataFrame, question: Question, looks: int = 1) -> pd.DataFrame:
+    table = compare_all(runs, ["depth", ARCH], question, looks, plan=False)
+    return table[table["family"] == CONFIRMATORY]
+
+
+def any_claim(runs: pd.DataFrame, question: Question, looks: int = 1) -> bool:
+    return bool(claims(runs, question, looks).apply(lambda r: shown(r, stats.ALPHA / looks), axis=1).any())
+
+
+# -- the designs ---------------------------------------------------------------------------------------------------
+
+def paired_grid(n: int, means: dict | None = None, sd: float = 1.0, seed_sd: float = 1.0,
+                noise: str = "normal") -> Callable[[np.random.Generator], pd.DataFrame]:
+    """Figure 6's grid (plain and ResNet at depths 20 and 56), n paired seeds: a seed shifts every cell alike
+    (its initialisation and batch order), plus each run's own noise (normal, or skewed: lognormal)."""
+    means = means or {("plain", 20): 30.0, ("resnet", 20): 30.0, ("plain", 56): 30.0, ("resnet", 56): 30.0}
+
+    def draw(rng: np.random.Generator) -> pd.DataFrame:
+        shared = rng.normal(0, seed_sd, n)
+        rows = {}
+        for cell, mean in means.items():
+            own = rng.normal(0, sd, n) if noise == "normal" else \
+                (rng.lognormal(0, LOGNORMAL_SIGMA, n) - LOGNORMAL_MEAN) * sd
+            rows[cell] = (lambda values: lambda _rng, _n: values)(mean + shared + own)
+        return sweep(rows, list(range(n)), rng)
+    return draw
+
+
+def unequal_spread(rng: np.random.Generator) -> pd.DataFrame:
+    """The audit's design: 3 seeds at sd 3 against 12 at sd 0.3, equal true means, different seeds."""
+    return sweep({("plain", 56): lambda r, k: r.normal(30, 3, k), ("resnet", 56): lambda r, k: r.normal(30, 0.3, k)},
+                 {("plain", 56): list(range(3)), ("resnet", 56): list(range(100, 112))}, rng)
+
+
+def null_rate(design: Callable, question: Question, draws: int, seed: int, looks: int = 1) -> Rate:
+    rng = np.random.default_rng(seed)
+    return Rate(sum(any_claim(design(rng), question, looks) for _ in range(draws)), draws)
+
+
+def sequential_rate(first: int, last: int, draws: int, seed: int, looks: int) -> Rate:
+    """Seeds added one at a time from `first` to `last` under no difference, the report read after each:
+    the share of sweeps with a claim at any look (`looks` declared to the report)."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(draws):
+        full = paired_grid(last, {("plain", 56): 30.0, ("resnet", 56): 30.0})(rng)
+        hits += any(any_claim(full[full["seed"] < n], NETS, looks) for n in range(first, last + 1))
+    return Rate(hits, draws)
+
+
+def power(n: int, effect: float, draws: int, seed: int, sd: float = 1.0) -> Rate:
+    """Figure 6's question (4 confirmatory tests) with plain worse than ResNet by `effect` at both depths: the
+    share of sweeps that show it at depth 56."""
+    means = {("plain", 20): 30.0 + effect, ("resnet", 20): 30.0, ("plain", 56): 30.0 + effect, ("resnet", 56): 30.0}
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(draws):
+        found = claims(paired_grid(n, means, sd=sd)(rng), FIG6)
+        row = found[(found["kind"] == "pair") & (found["held"] == "depth=56")].iloc[0]
+        hits += shown(row) and row["diff"] > 0
+    return Rate(hits, draws)
+
+
+def planned_power(sd: float, effect: float, tests: int, draws: int, seed: int) -> tuple[int, Rate]:
+    """The seeds the report plans (paired, `tests` in the family, at the spread `sd` of the per-seed
+    differences) and the power they deliver in simulation (one comparison at its planned level)."""
+    alpha = stats.ALPHA / tests
+    n = int(stats.seeds_for_effect(effect, stats.Spread(True, sd_diff=sd), alpha))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(draws):
+        d = rng.normal(effect, sd, n)
+        found = stats.compare(d, np.zeros(n), paired=True)
+        hits += found.p_value < alpha and found.diff > 0
+    return n, Rate(hits, draws)
+
+
+def coverage(n: int, draws: int, seed: int, skewed: bool = False) -> Rate:
+    """The cell interval's coverage of the true mean (normal, or lognormal errors)."""
+    rng = np.random.default_rng(seed)
+    truth = 30.0 if not skewed else 30.0 + LOGNORMAL_MEAN
+    hits = 0
+    for _ in range(draws):
+        x = rng.normal(30, 1.5, n) if not skewed else 30.0 + rng.lognormal(0, LOGNORMAL_SIGMA, n)
+        found = stats.mean_interval(x)
+        hits += found.low <= truth <= found.high
+    return Rate(hits, draws)
+
+
+def difference_coverage(draws: int, seed: int) -> Rate:
+    """The unpaired difference interval's coverage under the audit's unequal spread (3 at sd 3, 12 at sd 0.3)."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(draws):
+        found = stats.compare(rng.normal(31, 3, 3), rng.normal(30, 0.3, 12), paired=False)
+        hits += found.interval.low <= 1.0 <= found.interval.high
+    return Rate(hits, draws)
+
+
+def equivalence_at_margin(draws: int, seed: int, margin: float = 0.3) -> Rate:
+    """How often a cell whose true mean lies exactly at the margin from the paper is said to match it (5 seeds,
+    sd 0.3): TOST's false "matches" rate, at most 5% by design."""
+    rng = np.random.default_rng(seed)
+    return Rate(sum(stats.equivalence(rng.normal(7.0 + margin, 0.3, 5), 7.0, margin).verdict == stats.MATCHES
+                    for _ in range(draws)), draws)
+
+
+def report_lines(draws: int) -> list[str]:
+    """Every rate, one line each (the README quotes them)."""
+    lines = ["family-wise false claims (no true difference; fig6's question: 4 confirmatory tests):"]
+    for name, design, question in (
+            ("5 paired seeds, normal", paired_grid(5), FIG6), ("10 paired seeds, normal", paired_grid(10), FIG6),
+            ("5 paired seeds, lognormal", paired_grid(5, noise="lognormal"), FIG6),
+            ("unequal spread: 3 seeds at sd 3 vs 12 at sd 0.3", unequal_spread, NETS)):
+        lines.append(f"  {name}: {null_rate(design, question, draws, 1).text()}")
+    lines.append("looking again (seeds added one at a time from 6 to 13, no true difference):")
+    lines.append(f"  without --looks: {sequential_rate(6, 13, draws // 2, 2, 1).text()}")
+    lines.append(f"  --looks 8: {sequential_rate(6, 13, draws // 2, 2, 8).text()}")
+    lines.append("power (fig6's question, plain worse than ResNet at sd 1):")
+    for n, effect in ((5, 10.0), (5, 1.5), (10, 1.5)):
+        lines.append(f"  {n} paired seeds, {effect:g} points: {power(n, effect, draws, 3).text()}")
+    lines.append("coverage of the 95% interval of a cell's mean:")
+    for n in (3, 5, 10, 30):
+        lines.append(f"  {n} seeds: normal {coverage(n, draws, 4).text()}, lognormal "
+                     f"{coverage(n, draws, 4, skewed=True).text()}")
+    lines.append(f"coverage of the unpaired difference's 95% interval (3 at sd 3 vs 12 at sd 0.3): "
+                 f"{difference_coverage(draws, 5).text()}")
+    n, rate = planned_power(1.0, 0.5, 4, draws, 6)
+    lines.append(f"power delivered at the planned seeds (0.5 points, sd 1 of the differences, 4 tests): {n} seeds, "
+                 f"{rate.text()}")
+    lines.append(f"false 'matches' of a published number at the margin (0.3 points, 5 seeds): "
+                 f"{equivalence_at_margin(draws, 7).text()}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/calibrate_stats.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--draws", type=int, default=2000, help="simulated sweeps per rate (default 2000)")
+    args = parser.parse_args(argv)
+    for line in report_lines(args.draws):
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
