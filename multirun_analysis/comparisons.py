@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from resnet_cifar.config import SEED_KEYS, is_under
 from resnet_cifar.contract import Status
 from resnet_cifar.filesystem import write_frame
 
@@ -121,10 +122,17 @@ def _side_runs(done: pd.DataFrame, selector: dict) -> pd.DataFrame:
     return side.sort_values("seed")
 
 
+def draws(side: pd.DataFrame) -> list[tuple]:
+    """Which draw of the randomness each run is: its seed, and its seeds of each source where it split them
+    (two runs pair only if every one agrees)."""
+    columns = [c for c in side.columns if is_under(c, SEED_KEYS)]
+    return [tuple(None if pd.isna(v) else v for v in row) for row in side[columns].itertuples(index=False)]
+
+
 def _row(family: str, factor: str, a, b, held: dict, side_a: pd.DataFrame, side_b: pd.DataFrame, lost: tuple,
          keys: list[str]) -> dict:
     errors_a, errors_b = side_a["test_error"].to_numpy(float), side_b["test_error"].to_numpy(float)
-    seeds_a, seeds_b = side_a["seed"].tolist(), side_b["seed"].tolist()
+    seeds_a, seeds_b = draws(side_a), draws(side_b)
     paired = len(seeds_a) >= 2 and seeds_a == seeds_b and len(set(seeds_a)) == len(seeds_a)
     found = compare(errors_a, errors_b, paired)
     return {"family": family, "kind": PAIR, "factor": label(factor), "a": a, "b": b, "held": _held_text(held),

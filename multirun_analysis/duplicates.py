@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from resnet_cifar.config import is_under
+from resnet_cifar.config import SEED_KEYS, is_under
 
 # Two results of one config and seed closer than this (points of error) are the same result.
 SAME_RESULT = 1e-6
 
 
 def identity_columns(runs: pd.DataFrame, config_columns: list[str], not_experiment: tuple[str, ...]) -> list[str]:
-    """The columns that say which experiment and seed a run is."""
-    return [c for c in config_columns if c in runs and (c == "seed" or not is_under(c, not_experiment))]
+    """The columns that say which experiment and seed a run is (its seeds of each source among them)."""
+    return [c for c in config_columns if c in runs and (is_under(c, SEED_KEYS) or not is_under(c, not_experiment))]
 
 
 def count_once(runs: pd.DataFrame, identity: list[str]) -> tuple[pd.DataFrame, list[str]]:

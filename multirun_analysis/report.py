@@ -22,10 +22,11 @@ from resnet_cifar.errors import UserError
 from resnet_cifar.filesystem import unwritable_reason
 from resnet_cifar.trust import CodeTrust, add_loading_options
 
-from . import comparisons
+from . import comparisons, spread
 from .collect import DEFAULT_DIRS, FLOATS, RUNS_FILE, collect
 from .comparisons import CONFIRMATORY, DEFAULT_EFFECT, EXPLORATORY
 from .question import QuestionError, label, question_of
+from .spread import split_by_source
 from .stats import SEED_CAP
 from .duplicates import count_once, identity_columns
 from .escape import fenced, inline
@@ -203,6 +204,12 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
         markdown += "\nNot planned:\n\n" + "".join(f"- {inline(line)}\n" for line in beyond)
     if duplicates:
         markdown += "\n" + "\n".join(f"- {inline(line)}" for line in duplicates) + "\n"
+    written = ["runs.csv", "curves.csv", "table.md", "table.csv"]
+    if split_by_source(completed):
+        sources = spread.decompose(runs, keys)
+        spread.to_csv(sources, keys, out / spread.SPREAD_FILE)
+        markdown += spread.to_markdown(sources, keys)
+        written.append(spread.SPREAD_FILE)
     filesystem.write_text(out / "table.md", markdown)
     to_csv(table, out / "table.csv")
     filesystem.write_text(out / "comparisons.md", comparisons.to_markdown(compared, caption))
@@ -225,7 +232,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
 
     counts = runs["status"].value_counts().to_dict()
     account = (f"read {len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) "
-               f"from {', '.join(map(str, paths))}; wrote {out}/: runs.csv, curves.csv, table.md, table.csv, "
+               f"from {', '.join(map(str, paths))}; wrote {out}/: {', '.join(written)}, "
                f"comparisons.md, comparisons.csv ({len(compared)} comparisons, "
                f"{int((compared['family'] == CONFIRMATORY).sum())} confirmatory: {asked.describe()}), "
                f"{', '.join(f.name for f in figures)}")

@@ -17,6 +17,7 @@ from resnet_cifar.config import (
     NAME_KEY,
     NOT_THE_EXPERIMENT,
     PLUGIN_GROUPS,
+    SEED_KEYS,
     composed_run_config,
     is_under,
 )
@@ -29,7 +30,7 @@ from resnet_cifar.filesystem import write_frame
 REFERENCES_FILE = "references.csv"  # published CIFAR-10 test errors: arch, depth, conditions, error, source
 
 # Keys that say where or how a run was executed, not what was trained (a key stands for all under it).
-NOT_FACTORS = ("seed", *DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT, "trainer.device", "trainer.eval_batch_size",
+NOT_FACTORS = (*SEED_KEYS, *DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT, "trainer.device", "trainer.eval_batch_size",
                "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last",
                "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode")
 ROW_KEYS = ["depth", ARCH]
@@ -131,7 +132,9 @@ def lost_seeds(runs: pd.DataFrame, keys: list[str]) -> dict[tuple, int]:
     if lost.empty or not all(k in lost for k in keys):
         return {}
     counted = lost.groupby([lost[k].astype(str) for k in keys], dropna=False)
-    return {tuple(values if isinstance(values, tuple) else (values,)): int(group["seed"].nunique())
+    draws = [c for c in lost.columns if is_under(c, SEED_KEYS)]  # a seed lost twice (two folders) counts once
+    return {tuple(values if isinstance(values, tuple) else (values,)):
+            int(len(group[draws].astype(str).drop_duplicates())) if draws else len(group)
             for values, group in counted}
 
 

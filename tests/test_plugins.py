@@ -121,7 +121,8 @@ def test_the_users_net_sweeps_resumes_and_reports_like_a_built_in(user_sweep, us
                             cwd=user_folder, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Figure 7 leaves out arch=wide (2 runs): it cannot be loaded here: " in result.stdout
-    assert "names arch._target_: my_nets.WideResNet, which is not one of this package's plug-ins" in result.stdout
+    assert "names arch._target_: my_nets.WideResNet, which is not one of this package's arch plug-ins" in \
+        result.stdout
     result = subprocess.run(cli("multirun_analysis.report", str(user_sweep), "--out", str(out), "--trust-code",
                                 "my_nets"), cwd=user_folder, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -413,7 +414,8 @@ def test_an_optuna_search_minimizes_the_validation_error_in_ordinary_run_folders
 
     account = report([sweep_dir], tmp_path / "report")
     assert "read 2 runs (2 completed)" in account
-    assert "optimizer.lr" in (tmp_path / "report" / "table.md").read_text().splitlines()[0]
+    header = (tmp_path / "report" / "table.md").read_text().splitlines()[0]
+    assert "optimizer.lr" in header and "held-out error % (mean)" in header  # the objective it tuned, beside test
 
 
 # -- the shape of the package ---------------------------------------------------------------------------------

@@ -240,14 +240,14 @@ def test_a_packages_plugin_of_another_group_is_not_trusted_as_this_one(trained, 
 
 
 def test_a_trusted_module_does_not_lend_its_trust_to_what_it_imports(trained, tmp_path, monkeypatch):
-    (tmp_path / "my_nets.py").write_text("import os\n")
+    (tmp_path / "lending_nets.py").write_text("import os\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    node = {"_target_": "my_nets.os.system", "command": "touch PWNED", "name": "per_pixel_mean"}
+    node = {"_target_": "lending_nets.os.system", "command": "touch PWNED", "name": "per_pixel_mean"}
     folder = received(trained, tmp_path / "sweep", with_node("normalization", node))
-    with pytest.raises(UserError, match=r"my_nets.os.system leads to posix.system, which a trusted module only "
+    with pytest.raises(UserError, match=r"lending_nets.os.system leads to posix.system, which a trusted module only "
                                         r"imported: it is not trusted"):
-        load_run(folder, trust_code=["my_nets"])
+        load_run(folder, trust_code=["lending_nets"])
     assert not (tmp_path / "PWNED").exists()
 
 
