@@ -8,7 +8,7 @@
 # check bench concurrent full20):
 #   check      ResNet-20, budget=quick (1564 iterations), eager then trainer.cuda_graph=true: the
 #              same recipe both ways, so the two test errors and wall times can be compared
-#   bench      python -m resnet_cifar.bench, depths 20 56 110, fp32/bf16 with and without CUDA graphs,
+#   bench      python -m resnet_cifar.speed, depths 20 56 110, fp32/bf16 with and without CUDA graphs,
 #              against the standard PIL/DataLoader pipeline
 #   concurrent aggregate images/s of 1, 2 and 4 ResNet-20 training processes sharing the GPU
 #   compile    the benchmark's torch.compile variants, depth 20 (compilation takes minutes)
@@ -53,19 +53,19 @@ check() {
 }
 
 bench() {
-  "$py" -m resnet_cifar.bench --data "$data" --depths 20 56 110 --variants fp32 bf16 fp32+graph bf16+graph \
+  "$py" -m resnet_cifar.speed --data "$data" --depths 20 56 110 --variants fp32 bf16 fp32+graph bf16+graph \
     --workers "$workers" --steps 50 --windows 5 --warmup 10 --json "$out/bench.json"
 }
 
 concurrent() {
   local variant=fp32
   [ "$graph" = true ] && variant=fp32+graph
-  "$py" -m resnet_cifar.bench --data "$data" --depths 20 --variants "$variant" --no-standard --steps 20 \
+  "$py" -m resnet_cifar.speed --data "$data" --depths 20 --variants "$variant" --no-standard --steps 20 \
     --windows 1 --concurrent 1 2 4 --concurrent-steps 3000 --json "$out/concurrent.json"
 }
 
 compile() {
-  "$py" -m resnet_cifar.bench --data "$data" --depths 20 --variants fp32+graph fp32+compile+graph \
+  "$py" -m resnet_cifar.speed --data "$data" --depths 20 --variants fp32+graph fp32+compile+graph \
     --no-standard --steps 50 --windows 3 --warmup 10 --json "$out/compile.json"
 }
 

@@ -2,7 +2,7 @@
 
     python bench/profile_step.py bf16 [--depth 20] [--data data] [--steps 20]
 
-Profiles (torch.profiler, CPU) the step `python -m resnet_cifar.bench` times (bench.ours(...).train_one)
+Profiles (torch.profiler, CPU) the step `python -m resnet_cifar.speed` times (speed.ours(...).train_one)
 after 10 warm-up steps and prints each kind of op's share of the step: the convolutions are the only part
 the matrix units speed up, so their share bounds how close the step can come to the matmul rate.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from resnet_cifar import bench
+from resnet_cifar import speed
 
 OPTIMIZER = "optimizer"
 KINDS = (  # (kind, substrings of an aten op's name), first match wins; an op inside the optimizer's step is
@@ -49,13 +49,13 @@ def inside_optimizer(event) -> bool:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Prints each kind of op's share of the step and returns the shares (percent)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("variant", help="fp32 or bf16 (as bench --variants)")
+    parser.add_argument("variant", help="fp32 or bf16 (as python -m resnet_cifar.speed --variants)")
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args(argv)
-    loop = bench.ours(args.data, args.depth, args.variant, args.batch, "cpu")
+    loop = speed.ours(args.data, args.depth, args.variant, args.batch, "cpu")
     for _ in range(10):
         loop.train_one(0.1)
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_module
+from resnet_cifar.hydra_setup import compose_run
 
 from multirun_analysis.report import report
-from resnet_cifar.config import composed_run_config
+from resnet_cifar.run_spec import composed_run_config
 
 HEADER = "iteration,epoch,lr,train_loss,train_error,test_loss,test_error,val_error,elapsed_s,images_per_s\n"
 DEPTHS, ARCHS = (20, 32, 44, 56, 110), ("plain", "resnet")
@@ -25,8 +25,7 @@ NORMALIZATIONS = ("per_pixel_mean", "imagenet", "channel_stats", "unit", "raw")
 
 
 def config_of(overrides: list[str]) -> dict:
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        return composed_run_config(compose(config_name="config", overrides=overrides, return_hydra_config=True))
+    return composed_run_config(compose_run(overrides))
 
 
 def write_runs(root: Path, seeds: int) -> int:

@@ -57,7 +57,7 @@ def sweep(cells: dict[tuple[str, int], Callable[[np.random.Generator, int], np.n
     for (net, depth), draw in cells.items():
         cell_seeds = seeds[(net, depth)] if isinstance(seeds, dict) else seeds
         for seed, error in zip(cell_seeds, draw(rng, len(cell_seeds))):
-            rows.append({"run": f"{net}-{depth}-{seed}", "status": "completed", ARCH: net, "depth": depth,
+            rows.append({"run": f"{net}-{depth}-{seed}", "status": "completed", "finished": True, ARCH: net, "depth": depth,
                          "seed": seed, "test_error": float(error)})
     return pd.DataFrame(rows)
 
@@ -169,9 +169,10 @@ def equivalence_at_margin(draws: int, seed: int, margin: float = 0.3) -> Rate:
                     for _ in range(draws)), draws)
 
 
-def report_lines(draws: int) -> list[str]:
-    """Every rate, one line each (the README quotes them)."""
-    lines = ["family-wise false claims (no true difference; fig6's question: 4 confirmatory tests):"]
+def report_lines(draws: int):
+    """Every rate, one line each, as it is measured (docs/guide/analysis.md quotes them)."""
+    lines = _Lines()
+    lines.append("family-wise false claims (no true difference; fig6's question: 4 confirmatory tests):")
     for name, design, question in (
             ("5 paired seeds, normal", paired_grid(5), FIG6), ("10 paired seeds, normal", paired_grid(10), FIG6),
             ("5 paired seeds, lognormal", paired_grid(5, noise="lognormal"), FIG6),
@@ -197,12 +198,19 @@ def report_lines(draws: int) -> list[str]:
     return lines
 
 
+class _Lines(list):
+    """A list of lines that prints each as it is added (a calibration takes minutes)."""
+
+    def append(self, line: str) -> None:
+        print(line, flush=True)
+        super().append(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/calibrate_stats.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--draws", type=int, default=2000, help="simulated sweeps per rate (default 2000)")
     args = parser.parse_args(argv)
-    for line in report_lines(args.draws):
-        print(line, flush=True)
+    report_lines(args.draws)
     return 0
 
 

@@ -16,7 +16,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from resnet_cifar.config import NAME_KEY, upgrade
+from resnet_cifar.config import NAME_KEY
+from resnet_cifar.upgrade import upgrade
 from resnet_cifar.contract import (
     DATA_SIZES,
     FINAL_METRICS,
@@ -29,7 +30,7 @@ from resnet_cifar.contract import (
     UnreadableFile,
     read_metrics,
     read_summary,
-    run_config,
+    recorded_config,
     says_finished,
     valid_metric,
 )
@@ -123,7 +124,7 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
         summary = read_summary(run_dir)
         if summary is None:
             raise BrokenRun(f"{SUMMARY_FILE} is missing")
-        config = upgrade(run_config(summary, run_dir))
+        config = recorded_config(summary, run_dir)
     except UnreadableFile as e:
         raise BrokenRun(str(e).replace(str(run_dir / SUMMARY_FILE), SUMMARY_FILE)) from e
     except Exception as e:  # a config too damaged to read as today's
@@ -150,6 +151,7 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
     if status == Status.completed and numbers.empty:
         raise BrokenRun(f"{METRICS_FILE} holds no whole row")
     row = {"run": str(run_dir), "status": status,
+           "finished": says_finished(summary, flat.get("trainer.max_iters")),  # the contract's one rule
            "iteration": summary.get("iteration"), "params": summary.get("params"),
            "wall_time_s": summary.get("wall_time_s"), "error": summary.get("error"),
            **{key: summary.get(key) for key in DATA_SIZES},
@@ -171,8 +173,8 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
 
 RUNS_FILE, CURVES_FILE = "runs.csv", "curves.csv"  # what a report writes, and reads back (read_report)
 # runs.csv columns that are not config keys: read_run's row
-ROW_COLUMNS = ("run", "status", "iteration", "params", "wall_time_s", "error", *DATA_SIZES, "commit", "overrides",
-               *FINAL_METRICS, "test_accuracy")
+ROW_COLUMNS = ("run", "status", "finished", "iteration", "params", "wall_time_s", "error", *DATA_SIZES, "commit",
+               "overrides", *FINAL_METRICS, "test_accuracy")
 
 
 def _unflatten(flat: dict) -> dict:
@@ -218,7 +220,8 @@ def read_report(path: Path) -> Collection:
             continue
         config = _unflatten({k: _cell_value(record[k]) for k in config_columns})
         flat = flatten_config(upgrade(config))
-        rows.append({**{k: record.get(k) for k in ROW_COLUMNS if k in record}, **flat})
+        finished = says_finished(record, flat.get("trainer.max_iters"))  # decided again: runs.csv is data
+        rows.append({**{k: record.get(k) for k in ROW_COLUMNS if k in record}, **flat, "finished": finished})
         keys.update(dict.fromkeys(flat))
     curves_path = path.parent / CURVES_FILE
     curves = (pd.read_csv(curves_path) if curves_path.is_file()
@@ -257,6 +260,14 @@ def collect(paths: list[Path]) -> Collection:
     all_curves = (pd.concat(curves, ignore_index=True) if curves
                   else pd.DataFrame(columns=["run", "iteration", "metric", "value"]))
     return Collection(runs, all_curves, broken, list(keys), notes)
+
+
+def finished(runs: pd.DataFrame) -> pd.Series:
+    """Which runs finished, by the contract's one rule (contract.says_finished, decided when they were read):
+    what the table, the comparisons, the figures and Figure 7 count."""
+    if "finished" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["finished"].fillna(False).astype(bool)
 
 
 def in_order(values) -> list:

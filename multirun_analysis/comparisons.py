@@ -24,7 +24,7 @@ from resnet_cifar.config import SEED_KEYS, is_under
 from resnet_cifar.contract import Status
 from resnet_cifar.filesystem import write_frame
 
-from .collect import FLOATS, in_order
+from .collect import FLOATS, finished, in_order
 from .escape import inline
 from .question import Question, label
 from .table import lost_seeds
@@ -45,8 +45,8 @@ CONFIRMATORY, EXPLORATORY = "confirmatory", "exploratory"
 PAIR, TREND = "pair", "trend"
 LOST = (Status.failed, Status.diverged)  # outcomes of a seed that count against its setting
 COLUMNS = ["family", "kind", "factor", "a", "b", "held", "n_a", "n_b", "lost_a", "lost_b", "paired", "test", "diff",
-           "ci_low", "ci_high", "p_value", "p_holm", "p_permutation", "share_a_better", "detectable", "seeds_needed",
-           "verdict"]
+           "ci_low", "ci_high", "p_value", "p_holm", "p_permutation", "shown", "share_a_better", "detectable",
+           "seeds_needed", "verdict"]
 DEFAULT_EFFECT = 0.5  # points of test error: the smallest difference worth planning seeds for (--effect)
 
 
@@ -164,7 +164,7 @@ def compare_all(runs: pd.DataFrame, keys: list[str], question: Question, looks: 
     """The report's comparisons of completed runs (each seed once) over `keys` (the table's row keys and
     factors): the question's as one confirmatory family (Holm at ALPHA / looks), every other pair exploratory;
     with `plan`, what each can detect and the seeds it needs (the calibration's simulations skip that)."""
-    done = runs[runs["status"] == Status.completed]
+    done = runs[finished(runs)]
     lost_in = Lost(runs, keys)
     rows = []
     trend_factors = [k for k in keys if k in question.trend]
@@ -185,6 +185,7 @@ def compare_all(runs: pd.DataFrame, keys: list[str], question: Question, looks: 
             lost = (lost_in(selector_a), lost_in(selector_b))
             rows.append(_row(CONFIRMATORY, "pair named", name_a, name_b, {}, side_a, side_b, lost, keys))
     table = pd.DataFrame(rows, columns=[*COLUMNS, "slope", "_spread", "cells"])
+    table["p_permutation"] = table["p_permutation"].astype(float)
     confirmatory = (table["family"] == CONFIRMATORY).to_numpy()
     table["p_holm"] = math.nan
     table["p_permutation_holm"] = math.nan
@@ -193,12 +194,13 @@ def compare_all(runs: pd.DataFrame, keys: list[str], question: Question, looks: 
         table.loc[confirmatory, "p_permutation_holm"] = holm(table.loc[confirmatory, "p_permutation"])
     tests = int(table.loc[confirmatory, "p_value"].notna().sum())
     level = ALPHA / looks
+    table["shown"] = [decide(r, tests, level) for _, r in table.iterrows()]
     planning = level / max(tests, 1)  # Bonferroni's bound of Holm: what a plan can count on
     table["detectable"] = [detectable_effect(r["_spread"], r["n_a"], r["n_b"], planning if r["family"] ==
                                              CONFIRMATORY else ALPHA) if plan and r["kind"] == PAIR else math.nan
                            for _, r in table.iterrows()]
     table["seeds_needed"] = [seeds_for_effect(effect, r["_spread"], planning) if plan and r["kind"] == PAIR and
-                             r["family"] == CONFIRMATORY and not shown(r, level) else math.nan
+                             r["family"] == CONFIRMATORY and not r["shown"] else math.nan
                              for _, r in table.iterrows()]
     context = Context(tests, level, looks, effect)
     table["verdict"] = [verdict(r, context) for _, r in table.iterrows()]
@@ -220,8 +222,27 @@ class Context:
         return f"after Holm over {self.tests} confirmatory test{'s' if self.tests != 1 else ''}{looks}"
 
 
+def permutation_can_reach(row, tests: int, level: float) -> bool:
+    """Whether the permutation test of these seeds could show a difference at the family's level at all
+    (its smallest p, times the tests of the family); with 5 paired seeds it cannot (2 / 2^5 = 0.0625)."""
+    return row["kind"] == PAIR and smallest_permutation_p(row["n_a"], row["n_b"], row["paired"]) * \
+        max(tests, 1) < level
+
+
+def decide(row, tests: int, level: float) -> bool:
+    """Whether a confirmatory difference is shown: the t-test below the family's level after Holm, and, where
+    the permutation test of the same statistic could reach that level, the permutation test too (free of the
+    normal assumption: Welch's t alone made 5.7% false claims at 3 seeds of sd 3 against 12 of sd 0.3)."""
+    if row["family"] != CONFIRMATORY or pd.isna(row["p_holm"]) or row["p_holm"] >= level:
+        return False
+    if permutation_can_reach(row, tests, level):
+        return not pd.isna(row["p_permutation_holm"]) and row["p_permutation_holm"] < level
+    return True
+
+
 def shown(row, level: float = ALPHA) -> bool:
-    return row["family"] == CONFIRMATORY and not pd.isna(row["p_holm"]) and row["p_holm"] < level
+    """What compare_all decided (decide); `level` is kept by callers that read rows of their own."""
+    return bool(row.get("shown", False))
 
 
 def setting_name(factor: str, value) -> str:
@@ -278,17 +299,16 @@ def verdict(row, context: Context, quote: Callable[[object], str] = str) -> str:
                 f"{worse}{held} by {abs(row['diff']):.2f} points [{low:.2f}, {high:.2f}] ({row['test']}, "
                 f"p = {row['p_value']:.2g} uncorrected, {seeds}){lost}")
     if shown(row, context.level):
-        caveat = ""
-        floor = smallest_permutation_p(row["n_a"], row["n_b"], row["paired"]) * max(context.tests, 1)
-        if floor < context.level and not pd.isna(row["p_permutation_holm"]) and \
-                row["p_permutation_holm"] >= context.level:
-            caveat = (f"; the permutation test of the same statistic, free of the normal assumption, does not "
-                      f"confirm it (p = {row['p_permutation_holm']:.2g} {context.correction})")
+        check = (f"; the permutation test agrees (p = {row['p_permutation_holm']:.2g})"
+                 if permutation_can_reach(row, context.tests, context.level) else "")
         return (f"{better} better than {worse}{held} by {abs(row['diff']):.2f} points [{low:.2f}, {high:.2f}] "
-                f"({row['test']}, p = {row['p_holm']:.2g} {context.correction}, {seeds}){caveat}{lost}")
+                f"({row['test']}, p = {row['p_holm']:.2g} {context.correction}, {seeds}{check}){lost}")
     interval = f"{a} − {b}: {row['ci_low']:+.2f} to {row['ci_high']:+.2f} points"
     text = f"no difference shown between {a} and {b}{held} with {seeds} ({interval}, p = {row['p_holm']:.2g} " \
            f"{context.correction})"
+    if row["p_holm"] < context.level:  # the t-test alone would have said yes
+        text += (f"; the t-test would show it, but the permutation test of the same statistic, free of the normal "
+                 f"assumption, does not (p = {row['p_permutation_holm']:.2g} {context.correction})")
     return text + _plan_text(row, context) + lost
 
 
@@ -340,7 +360,7 @@ def header(table: pd.DataFrame) -> str:
     return text + "\n"
 
 
-def to_markdown(table: pd.DataFrame, caption: str) -> str:
+def comparisons_markdown(table: pd.DataFrame, caption: str) -> str:
     """comparisons.md: the question and how it was tested, then one row each (confirmatory first)."""
     columns = ["family", "factor", "a", "b", "held", "n a (lost)", "n b (lost)", "test", "diff [95% CI]", "p",
                "p (Holm)", "p (perm.)", "share a better", "detectable", "seeds needed", "verdict"]
@@ -362,5 +382,5 @@ def _p(value) -> str:
     return "" if pd.isna(value) else f"{value:.3g}"
 
 
-def to_csv(table: pd.DataFrame, path) -> None:
+def write_comparisons_csv(table: pd.DataFrame, path) -> None:
     write_frame(table[[*COLUMNS, "slope", "p_permutation_holm"]], path, index=False, float_format=FLOATS)

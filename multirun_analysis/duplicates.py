@@ -2,13 +2,15 @@
 
 The same sweep reported twice, or a relaunch into another folder, would otherwise turn one run into n = 2
 and an interval out of nothing. What makes two runs the same is every config key that defines the
-experiment (table.NOT_FACTORS aside: where and how it ran) and the seed.
+experiment (config.NOT_FACTORS aside: where and how it ran) and the seeds.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 from resnet_cifar.config import SEED_KEYS, is_under
+
+from .collect import finished
 
 # Two results of one config and seed closer than this (points of error) are the same result.
 SAME_RESULT = 1e-6
@@ -22,7 +24,7 @@ def identity_columns(runs: pd.DataFrame, config_columns: list[str], not_experime
 def count_once(runs: pd.DataFrame, identity: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """(the runs with each completed (config, seed) once: the first folder in name order, lines naming the
     folders left out as duplicates and warning where their results differ)."""
-    completed = runs[runs["status"] == "completed"].sort_values("run")
+    completed = runs[finished(runs)].sort_values("run")
     if "seed" in completed:  # a run without a recorded seed cannot be told from another: never merged
         completed = completed[completed["seed"].notna()]
     if completed.empty or not identity:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from .collect import ARCH, in_order
-from .stats import mean_interval
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 from resnet_cifar.filesystem import safe_name, write_figure
+
+from .collect import ARCH, finished, in_order
+from .stats import mean_interval
 
 # File names for the factors the seed README compared; others use their key.
 FACTOR_FILES = {"normalization.name": "normalization", "data.batch_size": "batch", "shortcut": "shortcut",
@@ -125,7 +123,7 @@ def depth_plot(runs: pd.DataFrame, factors: list[str], path: Path, caption: str 
     """Final test error vs depth, a line per net, error bars the 95% interval of the mean over seeds, a
     panel per setting of the other factors (the degradation problem); the y axis starts at 0 so that a few
     tenths of a percent do not look like a cliff."""
-    done = with_setting(runs[runs["status"] == "completed"], factors)
+    done = with_setting(runs[finished(runs)], factors)
     counts = done.groupby([SETTING, ARCH, "depth"])["run"].nunique()
     grid = sns.relplot(data=done, x="depth", y="test_error", hue=ARCH, hue_order=figure6_panels(done), marker="o",
                        kind="line", errorbar=interval_of_error, err_style="bars", col=SETTING,
@@ -186,7 +184,7 @@ def factor_files(factors: list[str]) -> dict[str, str]:
 def drawn_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs a figure draws: the completed ones, which the caption counts (table.basis); only where none
     completed, the unfinished ones, and the caption then says so."""
-    completed = runs[runs["status"] == "completed"]
+    completed = runs[finished(runs)]
     return completed if len(completed) else runs
 
 
@@ -209,11 +207,11 @@ def _draw_all(curves: pd.DataFrame, runs: pd.DataFrame, keys: list[str], factors
     files = factor_files(factors)
     curve_figures = ["fig6.png", *files.values()]
     if not len(curves):
-        return ([depth_plot(runs, factors, out / "depth.png", caption)] if (runs["status"] == "completed").any()
+        return ([depth_plot(runs, factors, out / "depth.png", caption)] if finished(runs).any()
                 else []), [f"{', '.join(curve_figures)} not drawn: no curves for these runs (an earlier report's "
                            f"runs.csv without its curves.csv beside it, or no evaluation yet)"]
     drawn = [figure6(curves, runs, factors, out / "fig6.png", caption)]
-    if (runs["status"] == "completed").any():
+    if finished(runs).any():
         drawn.append(depth_plot(runs, factors, out / "depth.png", caption))
     drawn += [factor_plot(curves, runs, factor, keys, out / files[factor], caption) for factor in factors]
     return drawn, []

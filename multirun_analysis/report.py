@@ -15,15 +15,17 @@ import re
 import sys
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 
 from resnet_cifar import filesystem
+from resnet_cifar.config import NOT_FACTORS
 from resnet_cifar.errors import UserError
 from resnet_cifar.filesystem import unwritable_reason
 from resnet_cifar.trust import CodeTrust, add_loading_options
 
 from . import comparisons, spread
-from .collect import DEFAULT_DIRS, FLOATS, RUNS_FILE, collect
+from .collect import DEFAULT_DIRS, FLOATS, RUNS_FILE, collect, finished
 from .comparisons import CONFIRMATORY, DEFAULT_EFFECT, EXPLORATORY
 from .question import QuestionError, label, question_of
 from .spread import split_by_source
@@ -35,15 +37,14 @@ from .plots import draw_all
 from .table import (
     DEFAULT_MARGIN,
     DEFAULT_PRECISION,
-    NOT_FACTORS,
     ROW_KEYS,
     aggregate,
     basis,
     paper_recipe,
-    to_csv,
-    to_markdown,
+    table_markdown,
     varying_factors,
     with_defaults,
+    write_table_csv,
 )
 
 SPREAD_SEEDS = 3  # what a cell of one seed is brought to: the fewest whose spread says something
@@ -185,7 +186,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     filesystem.write_frame(runs, out / "runs.csv", index=False, float_format=FLOATS)
     filesystem.write_frame(curves, out / "curves.csv", index=False, float_format=FLOATS)
 
-    completed = runs[runs["status"] == "completed"]
+    completed = runs[finished(runs)]
     factors = varying_factors(completed if len(completed) else runs, config_columns)
     table = aggregate(runs, factors, recipe, precision, margin)
     keys = [k for k in ROW_KEYS if k in completed] + factors
@@ -193,7 +194,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     asked = asked or question_of(runs)
     compared = comparisons.compare_all(runs, keys, asked, looks, effect)
     commands, beyond = seed_commands(table, compared, runs, keys, recipe)
-    markdown = to_markdown(table, factors, runs[runs["status"] != "completed"], basis(runs, recipe), precision,
+    markdown = table_markdown(table, factors, runs[~finished(runs)], basis(runs, recipe), precision,
                            margin)
     if commands:
         markdown += (f"\nTo bring every cell to ±{precision:g} points, and to show a true difference of {effect:g} "
@@ -207,13 +208,13 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     written = ["runs.csv", "curves.csv", "table.md", "table.csv"]
     if split_by_source(completed):
         sources = spread.decompose(runs, keys)
-        spread.to_csv(sources, keys, out / spread.SPREAD_FILE)
-        markdown += spread.to_markdown(sources, keys)
+        spread.write_spread_csv(sources, keys, out / spread.SPREAD_FILE)
+        markdown += spread.spread_markdown(sources, keys)
         written.append(spread.SPREAD_FILE)
     filesystem.write_text(out / "table.md", markdown)
-    to_csv(table, out / "table.csv")
-    filesystem.write_text(out / "comparisons.md", comparisons.to_markdown(compared, caption))
-    comparisons.to_csv(compared, out / "comparisons.csv")
+    write_table_csv(table, out / "table.csv")
+    filesystem.write_text(out / "comparisons.md", comparisons.comparisons_markdown(compared, caption))
+    comparisons.write_comparisons_csv(compared, out / "comparisons.csv")
     figures, not_drawn = draw_all(curves, runs, keys, factors, out, caption)
     fig7, fig7_note = figure7_if_possible(runs, out, data_root, caption, [p for p in paths if p.is_file()],
                                           trust_code, max_parameters)
@@ -254,6 +255,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    matplotlib.use("Agg")  # the command writes files and shows nothing: no display needed
     parser = argparse.ArgumentParser(prog="python -m multirun_analysis.report", description=__doc__.split("\n\n")[1])
     parser.add_argument("dirs", nargs="*", type=Path,
                         help="sweep or run folders, or an earlier report's runs.csv (default: multirun/ and outputs/)")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
@@ -29,16 +30,13 @@ from tqdm import tqdm
 from resnet_cifar.config import NAME_KEY
 from resnet_cifar.contract import MODEL_FILE
 from resnet_cifar.errors import DataError, UserError
+from resnet_cifar.filesystem import write_figure, write_frame
 from resnet_cifar.models import RESPONSES_METHOD, response_layers
 from resnet_cifar.saved_run import load_run
 from resnet_cifar.trust import CodeTrust, add_loading_options
 
-from .collect import ARCH, DEFAULT_DIRS, FLOATS, collect
+from .collect import ARCH, DEFAULT_DIRS, FLOATS, collect, finished
 from .plots import LITERAL_TEXT, add_caption, interval_of_mean
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-from resnet_cifar.filesystem import write_figure, write_frame
 
 RESPONSES_FILE = "responses.csv"
 FIGURE_FILE = "fig7.png"
@@ -121,7 +119,7 @@ def run_responses(run_dir: Path, data_root: str | None = None, device: torch.dev
     does not say which its responses are."""
     run = load_run(run_dir, device, data_root, trust_code=trust_code, max_parameters=max_parameters)
     stds = layer_response_std(run.model, run.test_batches(1000))
-    config = run.config
+    config = run.recorded
     return pd.DataFrame({"run": str(run_dir), "arch": config["arch"][NAME_KEY], "depth": config["depth"],
                          "seed": config.get("seed"), "layer": range(1, len(stds) + 1), "std": stds})
 
@@ -131,7 +129,7 @@ def runs_with_models(runs: pd.DataFrame) -> list[Path]:
     weights: a run the report skipped as unreadable is not read here either."""
     if runs.empty:
         return []
-    completed = runs.loc[runs["status"] == "completed", "run"]
+    completed = runs.loc[finished(runs), "run"]
     return [Path(run) for run in completed if (Path(run) / MODEL_FILE).is_file()]
 
 
@@ -203,6 +201,7 @@ def write_responses(runs: pd.DataFrame, out: Path, data_root: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
+    matplotlib.use("Agg")  # the command writes files and shows nothing: no display needed
     parser = argparse.ArgumentParser(prog="python -m multirun_analysis.responses",
                                      description="Figure 7: std of the 3x3 layers' responses on the test set.")
     parser.add_argument("dirs", nargs="*", type=Path, help="run or sweep folders (default: multirun/ and outputs/)")

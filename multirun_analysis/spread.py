@@ -14,10 +14,9 @@ import math
 import pandas as pd
 
 from resnet_cifar.config import SEED_SOURCES
-from resnet_cifar.contract import Status
 from resnet_cifar.filesystem import write_frame
 
-from .collect import FLOATS
+from .collect import FLOATS, finished
 from .escape import inline
 from .question import label
 from .stats import pooled_sd
@@ -46,7 +45,7 @@ def decompose(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per cell: the sd each source makes alone (where some runs vary it with the others held), and the sd of
     the runs that vary every source at once (seed alone), with 95% intervals and each source's share of the
     latter's variance."""
-    done = runs[runs["status"] == Status.completed]
+    done = runs[finished(runs)]
     rows = []
     for values, cell in (done.groupby(keys, dropna=False, sort=True) if keys else [((), done)]):
         values = values if isinstance(values, tuple) else (values,)
@@ -74,7 +73,7 @@ def decompose(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*keys, *COLUMNS])
 
 
-def to_markdown(frame: pd.DataFrame, keys: list[str]) -> str:
+def spread_markdown(frame: pd.DataFrame, keys: list[str]) -> str:
     """The section of table.md: one row per cell and source."""
     header = [*(label(k) for k in keys), "source of randomness", "runs", "groups", "sd of test error (points)",
               "95% CI", "share of all sources' variance"]
@@ -89,5 +88,5 @@ def to_markdown(frame: pd.DataFrame, keys: list[str]) -> str:
             "errors). Sources that interact do not add up to all of them.\n\n" + "\n".join(lines) + "\n")
 
 
-def to_csv(frame: pd.DataFrame, keys: list[str], path) -> None:
+def write_spread_csv(frame: pd.DataFrame, keys: list[str], path) -> None:
     write_frame(frame.rename(columns={k: label(k) for k in keys}), path, index=False, float_format=FLOATS)

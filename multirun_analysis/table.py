@@ -9,30 +9,26 @@ from __future__ import annotations
 from importlib import resources
 
 import pandas as pd
-from hydra import compose, initialize_config_module
 
 from resnet_cifar.contract import Status
 from resnet_cifar.config import (
-    DATA_SOURCE_KEYS,
     NAME_KEY,
-    NOT_THE_EXPERIMENT,
+    NOT_FACTORS,
     PLUGIN_GROUPS,
     SEED_KEYS,
-    composed_run_config,
     is_under,
 )
 
-from .collect import ARCH, FLOATS, flatten_config
+from resnet_cifar.hydra_setup import compose_run
+from resnet_cifar.run_spec import composed_run_config
+
+from .collect import ARCH, FLOATS, finished, flatten_config
 from .escape import inline
 from .stats import equivalence, mean_intervals, seeds_for_precision
 from resnet_cifar.filesystem import write_frame
 
 REFERENCES_FILE = "references.csv"  # published CIFAR-10 test errors: arch, depth, conditions, error, source
 
-# Keys that say where or how a run was executed, not what was trained (a key stands for all under it).
-NOT_FACTORS = (*SEED_KEYS, *DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT, "trainer.device", "trainer.eval_batch_size",
-               "trainer.eval_every", "trainer.checkpoint_every", "trainer.channels_last",
-               "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode")
 ROW_KEYS = ["depth", ARCH]
 CELL_COLUMNS = ["n", "lost", "mean", "std", "ci_low", "ci_high", "ci_method", "min", "max", "seeds_needed"]
 DEFAULT_PRECISION = 0.3  # points of test error: the distance at which a reproduction matches Table 6
@@ -46,9 +42,7 @@ NOT_RECIPE = (*NOT_FACTORS, "depth", "arch", "trainer.nproc_per_node", "trainer.
 
 def paper_recipe() -> dict:
     """The default config of conf/ (the paper's recipe and full budget), flattened."""
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = compose(config_name="config", return_hydra_config=True)
-    return flatten_config(composed_run_config(cfg))
+    return flatten_config(composed_run_config(compose_run()))
 
 
 def references() -> pd.DataFrame:
@@ -145,7 +139,7 @@ def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: f
     method, min, max, the seeds that would bring the interval's half-width to `precision` points; the mean
     held-out error where the runs held images out (a search's objective); beside a paper's number (its full
     recipe only) whether the cell matches it within ±`margin` points (stats.equivalence)."""
-    done = runs[runs["status"] == "completed"].copy()
+    done = runs[finished(runs)].copy()
     keys = [k for k in ROW_KEYS if k in done] + factors
     lost = lost_seeds(runs, keys)
     done["reference"] = reference_errors(done, recipe) if ARCH in done and "depth" in done else float("nan")
@@ -180,7 +174,7 @@ def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: f
     return table
 
 
-def to_csv(table: pd.DataFrame, path) -> None:
+def write_table_csv(table: pd.DataFrame, path) -> None:
     """table.csv: one row per cell, its factors (the net as `arch`, as comparisons.csv names it), then
     CELL_COLUMNS and the paper's columns."""
     columns = [c for c in table.columns if c not in ("seeds", "overrides", "runs", "accuracy")]
@@ -196,7 +190,7 @@ def basis(runs: pd.DataFrame, recipe: dict, where: bool = True) -> str:
     """What the numbers come from, said under the table and on every figure (a 60-iteration table must not
     read like a final result): the budget against the paper's, the data and its sizes (and, with `where`,
     its folder), the seeds."""
-    done = runs[runs["status"] == "completed"]
+    done = runs[finished(runs)]
     used = done if len(done) else runs
     paper_budget = recipe["trainer.max_iters"]
     full = set(used["trainer.max_iters"].dropna().astype(int)) == {paper_budget}
@@ -226,7 +220,7 @@ def _paper_form(errors_mean, std, best) -> str:
     return f"{best:.2f} ({errors_mean:.2f} ± {std:.2f})"
 
 
-def to_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataFrame, caption: str,
+def table_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.DataFrame, caption: str,
                 precision: float = DEFAULT_PRECISION, margin: float = DEFAULT_MARGIN) -> str:
     """The table (LEVEL intervals of the mean, the seeds lost, the seeds a ± `precision` interval needs, the
     held-out error where there is one, a published number matched within ±`margin` or not), its basis and

@@ -8,6 +8,7 @@ from typing import Iterable
 import torch
 
 from .config import BaseConfig
+from .data.files import DATASETS
 from .data.normalization import check_normalization
 from .models import check_model
 from .plugins import ConfigSource
@@ -21,7 +22,7 @@ def check_plugins(cfg: BaseConfig, sources: Iterable[ConfigSource] = (), run_dir
     it is known). Raises PluginError (one line) for the first that fails."""
     sources = tuple(sources)
     with torch.random.fork_rng(devices=[]):  # the run's own seeding is untouched
-        check_model(cfg, sources)
+        check_model(cfg, DATASETS[cfg.data.name].num_classes, sources)
         check_normalization(cfg, sources)
         check_optimizer(cfg, sources)
         check_tracker(cfg, sources, run_dir)

@@ -24,7 +24,9 @@ from .distributed import World, check_world, world_from_env
 from .errors import EXIT_BAD_INPUT, Diverged, RunFolderError, UserError
 from .job import run_job
 from .plugins import current_sources
-from .run_folder import RunFolder, RunSpec
+from .provenance import resume_command
+from .run_folder import RunFolder
+from .run_spec import RunSpec, named_run_config
 from .signals import Interrupted
 
 log = logging.getLogger(__name__)
@@ -49,12 +51,12 @@ def checked_spec(cfg: DictConfig, run_dir: Path) -> RunSpec:
     """The run Hydra composed, validated, and its plug-ins checked, before anything is written."""
     hydra_cfg = HydraConfig.get()
     spec = RunSpec.from_hydra(cfg, list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices)
-    schema.validate(spec.cfg)
-    check_plugins(spec.cfg, current_sources(), run_dir)
+    schema.validate(spec.config)
+    check_plugins(spec.config, current_sources(), run_dir)
     return spec
 
 
-def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> float | None:
+def run_held(cfg: DictConfig, folder: RunFolder, world: World, wait_note: str | None = None) -> float | None:
     """The job in a folder this process holds (the first process) or shares (torchrun's others): its
     .hydra/ and train.log are written only once the run is known to be this folder's own. Returns the final
     validation error (None without a held-out split)."""
@@ -67,7 +69,7 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> float | None:
         if in_sweep and world.is_main and not (folder.path / SUMMARY_FILE).exists():  # a new job: the sweep lists it
             config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
             try:
-                config = schema.named_run_config(config, hydra_cfg.runtime.choices)
+                config = named_run_config(config, hydra_cfg.runtime.choices)
             except UserError:
                 pass  # the config as composed: what made it unusable may be its names
             folder.write_hydra_files(config, overrides, hydra_cfg)
@@ -76,22 +78,24 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> float | None:
                 into_log(problem(e))  # the console gets it once, from run_command
         raise
     if world.distributed:
-        check_world(world, spec.cfg.trainer.nproc_per_node, spec.cfg.trainer.nnodes)
+        check_world(world, spec.config.trainer.nproc_per_node, spec.config.trainer.nnodes)
     if folder.completed(spec):  # refuses another run's folder before anything is written into it
         return folder.summary.get(OBJECTIVE)
     if not world.is_main:
         run_job(spec, folder, world)
         return None
-    folder.write_hydra_files(spec.config, overrides, hydra_cfg)
+    folder.write_hydra_files(spec.recorded, overrides, hydra_cfg)
     with folder.log_to_file() as into_log:
-        for warning in schema.warnings(spec.cfg):  # once a job is to run, into train.log too
+        for warning in schema.warnings(spec.config):  # once a job is to run, into train.log too
             log.warning("%s", warning)
+        if wait_note:
+            log.info("%s", wait_note)
         try:
             run_job(spec, folder, world)
         except Exception as e:
             # in a sweep, and for a dead worker, what the run could not record itself is recorded here
             if (in_sweep or isinstance(e, ChildFailedError)) and not folder.started:
-                folder.record_failure(e, spec.config, overrides)
+                folder.record_failure(e, spec.recorded, overrides)
             if isinstance(e, (UserError, Diverged, ChildFailedError)):
                 into_log(problem(e))  # the console gets it once, from run_command
             else:
@@ -100,10 +104,17 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World) -> float | None:
     return (read_summary(folder.path) or {}).get(OBJECTIVE)  # written by this process or by its DDP workers
 
 
-def run_command(cfg: DictConfig) -> float | None:
+def resume_hint(hydra_cfg: DictConfig, folder: RunFolder, world: World) -> str:
+    """The exact command that resumes this run (a sweep: the sweep, which resumes its stopped job)."""
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return resume_command("hydra.sweep.dir", str(Path(hydra_cfg.sweep.dir).absolute()))
+    return resume_command("hydra.run.dir", str(folder.path.absolute()), torchrun=world.distributed)
+
+
+def run_command(cfg: DictConfig, wait_note: str | None = None) -> float | None:
     """One run. In a sweep a failed job is recorded and logged and the sweep goes on (the sweep's
     callback fails the command at the end); alone it exits non-zero. Errors the user can fix are one
-    bare line on the console."""
+    bare line on the console. `wait_note`: how OpenMP waits were set when the command started (train.log)."""
     hydra_cfg = HydraConfig.get()
     folder = RunFolder(Path(hydra_cfg.runtime.output_dir))
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -111,21 +122,22 @@ def run_command(cfg: DictConfig) -> float | None:
     exit_code = 0
     try:
         with folder.held() if world.is_main else nullcontext():
-            return run_held(cfg, folder, world)
+            return run_held(cfg, folder, world, wait_note)
     except (UserError, Diverged, ChildFailedError) as e:
         print(problem(e), file=sys.stderr)
         exit_code = EXIT_DIVERGED if isinstance(e, Diverged) else 1 if isinstance(e, ChildFailedError) else EXIT_BAD_INPUT
         if isinstance(e, UserError) and not in_sweep and world.is_main and not isinstance(e, RunFolderError):
-            folder.discard_unstarted(preflight.folders_created_for_the_run())
+            folder.discard_unstarted(preflight.folders_created_for_the_run(hydra_cfg.runtime))
     except Interrupted as e:  # train_run has saved a checkpoint, recorded and logged it; a sweep ends here too
+        log.warning("to resume: %s", resume_hint(hydra_cfg, folder, world))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        log.warning("stopped at once by a second Ctrl-C; the last checkpoint is kept: run the same "
-                    "command again to resume from it")
+        log.warning("stopped at once by a second Ctrl-C; the last checkpoint is kept; to resume from it: %s",
+                    resume_hint(hydra_cfg, folder, world))
         sys.exit(EXIT_CTRL_C)
     except SignalException as e:  # the workers of this job were stopped by the signal and saved
-        log.warning("stopped by %s; the workers saved a checkpoint: run the same command again to resume",
-                    signal.Signals(e.sigval).name)
+        log.warning("stopped by %s; the workers saved a checkpoint; to resume: %s", signal.Signals(e.sigval).name,
+                    resume_hint(hydra_cfg, folder, world))
         sys.exit(128 + e.sigval)
     except Exception:
         if not in_sweep:

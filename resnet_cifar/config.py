@@ -13,6 +13,10 @@ their keys mean is the callable's business, checked when it is imported
 (plugins.py), before anything runs. ``name`` is the option's name (the YAML
 file's, filled in by ``with_plugin_names``): what folder names, the report's
 table and its figures show.
+
+One job: the schema and its checks. Reading older configs as today's is upgrade.py's; the config a run records
+(plug-ins named) run_spec.py's; registering the schema and the resolvers with Hydra hydra_setup.py's, where
+Hydra is started.
 """
 from __future__ import annotations
 
@@ -24,7 +28,6 @@ from enum import Enum
 from importlib import resources
 from typing import Any, Dict, List, Mapping, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -73,14 +76,25 @@ class Device(Enum):
     cuda = "cuda"
 
 
-# Where the data comes from, not what the experiment is: these never name a sweep job's folder
-# (conf/config.yaml's exclude_keys) and a run folder resumes whatever they say.
+# The kinds of keys that are not what a run trains, one definition each (a key stands for everything under it):
+# - where the data comes from: never names a sweep job's folder, a run folder resumes whatever it says;
 DATA_SOURCE_KEYS = ("data.root", "data.download")
-# How a run is carried out or watched, not what it trains (its numbers do not depend on them): never part
-# of a job's folder name (conf/config.yaml's exclude_keys), not compared when a run folder resumes, not a
-# factor of the report. A key stands for everything under it.
-NOT_THE_EXPERIMENT = ("data.workers", "logger", "trainer.device", "trainer.max_parameters", "question")
-# ... but a run that resumes from a checkpoint does so where it started: the checkpoint holds that device's random
+# - how a run is carried out or watched (its numbers do not depend on them): with DATA_SOURCE_KEYS, never part
+#   of a job's folder name (conf/config.yaml's exclude_keys: tests/test_config.py ties that list to this one),
+#   not compared when a run folder resumes, not a factor of the report;
+NOT_THE_EXPERIMENT = (*DATA_SOURCE_KEYS, "data.workers", "logger", "trainer.device", "trainer.max_parameters",
+                      "trainer.threads", "question")
+# - how a run computes (the same arithmetic, or within rounding): part of a job's folder name and compared on
+#   resume, but never a factor of the report;
+EXECUTION_DETAILS = ("trainer.eval_batch_size", "trainer.eval_every", "trainer.checkpoint_every",
+                     "trainer.channels_last", "trainer.cuda_graph", "trainer.compile", "trainer.compile_mode")
+# - which draw of the randomness a run is: its seeds;
+SEED_KEYS = ("seed", "seeds")
+# and so what the report never makes a factor of its table;
+NOT_FACTORS = (*SEED_KEYS, *NOT_THE_EXPERIMENT, *EXECUTION_DETAILS)
+# - which data set a job reads, and from where (a sweep fetches each once, before its jobs start).
+DATA_KEYS = ("data", "data.name", *DATA_SOURCE_KEYS)
+# A run that resumes from a checkpoint does so where it started: the checkpoint holds that device's random
 # state (a CUDA generator's is not a CPU generator's), so a completed run is found on any device, an unfinished
 # one only on its own.
 RESUMED_ON_THE_SAME = ("trainer.device",)
@@ -90,91 +104,6 @@ MAX_DATA_WORKERS = 256  # DataLoader workers: more is a typo (each holds the tra
 def is_under(key: str, prefixes: tuple[str, ...] | list[str] | set[str]) -> bool:
     """Whether a dotted key is one of `prefixes` or lies under one of them (logger.experiment under logger)."""
     return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-
-# Values that older versions wrote and that mean one of today's: read as today's wherever a config is
-# read (a run folder resumed or compared, the report), and accepted on the command line.
-LEGACY_VALUES = {("data", "augment"): {"True": Augment.random.value, "False": Augment.none.value,
-                                       "true": Augment.random.value, "false": Augment.none.value}}
-# Keys added since run folders were first written, with the value that does what runs did before them (a
-# callable: read when needed, from conf/).
-ADDED_KEYS = {("data", "pipeline"): Pipeline.device.value, ("data", "workers"): None,
-              ("trainer", "max_parameters"): lambda: default_max_parameters(),
-              ("question", "compare"): lambda: [], ("question", "trend"): lambda: [],
-              ("seeds", "init"): None, ("seeds", "order"): None, ("seeds", "augment"): None}
-# Before plug-ins, the schedule's keys lived in `optimizer`, and `logger` might be missing (it was added later).
-SCHEDULE_KEYS = ("milestones", "gamma", "warmup")
-OLDEST_PLUGIN_CHOICES = {"optimizer": "sgd", "logger": "csv"}  # what runs did before they could choose
-
-
-def builtin_option(group: str, name: str) -> dict:
-    """A built-in option of a plug-in group as its YAML in conf/ holds it (with its name)."""
-    path = resources.files("resnet_cifar.conf") / group / f"{name}.yaml"
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(name)) or not path.is_file():
-        raise ConfigError(f"{group}={name} is not a built-in option (a run folder from an older version names it)")
-    return {**OmegaConf.to_container(OmegaConf.create(path.read_text())), NAME_KEY: name}
-
-
-def _upgrade_plugin(config: dict, group: str) -> dict:
-    """A plug-in node of an older run folder as today's YAML gives it: `arch: resnet` was a name, and
-    normalization and logger were `{name: ...}`; what the node held besides keeps its value."""
-    node = config.get(group, {NAME_KEY: OLDEST_PLUGIN_CHOICES.get(group)})
-    if isinstance(node, str):
-        node = {NAME_KEY: node}
-    if not isinstance(node, dict) or TARGET_KEY in node:
-        return config
-    name = node.get(NAME_KEY) or OLDEST_PLUGIN_CHOICES.get(group)
-    if group == "optimizer":  # its schedule keys moved to `schedule`
-        schedule = {k: node[k] for k in SCHEDULE_KEYS if k in node}
-        node = {k: v for k, v in node.items() if k not in SCHEDULE_KEYS}
-        config = {**config, "schedule": {**schedule, **config.get("schedule", {})}}
-    return {**config, group: {**builtin_option(group, name), **node, NAME_KEY: name}}
-
-
-def read_legacy_values(config: dict) -> dict:
-    """Values that older versions wrote read as today's (data.augment: true is random), in a recorded config
-    or on today's command line."""
-    for (section, key), values in LEGACY_VALUES.items():
-        part = config.get(section)
-        if isinstance(part, dict) and str(part.get(key)) in values:
-            config = {**config, section: {**part, key: values[str(part[key])]}}
-    return config
-
-
-def upgrade(config: dict) -> dict:
-    """A config a run folder recorded (summary.json) as today's code reads it: older values read as today's,
-    the keys added since filled in as runs were before them, plug-in nodes of versions before plug-ins as
-    today's YAML gives them. Only for recorded configs: a node of today without `_target_` is an error of its
-    YAML (plugins.py says so), never a built-in."""
-    for group in PLUGIN_GROUPS:
-        config = _upgrade_plugin(config, group)
-    config = read_legacy_values(config)
-    for (section, key), value in ADDED_KEYS.items():
-        part = config.get(section, {})
-        if isinstance(part, dict) and key not in part:
-            config = {**config, section: {**part, key: value() if callable(value) else value}}
-    return config
-
-
-def default_max_parameters() -> int:
-    """trainer.max_parameters as conf/ sets it: the limit a loaded run is built under unless its loader is given
-    another (never the limit a received folder recorded)."""
-    path = resources.files("resnet_cifar.conf") / "trainer" / "default.yaml"
-    return int(OmegaConf.create(path.read_text())["max_parameters"])
-
-
-def with_plugin_names(config: dict, choices: Mapping[str, Any]) -> dict:
-    """The composed config with each plug-in node's `name`: the option chosen in its group (Hydra's
-    runtime choices), unless the YAML sets one itself."""
-    for group in PLUGIN_GROUPS:
-        node = config.get(group)
-        if isinstance(node, dict) and not node.get(NAME_KEY):
-            name = choices.get(group)
-            if not name:
-                raise ConfigError(f"{group} has no name: choose it as {group}=NAME (a file {group}/NAME.yaml in "
-                                  f"conf/ or in your --config-dir), or set {group}.name")
-            config = {**config, group: {**node, NAME_KEY: name}}
-    return config
 
 
 @dataclass
@@ -237,6 +166,7 @@ class TrainerConfig:
     compile: bool = MISSING
     compile_mode: str = MISSING
     max_parameters: int = MISSING  # a net with more is refused before it is built whole (models.parameter_budget)
+    threads: Optional[int] = MISSING  # CPU threads per process; None: its share of the cores free at the start
 
 
 @dataclass
@@ -252,7 +182,6 @@ class SeedsConfig:
 
 
 SEED_SOURCES = ("init", "order", "augment")
-SEED_KEYS = ("seed", "seeds")  # every key that says which draw of the randomness a run is (a key for all under it)
 
 
 @dataclass(frozen=True)
@@ -301,21 +230,6 @@ class BaseConfig:
     question: QuestionConfig = field(default_factory=QuestionConfig)
 
 
-def named_run_config(plain: dict, choices: Mapping[str, Any]) -> dict:
-    """A freshly composed config (plain, resolved) as a run records it: legacy values of the command line read
-    as today's, each plug-in named by the option chosen in its group."""
-    return with_plugin_names(read_legacy_values(plain), choices)
-
-
-def composed_run_config(composed: Any) -> dict:
-    """A config composed with Hydra's node (compose(..., return_hydra_config=True)) as a run records it:
-    named_run_config of it without the `hydra` node (for code outside a Hydra job: the sweep's checks, the
-    benchmark, the report's recipe)."""
-    plain = OmegaConf.to_container(composed, resolve=False)
-    choices = plain.pop("hydra")["runtime"]["choices"]
-    return named_run_config(OmegaConf.to_container(OmegaConf.create(plain), resolve=True, enum_to_str=True), choices)
-
-
 def typed(config: dict) -> BaseConfig:
     """A plain run config as the typed schema (what the code reads); a key the schema does not have, or a value
     of the wrong type, is one line naming it (with the key meant, where one is close)."""
@@ -341,55 +255,6 @@ def _schema_keys(parent: str) -> list[str]:
     for part in filter(None, parent.split(".")):
         node = node.get(part) if isinstance(node, DictConfig) else None
     return list(node.keys()) if isinstance(node, DictConfig) else []
-
-
-SCHEMA_NAME = "base_config"
-
-
-def gpus_per_job(device: Device | str, nproc_per_node: int) -> int | None:
-    """GPUs a cluster job of this run asks for (conf/hydra/launcher/slurm.yaml): one per process, and
-    none at all for trainer.device=cpu, so that a CPU job fits a CPU partition."""
-    return None if getattr(device, "value", device) == Device.cpu.value else nproc_per_node
-
-
-OmegaConf.register_new_resolver("gpus_per_job", gpus_per_job, replace=True)
-
-JOB_NAME_BYTES = 200  # file systems allow 255 bytes a name; room to spare for tools that add a suffix
-
-
-def job_folder_name(override_dirname: str) -> str:
-    """A sweep job's folder name (conf/config.yaml hydra.sweep.subdir): its overrides as Hydra writes them
-    (arch=plain,depth=20), or, when that is longer than JOB_NAME_BYTES, a readable prefix of them and a
-    hash of all of them: unique, under the file system's limit, and the same on every relaunch. The full
-    overrides are in the folder's .hydra/overrides.yaml and summary.json. A value with a path separator
-    (data.pipeline=x/../../elsewhere) never leaves the sweep folder: "%" and "/" are written %25 and %2F."""
-    override_dirname = override_dirname.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
-    if override_dirname in (".", ".."):
-        override_dirname = override_dirname.replace(".", "%2E")
-    encoded = override_dirname.encode()
-    if len(encoded) <= JOB_NAME_BYTES:
-        return override_dirname
-    digest = hashlib.sha1(encoded).hexdigest()[:10]
-    prefix = encoded[:JOB_NAME_BYTES - len(digest) - 3].decode(errors="ignore")
-    return f"{prefix}...{digest}"
-
-
-OmegaConf.register_new_resolver("job_folder_name", job_folder_name, replace=True)
-
-
-# Stored under its own name; conf/config.yaml extends it explicitly from its defaults list.
-ConfigStore.instance().store(name=SCHEMA_NAME, node=BaseConfig)
-
-
-def uses_cuda_graph(cfg: BaseConfig, on_gpu: bool, processes: int, captured_optimizer: bool) -> bool:
-    """trainer.cuda_graph=null (the default) captures the step wherever that is possible and the
-    result is the same arithmetic: one process on a GPU fed by the device pipeline, an optimizer whose step
-    can be captured (SGD: see step.py), no torch.compile mode that captures itself."""
-    t = cfg.trainer
-    if t.cuda_graph is not None:
-        return t.cuda_graph
-    return on_gpu and processes == 1 and captured_optimizer and cfg.data.pipeline == Pipeline.device.value and \
-        not (t.compile and t.compile_mode in COMPILE_MODES_WITH_CUDA_GRAPHS)
 
 
 def warnings(cfg: BaseConfig) -> list[str]:
@@ -452,6 +317,8 @@ def validate(cfg: BaseConfig) -> None:
                  "max_parameters"):
         value = getattr(t, name)
         _require(value > 0, f"trainer.{name}={value} is not allowed: it must be > 0")
+    _require(t.threads is None or t.threads > 0, f"trainer.threads={t.threads} is not allowed: it must be > 0, or "
+             "null (the cores free when the run starts)")
     _require(t.batch_semantics in BATCH_SEMANTICS, f"trainer.batch_semantics={t.batch_semantics} is not allowed: "
              f"it must be one of {', '.join(BATCH_SEMANTICS)}")
     processes = t.nproc_per_node * t.nnodes

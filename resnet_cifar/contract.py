@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import filesystem
 from .errors import FileProblem, RunFolderError
+from .upgrade import upgrade
 
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
@@ -68,13 +69,14 @@ def read_summary(run_dir: Path) -> dict | None:
     return summary
 
 
-def run_config(summary: dict, run_dir: Path) -> dict:
-    """The run's config as summary.json recorded it (as composed, before older values are read as today's:
-    config.upgrade does that)."""
+def recorded_config(summary: dict, run_dir: Path) -> dict:
+    """The one reader of a run's config: the one its summary.json recorded when it started, read as today's
+    (upgrade.py: older values and keys added since). Training (a folder resumed or compared), the report and a
+    loaded run all read it here; `.hydra/` is Hydra's copy for people, never read back."""
     config = summary.get("config")
     if not isinstance(config, dict):
         raise UnreadableFile(f"{Path(run_dir) / SUMMARY_FILE} holds no run config (a mapping under 'config')")
-    return config
+    return upgrade(config)
 
 
 def valid_metric(name: str, value: object) -> bool:

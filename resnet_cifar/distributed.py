@@ -21,6 +21,7 @@ import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 
 from .config import Device
+from .cores import choose_threads
 from .errors import ConfigError
 
 
@@ -79,13 +80,20 @@ def init_process_group(world: World) -> None:
         dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
 
 
-def share_cores(world: World) -> int:
-    """On CPU, processes of one node split its cores instead of each taking all of them."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // world.local_world_size)
-    if world.local_world_size > 1:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
+def prepare_process(device: Device, threads: int | None, world: World, free: float | None = None,
+                    ) -> tuple[torch.device, str]:
+    """Everything a training process sets for itself before its run is built, owned here rather than hidden in
+    the loop: its device, its process group, and on the CPU its threads (`threads`, else its share of the cores
+    `free` when it started: cores.choose_threads), on a GPU cuDNN's choice of the fastest algorithms (fixed
+    shapes). Returns (the device, what was chosen, for the log)."""
+    resolved = resolve_device(device, world)
+    init_process_group(world)
+    if resolved.type == "cpu":
+        choice = choose_threads(threads, world.local_world_size, free)
+        torch.set_num_threads(choice.threads)
+        return resolved, f"{choice.threads} thread(s): {choice.reason}"
+    torch.backends.cudnn.benchmark = True  # fixed shapes: time the algorithms once, keep the fastest
+    return resolved, "cuDNN benchmark mode"
 
 
 class CpuSyncBatchNorm(nn.BatchNorm2d):
@@ -146,7 +154,7 @@ def launch(nproc_per_node: int, nnodes: int, entrypoint: Callable, *args: Any) -
 
     if nnodes > 1:
         raise ConfigError(f"trainer.nnodes={nnodes} is not allowed without torchrun: start the command with "
-                          "torchrun --nnodes=... --rdzv-endpoint=... on every node (see the README)")
+                          "torchrun --nnodes=... --rdzv-endpoint=... on every node (see docs/guide/ddp.md)")
     config = LaunchConfig(  # what `torchrun --standalone` does
         min_nodes=1, max_nodes=1, nproc_per_node=nproc_per_node, rdzv_backend="c10d",
         rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0, monitor_interval=0.5,

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
 import torch.nn.functional as F
 
@@ -27,17 +29,13 @@ from .saved_run import TrainedRun, load_run
 from .scoring import outputs
 from .trust import add_loading_options
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-
 
 @torch.no_grad()
 def predict(run: TrainedRun) -> tuple[np.ndarray, np.ndarray, float]:
     """(predicted class, true class, mean loss) over the test set, in the run's evaluation batches and
     precision: the arithmetic of the run's own evaluation (scoring.outputs)."""
     predicted, truth, loss = [], [], torch.zeros((), dtype=torch.float64, device=run.device)
-    for out, y in outputs(run.model, run.test_batches(), run.device, run.cfg.trainer.precision):
+    for out, y in outputs(run.model, run.test_batches(), run.device, run.config.trainer.precision):
         loss += F.cross_entropy(out, y, reduction="sum")
         predicted.append(out.argmax(1).cpu())
         truth.append(y.cpu())
@@ -89,6 +87,7 @@ def write_figures(result: dict, out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    matplotlib.use("Agg")  # the command writes files and shows nothing: no display needed
     parser = argparse.ArgumentParser(prog="python -m resnet_cifar.evaluate", description=__doc__.split("\n\n")[1])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders")
     parser.add_argument("--data", help="data.root holding the data set (default: each run's own)")

@@ -1,5 +1,5 @@
 """One careful way to touch the file system: every file the project writes, appends, locks, or reads from a
-run folder goes through here (README "Reliability"), so that the same rules hold everywhere.
+run folder goes through here (docs/guide/reliability.md), so that the same rules hold everywhere.
 
 - **Replaced atomically**: a file is written to a new temporary file beside it (created exclusively, so that
   nothing of that name is followed), flushed to disk and renamed over the old one. A failure (a full disk, a

@@ -19,7 +19,8 @@ from .console import ConsoleFormatter
 from .distributed import World, launch, world_from_env
 from .placement import gpus_for_job, only_these_gpus, visible_gpus
 from .training_run import train_run
-from .run_folder import RunFolder, RunSpec
+from .run_folder import RunFolder
+from .run_spec import RunSpec
 
 
 def run_worker(config: dict, run_dir: str, overrides: list[str]) -> None:
@@ -41,13 +42,13 @@ def run_job(spec: RunSpec, folder: RunFolder, world: World) -> None:
     """Train a job that is not completed (the caller checked: RunFolder.completed): in this process, as
     one of torchrun's workers, or by starting its own workers. A job not placed by torchrun first claims
     its GPUs (placement.py), so that jobs started side by side on one machine do not all land on GPU 0."""
-    t = spec.cfg.trainer
+    t = spec.config.trainer
     processes = t.nproc_per_node * t.nnodes
     if world.distributed:  # torchrun placed the processes: local rank i on GPU i
         train_run(spec, folder, world)
     elif processes > 1:
         with gpus_for_job(t.device, processes) as gpus, only_these_gpus(gpus):
-            launch(t.nproc_per_node, t.nnodes, run_worker, spec.config, str(folder.path), spec.overrides)
+            launch(t.nproc_per_node, t.nnodes, run_worker, spec.recorded, str(folder.path), spec.overrides)
     else:
         with gpus_for_job(t.device, 1) as gpus:
             if gpus:

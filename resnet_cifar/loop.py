@@ -21,8 +21,8 @@ import torch.distributed as dist
 from .checkpoint import load_model_state
 from .config import BaseConfig, RunSeeds
 from .data.cifar import CifarArrays, load_cifar
-from .data.run_data import run_data
-from .distributed import World, init_process_group, resolve_device, share_cores
+from .data.run_data import build_run_data
+from .distributed import World
 from .errors import Diverged
 from .models import build_model, count_parameters
 from .run_folder import RunFolder
@@ -89,18 +89,13 @@ class TrainingLoop:
     STOP_CHECK_S = 1.0
     STOP_CHECK_MAX_STEPS = 20
 
-    def __init__(self, cfg: BaseConfig, world: World = World(), data: CifarArrays | None = None,
+    def __init__(self, cfg: BaseConfig, device: torch.device, world: World = World(), data: CifarArrays | None = None,
                  normalization_state: dict | None = None) -> None:
-        """`data`: the data set of cfg.data already loaded (the benchmark builds many loops from one load);
-        `normalization_state`: the normalization as the run fitted it when it started (not fitted again)."""
-        self.cfg, self.world = cfg, world
-        self.device = resolve_device(cfg.trainer.device, world)
-        init_process_group(world)
-        if self.device.type == "cpu":
-            share_cores(world)
-        else:  # fixed shapes: let cuDNN time its algorithms once and keep the fastest
-            torch.backends.cudnn.benchmark = True
-        self.data = run_data(data or load_cifar(cfg.data.name, cfg.data.root, cfg.data.download), cfg,
+        """On `device`, in a process its caller prepared (distributed.prepare_process: the process group, the
+        threads). `data`: the data set of cfg.data already loaded (the benchmark builds many loops from one
+        load); `normalization_state`: the normalization as the run fitted it when it started (not fitted again)."""
+        self.cfg, self.world, self.device = cfg, world, device
+        self.data = build_run_data(data or load_cifar(cfg.data.name, cfg.data.root, cfg.data.download), cfg,
                              self.device, world, normalization_state)
         torch.manual_seed(RunSeeds.of(cfg).init)  # the same initial weights on every device
         model = build_model(cfg, self.data.num_classes)

@@ -12,7 +12,7 @@ while the job runs and released by the kernel however its process ends. When
 every GPU is held, the job waits for one to come free, saying who holds them
 (user and pid), rather than share it: with the captured training step
 one run keeps a GPU busy, and sharing gained nothing (measured on an H200,
-README "On a GPU").
+docs/guide/performance.md "On a GPU").
 
 An explicit choice is respected: only the GPUs in CUDA_VISIBLE_DEVICES are
 candidates, named as it names them. Only runs of this project coordinate

@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from .contract import SWEEP_RECORD
 from .errors import EXIT_BAD_INPUT
 from .filesystem import unwritable_reason
 
-_created_for_the_run: list[Path] = []  # folders of hydra.run.dir that did not exist before it, deepest first
+CREATED_KEY = "resnet_cifar_created"  # in hydra.runtime: the folders Hydra will create for this (single) run
 
 
-def folders_created_for_the_run() -> list[Path]:
-    """The folders Hydra created for this (single) run's output folder: what bad input must remove again,
-    wherever the folder is (an absolute hydra.run.dir outside the working directory included)."""
-    return list(_created_for_the_run)
+def folders_created_for_the_run(runtime: DictConfig) -> list[Path]:
+    """The folders of hydra.run.dir that did not exist before Hydra made them, deepest first, as Preflight
+    recorded them in Hydra's record of this run (hydra.runtime): what bad input must remove again, wherever
+    the folder is (an absolute hydra.run.dir outside the working directory included)."""
+    return [Path(folder) for folder in runtime.get(CREATED_KEY) or []]
 
 
 class Preflight(Callback):
@@ -48,11 +49,12 @@ class Preflight(Callback):
                   file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         self._check("hydra.run.dir", config.hydra.run.dir)
-        folder = Path(config.hydra.run.dir).absolute()
-        _created_for_the_run.clear()
+        folder, created = Path(config.hydra.run.dir).absolute(), []
         while not folder.exists():
-            _created_for_the_run.append(folder)
+            created.append(str(folder))
             folder = folder.parent
+        with open_dict(config.hydra.runtime):  # handed to the job with the rest of Hydra's record of the run
+            config.hydra.runtime[CREATED_KEY] = created
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check("hydra.sweep.dir", config.hydra.sweep.dir)

@@ -87,6 +87,18 @@ def source_version() -> dict | None:
         return None
 
 
+def resume_command(folder_key: str, folder: str, torchrun: bool = False) -> str:
+    """The command that resumes this run or sweep: the command as typed, with its folder (`folder_key`:
+    hydra.run.dir, or hydra.sweep.dir for a sweep) unless it already named it: a default folder is named by
+    the date and time it was started, so the same command alone would start anew."""
+    args = shlex.split(command_line())
+    if not any(a.startswith(f"{folder_key}=") for a in args):
+        args.append(f"{folder_key}={folder}")
+    if torchrun:
+        return f"the same torchrun command on every node, with {shlex.quote(f'{folder_key}={folder}')}"
+    return shlex.join(args)
+
+
 def command_line() -> str:
     """The command as typed: `python -m resnet_cifar.train ...` for the module (whose argv[0] is its file)."""
     args = list(sys.argv)

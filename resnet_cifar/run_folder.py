@@ -1,4 +1,4 @@
-"""The run folder's one owner (README "The run folder"; its files and how they are read: contract.py).
+"""The run folder's one owner (docs/guide/training.md "The run folder", docs/design/run-folder.md; its files and how they are read: contract.py).
 
 `RunFolder` is the only writer of a run's files: it holds the folder for one
 process at a time, then writes .hydra/ and train.log, reads and records
@@ -26,38 +26,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .checkpoint import load_checkpoint
-from .config import DATA_SOURCE_KEYS, NOT_THE_EXPERIMENT, RESUMED_ON_THE_SAME, BaseConfig, is_under, named_run_config, typed, upgrade
+from .config import NOT_THE_EXPERIMENT, RESUMED_ON_THE_SAME, is_under
+from .run_spec import RunSpec
 from .console import LOG_FORMAT
 from .contract import (
     CHECKPOINT_FILE, HYDRA_FOLDER, LOCK_FILE, LOG_FILE, METRIC_COLUMNS, METRICS_FILE, MODEL_FILE, NORMALIZATION_FILE,
-    SUMMARY_FILE, TRACKER_RUN_ID, Status, read_metrics, read_summary, says_finished,
+    SUMMARY_FILE, TRACKER_RUN_ID, Status, read_metrics, read_summary, recorded_config, says_finished,
 )
 from . import filesystem
 from .errors import Diverged, FileProblem, RunFolderError, UserError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What a run is: its typed config, the same as a plain dict (as summary.json keeps it), and the
-    command-line overrides that made it."""
-
-    cfg: BaseConfig
-    config: dict
-    overrides: list[str]
-
-    @classmethod
-    def from_hydra(cls, cfg: DictConfig, overrides: list[str], choices: Mapping[str, object]) -> RunSpec:
-        """The run Hydra composed, each plug-in named by the option chosen in its group (Hydra's runtime
-        choices; config.named_run_config)."""
-        return cls.from_dict(named_run_config(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), choices),
-                             overrides)
-
-    @classmethod
-    def from_dict(cls, config: dict, overrides: list[str]) -> RunSpec:
-        """Rebuilt in a DDP worker, which has no Hydra, from what the job's process passed it."""
-        return cls(typed(config), config, list(overrides))
 
 
 def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -70,13 +49,12 @@ def _diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
 
 def config_changes(summary: dict, config: dict, resumes: bool | None = None) -> list[str]:
     """How `config` differs from the run a folder's summary records ('key: old -> new'), leaving aside where
-    the data comes from (DATA_SOURCE_KEYS) and how the run is carried out or watched (NOT_THE_EXPERIMENT);
+    the data comes from and how the run is carried out or watched (NOT_THE_EXPERIMENT);
     the earlier config is read as today's (config.upgrade). A run that is to resume from its checkpoint must
     do so on the device it started on (RESUMED_ON_THE_SAME): the checkpoint holds that device's random state
     (`resumes`: whether it will, by default unless the summary says completed)."""
-    earlier = summary.get("config")
-    earlier = upgrade(earlier) if isinstance(earlier, dict) else earlier  # augment: true is random
-    ignored = [*DATA_SOURCE_KEYS, *NOT_THE_EXPERIMENT]
+    earlier = recorded_config(summary, Path(".")) if isinstance(summary.get("config"), dict) else summary.get("config")
+    ignored = list(NOT_THE_EXPERIMENT)
     if summary.get("status") != Status.completed if resumes is None else resumes:
         ignored = [k for k in ignored if k not in RESUMED_ON_THE_SAME]
     return [f"{key}: {old!r} -> {new!r}" for key, old, new in _diff(earlier, config) if not is_under(key, ignored)]
@@ -187,12 +165,12 @@ class RunFolder:
     def previous(self, spec: RunSpec) -> dict | None:
         """The summary an earlier start of this run left (None if none); refuses another config.
 
-        Where the data comes from (DATA_SOURCE_KEYS) and how the run is carried out or watched
+        Where the data comes from and how the run is carried out or watched
         (NOT_THE_EXPERIMENT) are not compared; the earlier config is read as today's (config.upgrade).
         """
         summary = read_summary(self.path)
         if summary:
-            changes = config_changes(summary, spec.config)
+            changes = config_changes(summary, spec.recorded)
             if changes:
                 raise ConfigMismatch(
                     f"{self.path} holds a run made with another config ({'; '.join(changes)}); "
@@ -208,9 +186,9 @@ class RunFolder:
         if not summary or summary.get("status") != Status.completed:
             return False
         error, iteration = summary.get("test_error"), summary.get("iteration")
-        if not says_finished(summary, spec.cfg.trainer.max_iters):
+        if not says_finished(summary, spec.config.trainer.max_iters):
             log.warning("%s says completed, but with test_error=%s at iteration %s of %d: resuming it from its "
-                        "checkpoint instead", self.path / SUMMARY_FILE, error, iteration, spec.cfg.trainer.max_iters)
+                        "checkpoint instead", self.path / SUMMARY_FILE, error, iteration, spec.config.trainer.max_iters)
             return False
         log.info("%s is already completed (test error %.2f%%); nothing to do", self.path, error)
         return True
@@ -224,7 +202,7 @@ class RunFolder:
         """Record the run as running, with the facts of this start (`started_at` among them); a resumed
         run keeps the time it first started and the id its tracker gave it."""
         earlier = read_summary(self.path) or {}
-        self.summary = {**facts, "status": Status.running, "config": spec.config, "overrides": spec.overrides,
+        self.summary = {**facts, "status": Status.running, "config": spec.recorded, "overrides": spec.overrides,
                         "started_at": earlier.get("started_at", facts["started_at"])}
         if isinstance(earlier.get(TRACKER_RUN_ID), str):
             self.summary[TRACKER_RUN_ID] = earlier[TRACKER_RUN_ID]

@@ -18,20 +18,20 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from .checkpoint import load_checkpoint, load_model_state
-from .config import BaseConfig, Dataset, default_max_parameters, upgrade, validate
-from . import filesystem
-from .contract import CHECKPOINT_FILE, HYDRA_FOLDER, MODEL_FILE, SUMMARY_FILE, read_summary
+from .config import BaseConfig, Dataset, validate
+from .upgrade import default_max_parameters
+from .contract import CHECKPOINT_FILE, MODEL_FILE, SUMMARY_FILE, read_summary, recorded_config
 from .data.cifar import CifarArrays, load_cifar
 from .data.normalization import ModelInput
 from .data.run_data import split_and_prepare
 from .data.stream import eval_batches
 from .errors import DataError, UserError
 from .models import build_model
-from .run_folder import RunFolder, RunSpec
+from .run_folder import RunFolder
+from .run_spec import RunSpec
 from .trust import CodeTrust, check_recorded_code
 
 
@@ -42,8 +42,8 @@ class NotATrainedRun(UserError):
 @dataclass
 class TrainedRun:
     run_dir: Path
-    cfg: BaseConfig  # the run's typed config
-    config: dict  # the same, as summary.json holds it
+    config: BaseConfig  # the run's typed config
+    recorded: dict  # the same, as summary.json holds it
     summary: dict  # summary.json: how the run ended, what it recorded
     model: nn.Module  # in eval mode, on `device`
     normalize: ModelInput  # uint8 NHWC images -> the model's input, as in training
@@ -62,7 +62,7 @@ class TrainedRun:
 
     def test_batches(self, batch_size: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """The normalized test set in the run's evaluation batches."""
-        return eval_batches(*self.test_set(), batch_size or self.cfg.trainer.eval_batch_size, self.normalize)
+        return eval_batches(*self.test_set(), batch_size or self.config.trainer.eval_batch_size, self.normalize)
 
 
 @lru_cache(maxsize=4)
@@ -74,21 +74,15 @@ def _dataset(name: str, root: str) -> CifarArrays:
                         f"{name} as data_root= (load_run) or --data (evaluate, the report)") from None
 
 
-def _data_root(root: str, summary: dict, run_dir: Path) -> Path:
+def _data_root(root: str, summary: dict) -> Path:
     """The run's data.root; a relative one as the run resolved it (summary.json's data_root, recorded from
-    where it was started), not against today's working folder."""
+    where it was started), not against today's working folder; for a folder from before that record, the path
+    as given (data_root= says where the data is)."""
     path = Path(root).expanduser()
-    if path.is_absolute():
-        return path
     recorded = summary.get("data_root")
-    if isinstance(recorded, str) and Path(recorded).is_absolute():
+    if not path.is_absolute() and isinstance(recorded, str) and Path(recorded).is_absolute():
         return Path(recorded)
-    try:  # a folder from before that record: the working folder Hydra recorded for the run
-        hydra = OmegaConf.create(filesystem.read_text(run_dir / HYDRA_FOLDER / "hydra.yaml", limit=2**20))
-        cwd = hydra.hydra.runtime.cwd
-    except Exception:  # noqa: BLE001 - no such record: the path as given, from here
-        return path
-    return Path(cwd) / path if isinstance(cwd, str) and Path(cwd).is_absolute() else path
+    return path
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root: str | Path | None = None,
@@ -111,7 +105,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
     summary = read_summary(run_dir)
     if summary is None or not isinstance(summary.get("config"), dict):
         raise NotATrainedRun(f"{run_dir} is not a run folder (it has no summary.json with the run's config)")
-    config = upgrade(summary["config"])  # older folders too
+    config = recorded_config(summary, run_dir)  # older folders too
     trust = CodeTrust.of(trust_code)
     check_recorded_code(config, run_dir, trust)  # before anything it names is imported
     spec = RunSpec.from_dict(config, summary.get("overrides", []))
@@ -121,12 +115,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
                 f"the run has not completed (status: {summary.get('status')}); add --checkpoint (checkpoint=True) "
                 "to use its last checkpoint")
         raise NotATrainedRun(f"{run_dir} has no {weights.name}: {hint}")
-    cfg = spec.cfg
+    cfg = spec.config
     try:
         validate(cfg)
     except UserError as e:
         raise NotATrainedRun(f"{run_dir / SUMMARY_FILE} records a config that is not allowed ({e})") from None
-    data = _dataset(cfg.data.name.value, str(data_root or _data_root(cfg.data.root, summary, run_dir)))
+    data = _dataset(cfg.data.name.value, str(data_root or _data_root(cfg.data.root, summary)))
     advice = "it is not a file this project saved: train the run again, or use another run"
     *_, normalize = split_and_prepare(data, cfg, device, RunFolder(run_dir).load_normalization(advice), trust)
     limit = default_max_parameters() if max_parameters is None else max_parameters
@@ -140,4 +134,4 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", data_root:
     load_model_state(model, weights_state, weights)
     memory_format = torch.channels_last if cfg.trainer.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).eval()
-    return TrainedRun(run_dir, cfg, spec.config, summary, model, normalize, data, weights, iteration)
+    return TrainedRun(run_dir, cfg, spec.recorded, summary, model, normalize, data, weights, iteration)

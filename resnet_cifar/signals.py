@@ -22,7 +22,7 @@ class Interrupted(BaseException):
     def __init__(self, signum: int, iteration: int) -> None:
         self.signum, self.iteration = signum, iteration
         super().__init__(f"stopped by {signal.Signals(signum).name} at iteration {iteration}; a checkpoint "
-                         "was saved: run the same command again to resume")
+                         "was saved")
 
     @property
     def exit_code(self) -> int:

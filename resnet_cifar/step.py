@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import SCHEDULE_KEYS, BaseConfig, Precision, uses_cuda_graph
+from .config import COMPILE_MODES_WITH_CUDA_GRAPHS, BaseConfig, Pipeline, Precision
+from .upgrade import SCHEDULE_KEYS
 from .distributed import World, convert_sync_batchnorm
 from .errors import ConfigError
 from .plugins import ConfigSource, Plugin
@@ -72,6 +73,16 @@ def autocast(device: torch.device, precision: Precision):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision is Precision.bf16,
                           cache_enabled=False)
 
+
+def uses_cuda_graph(cfg: BaseConfig, on_gpu: bool, processes: int, captured_optimizer: bool) -> bool:
+    """trainer.cuda_graph=null (the default) captures the step wherever that is possible and the
+    result is the same arithmetic: one process on a GPU fed by the device pipeline, an optimizer whose step
+    can be captured (SGD: see step.py), no torch.compile mode that captures itself."""
+    t = cfg.trainer
+    if t.cuda_graph is not None:
+        return t.cuda_graph
+    return on_gpu and processes == 1 and captured_optimizer and cfg.data.pipeline == Pipeline.device.value and \
+        not (t.compile and t.compile_mode in COMPILE_MODES_WITH_CUDA_GRAPHS)
 
 class CapturedStep:
     """A training step run eagerly a few times, then captured once as a CUDA graph and replayed.

@@ -8,11 +8,9 @@ plug-ins, before anything is created), tell the user at the start what is done
 and what is new, and at the end list the jobs that did not complete and make
 the command exit non-zero.
 
-Hydra has no public API for two things done here, so two of its internals are
-used (hydra-core is pinned below 1.4 for them): the grid its basic sweeper
-expands a command line into (BasicSweeper.split_arguments), and the folder
-name it gives a job (get_overrides_dirname): the account must name the very
-folders the jobs will use.
+Hydra has no public API for two things done here (the grid its basic sweeper
+expands a command line into, and the folder name it gives a job: the account
+must name the very folders the jobs will use); hydra_internals.py adapts them.
 """
 from __future__ import annotations
 
@@ -26,17 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose
-from hydra._internal.config_loader_impl import get_overrides_dirname  # no public API: see the docstring
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # no public API: see the docstring
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import DATA_SOURCE_KEYS, BaseConfig, Dataset, composed_run_config, typed, validate
+from .config import DATA_KEYS, BaseConfig, Dataset, typed, validate
+from .run_spec import composed_run_config
 from .contract import CHECKPOINT_FILE, SUMMARY_FILE, Status, read_summary, says_finished
 from .data.fetch import fetch_if_missing
 from .errors import EXIT_BAD_INPUT, DataError, RunFolderError, UserError
+from .hydra_internals import BASIC_SWEEPER, expand_grid, overrides_dirname
 from .checks import check_plugins
 from .plugins import ConfigSource
 from .run_folder import config_changes
@@ -47,28 +45,26 @@ log = logging.getLogger(__name__)
 def job_overrides(cfg: DictConfig) -> list[list[str]]:
     """The grid a basic-sweeper multirun expands to: preset params, then the command line."""
     params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
-    parser = OverridesParser.create()
-    return BasicSweeper.split_arguments(parser.parse_overrides(params + list(cfg.hydra.overrides.task)), None)[0]
+    return expand_grid(params + list(cfg.hydra.overrides.task))
 
 
 def job_dirs(cfg: DictConfig) -> list[Path]:
     """Each job's run folder, named exactly as Hydra will name it."""
     naming = cfg.hydra.job.config.override_dirname
-    parser = OverridesParser.create()
     dirs = []
     for num, overrides in enumerate(job_overrides(cfg)):
         job = OmegaConf.create({"hydra": OmegaConf.to_container(cfg.hydra, resolve=False)})
         with open_dict(job):
             job.hydra.job.num = num
-            job.hydra.job.override_dirname = get_overrides_dirname(
-                parser.parse_overrides(overrides), list(naming.exclude_keys), naming.item_sep, naming.kv_sep)
+            job.hydra.job.override_dirname = overrides_dirname(overrides, list(naming.exclude_keys), naming.item_sep,
+                                                               naming.kv_sep)
         dirs.append(Path(job.hydra.sweep.dir) / str(job.hydra.sweep.subdir))
     return dirs
 
 
 def basic_sweeper(cfg: DictConfig) -> bool:
     """Whether the grid is Hydra's basic sweeper's, which job_overrides can expand (another sweeper draws its own)."""
-    return cfg.hydra.sweeper._target_ == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    return cfg.hydra.sweeper._target_ == BASIC_SWEEPER
 
 
 def optimizing_sweeper(cfg: DictConfig) -> bool:
@@ -269,7 +265,7 @@ class SweepAccount(Callback):
             if self.trials_in is not None and self.trials_in.is_dir() else []
         summaries = {folder: job_summary(folder) for folder in folders}
         return [f"  {folder}: {s.get('status')}: {s.get('error', '')}" for folder, s in summaries.items()
-                if s.get("status") != Status.completed]
+                if not says_finished(s, s.get("max_iters"))]
 
     def _list_failed_trials_if_not_ended(self) -> None:
         if not self.ended:
@@ -292,7 +288,7 @@ class SweepAccount(Callback):
             changes = refusal(summary, planned)
             if changes:
                 failed.append(f"  {run_dir}: refused: it holds a run made with another config ({'; '.join(changes)})")
-            elif summary.get("status") != Status.completed:
+            elif not says_finished(summary, summary.get("max_iters")):  # the contract's one rule
                 failed.append(f"  {run_dir}: {summary.get('status')}: {summary.get('error', '')}")
         if failed:
             log.error("%d of %d jobs did not complete:\n%s", len(failed), len(self.dirs), "\n".join(failed))
@@ -313,9 +309,6 @@ def refusal(summary: dict, planned: dict | None) -> list[str]:
     """Why the job of config `planned` will refuse (or refused) the run its folder's summary records: the
     config changes (RunFolder.previous's comparison); none without a recorded config or a plan."""
     return config_changes(summary, planned) if planned is not None and "config" in summary else []
-
-
-DATA_KEYS = ("data", "data.name", *DATA_SOURCE_KEYS)  # what says which data set a job reads, and from where
 
 
 class FetchDataFirst(Callback):

@@ -17,11 +17,13 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .contract import FINAL_METRICS, TRACKER_RUN_ID, Status
-from .distributed import World
+from .cores import free_cores
+from .distributed import World, prepare_process
 from .errors import Diverged, UserError
 from .loop import TrainingLoop
 from .provenance import command_line, cuda_versions, device_name, gpu_uuids, library_versions, slurm_job, source_version
-from .run_folder import RunFolder, RunSpec
+from .run_folder import RunFolder
+from .run_spec import RunSpec
 from .signals import Interrupted, StopRequest
 from .trackers import GuardedTracker, build_tracker
 
@@ -35,9 +37,11 @@ def _now() -> str:
 def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict | None:
     """Train the run in `folder` to its end, resuming from its checkpoint; return its summary (on the
     first process). The caller holds the folder and has checked that the run is not completed."""
-    cfg = spec.cfg
+    cfg = spec.config
+    device, chosen = prepare_process(cfg.trainer.device, cfg.trainer.threads, world, free_cores())
+    log.info("%s on %s", chosen, device)
     normalization = folder.load_normalization()  # as fitted when the run started: resuming never refits
-    loop = TrainingLoop(cfg, world, normalization_state=normalization)
+    loop = TrainingLoop(cfg, device, world, normalization_state=normalization)
     loop.resume_from(folder)
     main = world.is_main
     if main and normalization is None:
@@ -63,7 +67,7 @@ def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict 
                                                  desc="train", unit="it") as bar:
             if main:  # started while a stop signal can end the run: a server that does not answer is not waited for
                 tracker = GuardedTracker.start(
-                    lambda: build_tracker(cfg, folder.path, spec.config, loop.iteration,
+                    lambda: build_tracker(cfg, folder.path, spec.recorded, loop.iteration,
                                           folder.summary.get(TRACKER_RUN_ID)), stop, loop.iteration)
                 if tracker is not None and tracker.run_id:
                     folder.record(**{TRACKER_RUN_ID: tracker.run_id})

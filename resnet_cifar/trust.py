@@ -120,8 +120,9 @@ def add_loading_options(parser) -> None:
     at most N parameters and buffers; a received folder's own trainer.max_parameters is never used)."""
     parser.add_argument(TRUST_OPTION, action="append", default=[], metavar="MODULE", dest="trust_code",
                         help="import a net or normalization that a run folder names from MODULE (and below it); "
-                             "without it only this package's plug-ins and the modules listed in "
-                             f"{allow_list_path()} are imported from what a run folder names")
+                             "without it only this package's plug-ins and the modules listed in your allow-list "
+                             f"($XDG_CONFIG_HOME or ~/.config)/resnet_cifar/{ALLOW_LIST_NAME} are imported from "
+                             "what a run folder names")
     parser.add_argument("--max-parameters", type=int, metavar="N",
                         help="refuse to build a net of more than N parameters and buffers (default: "
                              "trainer.max_parameters of conf/, whatever the run folder says)")

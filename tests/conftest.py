@@ -298,14 +298,12 @@ def closed_port_url() -> str:
 def composed_spec(*overrides: str):
     """The RunSpec that `python -m resnet_cifar.train OVERRIDES` composes (real Hydra, conf/ as installed),
     plug-ins named by their options."""
-    from hydra import compose, initialize_config_module
 
-    from resnet_cifar.config import composed_run_config
-    from resnet_cifar.run_folder import RunSpec
+    from resnet_cifar.hydra_setup import compose_run
+    from resnet_cifar.run_spec import composed_run_config
+    from resnet_cifar.run_spec import RunSpec
 
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = compose("config", list(overrides), return_hydra_config=True)
-    return RunSpec.from_dict(composed_run_config(cfg), list(overrides))
+    return RunSpec.from_dict(composed_run_config(compose_run(list(overrides))), list(overrides))
 
 
 def train_in_process(*overrides: str, run_dir: Path) -> dict | None:
@@ -321,8 +319,8 @@ def train_in_process(*overrides: str, run_dir: Path) -> dict | None:
     from resnet_cifar.run_folder import RunFolder
 
     spec = composed_spec(*overrides)
-    validate(spec.cfg)
-    check_plugins(spec.cfg)
+    validate(spec.config)
+    check_plugins(spec.config)
     folder = RunFolder(run_dir)
     with folder.held():
         if not folder.completed(spec):

@@ -80,8 +80,8 @@ def test_a_net_past_max_parameters_is_refused_while_it_is_built(tiny_cifar10, tm
                             "parameters and buffers (trainer.max_parameters): refused before it was built whole")
     assert not run_dir.exists()
     with pytest.raises(UserError, match="more than 300,000 parameters"):  # a limit the user sets
-        check_plugins(composed_spec("depth=56", "trainer.max_parameters=300000").cfg)
-    check_plugins(composed_spec("depth=56", "trainer.max_parameters=900000").cfg)  # 853,018 and buffers fit
+        check_plugins(composed_spec("depth=56", "trainer.max_parameters=300000").config)
+    check_plugins(composed_spec("depth=56", "trainer.max_parameters=900000").config)  # 853,018 and buffers fit
 
 
 @pytest.mark.slow
@@ -111,7 +111,7 @@ def test_a_net_that_works_only_for_some_batches_or_calls_is_refused_before_the_r
     monkeypatch.syspath_prepend(str(tmp_path))
     spec = composed_spec(f"arch._target_=odd_nets.{net}", "data.batch_size=32")
     with pytest.raises(UserError, match="arch=resnet") as refused:
-        check_plugins(spec.cfg)
+        check_plugins(spec.config)
     assert message in str(refused.value)
 
 

@@ -16,7 +16,7 @@ NORMALIZATIONS = ("per_pixel_mean", "channel_stats", "imagenet", "unit", "raw", 
 
 def load(*overrides: str) -> BaseConfig:
     """The typed config the command composes, checked as the command checks it (schema, then plug-ins)."""
-    cfg = composed_spec(*overrides).cfg
+    cfg = composed_spec(*overrides).config
     validate(cfg)
     check_plugins(cfg)
     return cfg
@@ -39,7 +39,7 @@ def test_defaults_are_the_papers_recipe():
 
 
 def test_cuda_graph_by_default_only_where_it_applies():
-    from resnet_cifar.config import uses_cuda_graph
+    from resnet_cifar.step import uses_cuda_graph
     cfg = load()
     assert uses_cuda_graph(cfg, on_gpu=True, processes=1, captured_optimizer=True)
     assert not uses_cuda_graph(cfg, on_gpu=False, processes=1, captured_optimizer=True)
@@ -185,3 +185,27 @@ def test_help_is_the_projects_page_above_hydras_lists(tmp_path):
     assert "experiment: batch, fig6, normalization, pipeline, preact, shortcuts, table6" in page[groups:config]
     assert "arch: plain, preact, resnet" in page[groups:config]
     assert "depth: 20" in page[config:] and not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_keys_that_are_not_the_experiment_are_one_list():
+    """conf/config.yaml's exclude_keys (Hydra names job folders without them) hold exactly the override keys of
+    config.NOT_THE_EXPERIMENT: a key and the keys of the nodes under it that conf/ sets."""
+    from omegaconf import OmegaConf
+
+    from resnet_cifar.config import NOT_THE_EXPERIMENT, is_under
+    from resnet_cifar.hydra_setup import compose_run
+
+    composed = compose_run()
+    excluded = list(composed.hydra.job.config.override_dirname.exclude_keys)
+    assert len(excluded) == len(set(excluded))
+    assert all(is_under(key, NOT_THE_EXPERIMENT) for key in excluded), excluded
+    plain = OmegaConf.to_container(composed, resolve=False)
+    expected = set(NOT_THE_EXPERIMENT)
+    for key in NOT_THE_EXPERIMENT:  # a node's own keys are overridden by name too (logger.experiment=...)
+        node = OmegaConf.select(OmegaConf.create({k: v for k, v in plain.items() if k != "hydra"}), key)
+        if hasattr(node, "keys"):
+            expected |= {f"{key}.{sub}" for sub in node.keys() if sub not in ("_target_", "name")}
+    for option in ("mlflow", "tensorboard"):  # the logger's keys of its options, not only the default's
+        node = OmegaConf.to_container(compose_run([f"logger={option}"]).logger)
+        expected |= {f"logger.{sub}" for sub in node if sub not in ("_target_", "name")}
+    assert set(excluded) == expected, set(excluded) ^ expected

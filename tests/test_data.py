@@ -302,7 +302,7 @@ def test_a_failed_download_says_what_to_do_and_leaves_no_folder(tmp_path, monkey
     message = str(e.value)
     assert "downloading cifar10 from http://127.0.0.1:" in message and "failed" in message
     assert f"put the official cifar-10-batches-py/ folder under {root}" in message
-    assert "data.download=false" in message and "README's Data section" in message
+    assert "data.download=false" in message and "docs/guide/setup.md, Data" in message
     assert list((tmp_path / "data").iterdir()) == []  # the folders the download made are gone again
 
 

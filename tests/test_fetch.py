@@ -84,7 +84,7 @@ def test_offline_the_main_job_says_what_to_do_and_leaves_nothing(tmp_path, archi
         output = result.stdout + result.stderr
         assert result.returncode == 2, output
         assert "downloading cifar10 from http://127.0.0.1:" in output and "failed (" in output
-        assert "put the official cifar-10-batches-py/ folder under" in output and "README's Data section" in output
+        assert "put the official cifar-10-batches-py/ folder under" in output and "docs/guide/setup.md, Data" in output
         assert "Traceback" not in output
         assert list(work.iterdir()) == [] or sweep, list(work.iterdir())  # no data/, no outputs/
         assert not (work / "data").exists()

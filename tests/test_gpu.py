@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import TINY_BUDGET, composed_spec, train_in_process
 from resnet_cifar.config import validate
+from resnet_cifar.distributed import World, prepare_process
 from resnet_cifar.loop import TrainingLoop
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -14,9 +15,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def loop_on_the_gpu(data_root, *overrides: str) -> TrainingLoop:
     cfg = composed_spec("depth=8", "data.batch_size=32", f"data.root={data_root}", "trainer.device=cuda",
-                        *overrides).cfg
+                        *overrides).config
     validate(cfg)
-    return TrainingLoop(cfg)
+    device, _ = prepare_process(cfg.trainer.device, cfg.trainer.threads, World())
+    return TrainingLoop(cfg, device)
 
 
 def test_the_captured_step_computes_what_the_eager_step_does(tiny_cifar10):

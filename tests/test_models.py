@@ -45,7 +45,7 @@ def test_option_b_and_c_add_exactly_their_projections(depth):
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_every_built_in_net_goes_through_the_arch_seam(arch, shortcut, num_classes):
     """conf/arch/NAME.yaml's _target_ called with depth, num_classes, shortcut (if it takes one), its keys."""
-    model = build_model(composed_spec(f"arch={arch}", f"shortcut={shortcut}", "depth=20").cfg, num_classes)
+    model = build_model(composed_spec(f"arch={arch}", f"shortcut={shortcut}", "depth=20").config, num_classes)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, num_classes)
     assert len(response_layers(model)) == 19  # the first layer and two 3x3 layers a block
 

@@ -1,7 +1,7 @@
 """The seams: a model, a normalization, an optimizer and a tracker of the user's own, by `_target_`, with
 nothing in the package edited; every plug-in checked before anything runs; a search that tunes on held-out
-images only. The README's "Adding your own model" is run exactly as written, from a folder outside the
-repository."""
+images only. The guide's "Adding your own model" (docs/guide/your-own.md) is run exactly as written, from a
+folder outside the repository."""
 import json
 import re
 import shlex
@@ -21,16 +21,16 @@ from resnet_cifar.plugins import ConfigSource
 from test_train import numbers, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+GUIDE = REPO / "docs" / "guide" / "your-own.md"
 SECTION = "## Adding your own model"
 SMALL_WIDE = ("depth=10", "arch.widen=1")  # the README's net, small enough for many runs on a CPU
 
 
 def readme_example() -> tuple[dict[str, str], list[str]]:
-    """The files (path -> text) and the command of the README's section, as a user copies them."""
-    text = README.read_text()
+    """The files (path -> text) and the command of the guide's section, as a user copies them."""
+    text = GUIDE.read_text()
     section = text[text.index(SECTION):]
-    section = section[:section.index("\n### ")]
+    section = section[:section.index("\n## ", 1)]
     files, command = {}, None
     for lang, body in re.findall(r"```(\w*)\n(.*?)```", section, re.DOTALL):
         first, _, rest = body.partition("\n")
@@ -208,8 +208,8 @@ class Shapeless(torch.nn.Module):
 
 def checked(*overrides, sources=()):
     spec = composed_spec(*overrides)
-    validate(spec.cfg)
-    check_plugins(spec.cfg, sources)
+    validate(spec.config)
+    check_plugins(spec.config, sources)
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -253,10 +253,11 @@ def test_each_plugin_refusal_names_the_option_and_the_key(overrides, message):
 def test_a_yaml_of_todays_that_names_no_callable_is_refused_never_taken_for_a_built_in(group, node):
     """Only a run folder from before plug-ins gets its node read as a built-in (config.upgrade): a YAML of
     today without _target_ (or with a typo in it) is an error naming it, not a silent csv logger or SGD."""
-    from resnet_cifar.config import named_run_config, typed
+    from resnet_cifar.config import typed
+    from resnet_cifar.run_spec import named_run_config
 
     spec = composed_spec()
-    config = named_run_config({**spec.config, group: node}, {group: "mine"})
+    config = named_run_config({**spec.recorded, group: node}, {group: "mine"})
     assert config[group] == {**node, "name": "mine"}
     with pytest.raises(ConfigError, match=rf"^{group}=mine: it names no callable: the YAML needs _target_:"):
         check_plugins(typed(config))
@@ -285,10 +286,10 @@ def test_preacts_model_file_is_a_plugin_like_any_users(tmp_path, monkeypatch):
     from resnet_cifar.models import build_model
 
     spec = composed_spec("arch=preact", "arch.bottleneck=true", "depth=164", "shortcut=B")
-    users = typed({**spec.config, "arch": {**spec.config["arch"], "_target_": "my_preact.preact_resnet"}})
+    users = typed({**spec.recorded, "arch": {**spec.recorded["arch"], "_target_": "my_preact.preact_resnet"}})
     check_plugins(users)
     torch.manual_seed(0)
-    ours = build_model(spec.cfg, 10).state_dict()
+    ours = build_model(spec.config, 10).state_dict()
     torch.manual_seed(0)
     theirs = build_model(users, 10).state_dict()
     assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)

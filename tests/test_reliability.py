@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 import time
@@ -113,6 +114,31 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_exactly(tiny_cifar
     train_in_process(*budget, run_dir=run_dir)  # the same run again
     assert f"resuming from {run_dir / 'checkpoint.pt'} at iteration {state['iteration']}" in caplog.text
     assert numbers(read_metrics(run_dir)) == long_reference
+
+
+@pytest.mark.slow
+def test_the_command_a_stopped_run_prints_resumes_it_from_its_default_folder(tiny_cifar10, tmp_path, long_reference):
+    """With Hydra's default outputs/DATE/TIME folder, the same command alone would start a new run: the stop
+    message gives the command that resumes, and running exactly what it says does."""
+    budget = [*LONG_BUDGET, f"data.root={tiny_cifar10}"]
+    process = subprocess.Popen(cli("resnet_cifar.train", *budget), cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=train_env({SLOW_STEP_ENV: "0.1"}))
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("outputs/*/*/metrics.csv")):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    line = next(line for line in stderr.splitlines() if "to resume: " in line)
+    words = shlex.split(line.split("to resume: ", 1)[1])
+    run_dir = next(tmp_path.glob("outputs/*/*"))
+    assert words[:3] == ["python", "-m", "resnet_cifar.train"] and f"hydra.run.dir={run_dir}" in words
+    resumed = subprocess.run(cli(words[2], *words[3:]), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env=train_env())
+    assert resumed.returncode == 0 and "resuming from" in resumed.stderr, resumed.stderr
+    assert numbers(read_metrics(run_dir)) == long_reference
+    assert len(list(tmp_path.glob("outputs/*/*"))) == 1  # no second run started
 
 
 # -- divergence -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def composed(*overrides: str) -> dict:
 
 @functools.cache
 def _composed(overrides: tuple[str, ...]) -> dict:
-    return composed_spec(*overrides).config
+    return composed_spec(*overrides).recorded
 
 
 def edit_config(run, change) -> None:

@@ -16,7 +16,7 @@ from test_train import numbers, read_metrics
 
 
 def loop_of(tiny_cifar10, *overrides) -> TrainingLoop:
-    return TrainingLoop(composed_spec(*TINY_BUDGET, f"data.root={tiny_cifar10}", *overrides).cfg)
+    return TrainingLoop(composed_spec(*TINY_BUDGET, f"data.root={tiny_cifar10}", *overrides).config, torch.device("cpu"))
 
 
 def first_batches(loop: TrainingLoop, count: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -28,9 +28,9 @@ def same_weights(a: TrainingLoop, b: TrainingLoop) -> bool:
 
 
 def test_seed_alone_sets_everything_as_it_always_has():
-    cfg = composed_spec("seed=7").cfg
+    cfg = composed_spec("seed=7").config
     assert RunSeeds.of(cfg) == RunSeeds(7, 7, 7, split=False)
-    assert RunSeeds.of(composed_spec("seed=7", "seeds.order=1").cfg) == RunSeeds(7, 1, 7, split=True)
+    assert RunSeeds.of(composed_spec("seed=7", "seeds.order=1").config) == RunSeeds(7, 1, 7, split=True)
 
 
 @pytest.mark.parametrize("pipeline", ["device", "torchvision"])

@@ -77,7 +77,7 @@ def test_bad_input_is_one_line_and_exit_2(trained, tmp_path):
 @pytest.mark.slow
 def test_load_run_and_torch_hub_give_the_trained_net_and_its_inputs(trained, tiny_cifar10):
     run = load_run(trained / "val_size")
-    assert not run.model.training and run.cfg.data.val_size == 20 and run.config["normalization"]["name"] == "channel_stats"
+    assert not run.model.training and run.config.data.val_size == 20 and run.recorded["normalization"]["name"] == "channel_stats"
     images, labels = run.test_set()
     with torch.no_grad():
         error = 100.0 * float((run.model(run.normalize(images)).argmax(1) != labels).sum()) / len(labels)

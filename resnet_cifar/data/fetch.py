@@ -92,7 +92,7 @@ def _download(dataset: Dataset, root: Path) -> None:
             f"downloading {dataset.value} from {archive.url} into {root} failed ({type(e).__name__}: {e}). "
             f"Without internet, put the official {files.folder}/ folder under {root}, or point data.root at a "
             f"folder that holds it (with data.download=false a run never tries to download); "
-            f"see the README's Data section"
+            f"see docs/guide/setup.md, Data"
         ) from e
     finally:
         if not done:

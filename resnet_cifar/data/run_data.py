@@ -7,7 +7,6 @@ prepared differently from its training.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 
 from ..config import Augment, BaseConfig, Pipeline, RunSeeds
 from ..contract import DATA_SIZES
+from ..cores import usable_cores
 from ..distributed import World
 from .augment import augment_once
 from .cifar import CifarArrays, split_validation
@@ -50,10 +50,6 @@ class RunData:
         return dict(zip(DATA_SIZES, (self.loader.num_images, len(self.val[0]), len(self.test[0]))))
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def default_workers(world: World) -> int:
     """data.workers=null: the cores this process may use, shared with the other processes of its node, less
     one for the training process itself (at most 8: CIFAR's small images need no more)."""
@@ -84,7 +80,7 @@ def split_and_prepare(data: CifarArrays, cfg: BaseConfig, device: torch.device,
     return train_idx, val_idx, ModelInput(normalization, cfg.trainer.channels_last)
 
 
-def run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, world: World = World(),
+def build_run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, world: World = World(),
              normalization_state: dict | None = None) -> RunData:
     """Split, normalize (fitting the normalization, or with the state it was fitted to) and move a loaded data
     set to the device as the run's config says, with the training stream of data.pipeline: every process

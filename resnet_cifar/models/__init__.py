@@ -24,7 +24,6 @@ from torch.nn.modules.module import (
 )
 
 from ..config import BaseConfig, Shortcut
-from ..data.files import DATASETS
 from ..errors import ConfigError
 from ..plugins import ConfigSource, Plugin, takes
 
@@ -100,13 +99,12 @@ def per_process_batch(cfg: BaseConfig) -> int:
     return cfg.data.batch_size // processes if t.batch_semantics == "global" else cfg.data.batch_size
 
 
-def check_model(cfg: BaseConfig, sources: Iterable[ConfigSource] = ()) -> None:
+def check_model(cfg: BaseConfig, num_classes: int, sources: Iterable[ConfigSource] = ()) -> None:
     """The net a run will train, checked before it runs: it imports, takes the keys it is given, accepts the
     depth (and the shortcut, if it is not a net with shortcuts), stays within trainer.max_parameters, returns
     an nn.Module, and maps batches of CIFAR images to one score per class, as it trains (train mode, several
     calls, an odd batch and the run's own where cheap) and as it is evaluated (eval mode)."""
     arch = Plugin.of(cfg, "arch", sources)
-    num_classes = DATASETS[cfg.data.name].num_classes
     if not takes(arch.locate(), "shortcut") and cfg.shortcut is not Shortcut.A:
         raise arch.fail(f"shortcut={cfg.shortcut.value} has no meaning for arch={arch.name}: {arch.target} takes no "
                         "shortcut (a net without shortcuts); use a net with shortcuts, or keep the default "

@@ -1,4 +1,4 @@
-"""python -m resnet_cifar.bench: training and evaluation throughput, ours against the standard pipeline.
+"""python -m resnet_cifar.speed: training and evaluation throughput, ours against the standard pipeline.
 
 "Ours" is the training step of resnet_cifar.train itself (TrainingLoop.train_one:
 batch sampling, augmentation on the device, forward, backward, SGD step). The
@@ -27,13 +27,16 @@ from typing import Callable
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_module
 
 from .checks import check_plugins
-from .config import BaseConfig, composed_run_config, typed, validate
+from .config import BaseConfig, typed, validate
+from .hydra_setup import compose_run
+from .run_spec import composed_run_config
 from .config import Dataset as DatasetName
 from .data.cifar import CifarArrays, load_cifar
 from .data.files import DATASETS
+from .cores import free_cores
+from .distributed import World, prepare_process
 from .loop import TrainingLoop
 from .models import build_model
 from .errors import EXIT_BAD_INPUT, ConfigError, UserError
@@ -91,17 +94,24 @@ def bench_config(root: Path, depth: int, variant: str, batch: int, device: str,
     overrides = [f"depth={depth}", f"data.root={root}", f"data.batch_size={batch}", f"trainer.device={device}",
                  *(STANDARD_OVERRIDES + [f"data.workers={'null' if workers is None else workers}"] if variant == STANDARD
                    else variant_overrides(variant))]
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg: BaseConfig = typed(composed_run_config(compose("config", overrides, return_hydra_config=True)))
+    cfg: BaseConfig = typed(composed_run_config(compose_run(overrides)))
     validate(cfg)
     return cfg
+
+
+def prepared(cfg: BaseConfig) -> torch.device:
+    """This process set up as a run's is (distributed.prepare_process: its threads from the cores free now)."""
+    device, chosen = prepare_process(cfg.trainer.device, cfg.trainer.threads, World(), free_cores())
+    print(f"# {chosen}", flush=True)
+    return device
 
 
 def ours(root: Path, depth: int, variant: str, batch: int, device: str, data: CifarArrays | None = None,
          workers: int | None = None) -> TrainingLoop:
     """A training loop built exactly as `python -m resnet_cifar.train` builds it (from `data` when loaded
     already; see bench_config); no run folder: only its step and evaluation are timed."""
-    return TrainingLoop(bench_config(root, depth, variant, batch, device, workers), data=data)
+    cfg = bench_config(root, depth, variant, batch, device, workers)
+    return TrainingLoop(cfg, prepared(cfg), data=data)
 
 
 def time_windows(steps: dict[str, Callable[[], None]], batch: int, per_window: int, windows: int,
@@ -170,7 +180,7 @@ def concurrent_rate(n: int, root: Path, depth: int, variant: str, batch: int, de
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m resnet_cifar.bench", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m resnet_cifar.speed", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110], help="net depths to time (6n+2)")
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], type=str,
@@ -233,8 +243,9 @@ def measure(args: argparse.Namespace) -> dict:
         data = load_cifar(DatasetName.cifar10, root, allow_download=False)
         results = []
         peaks: dict[str, float] = {}  # the machine's matmul rate in each precision, FLOP/s
+        on = prepared(next(iter(configs[0].values())))
         for depth, by_variant in zip(args.depths, configs):
-            loops = {v: TrainingLoop(cfg, data=data) for v, cfg in by_variant.items()}
+            loops = {v: TrainingLoop(cfg, on, data=data) for v, cfg in by_variant.items()}
             device = next(iter(loops.values())).device
             if not peaks:  # measured once, on the device the steps run on, before any step is timed
                 peaks = {"fp32": matmul_rate(torch.float32, device), "bf16": matmul_rate(torch.bfloat16, device)}

@@ -5,19 +5,19 @@ import json
 
 import pytest
 
-from resnet_cifar import bench, roofline
+from resnet_cifar import roofline, speed
 
 
 @pytest.fixture(autouse=True)
 def short_matmul_measurement(monkeypatch):
     """The machine's matmul rate over 0.05 s instead of a second: the smoke test checks the output."""
-    monkeypatch.setattr(bench, "matmul_rate", functools.partial(roofline.matmul_rate, seconds=0.05))
+    monkeypatch.setattr(speed, "matmul_rate", functools.partial(roofline.matmul_rate, seconds=0.05))
 
 
 @pytest.mark.slow
 def test_bench_measures_both_pipelines_and_writes_json(tiny_cifar10, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    bench.main(["--depths", "8", "--steps", "1", "--windows", "2", "--warmup", "1", "--batch", "32", "--workers", "0",
+    speed.main(["--depths", "8", "--steps", "1", "--windows", "2", "--warmup", "1", "--batch", "32", "--workers", "0",
                 "--data", str(tiny_cifar10), "--json", str(out), "--concurrent", "2", "--concurrent-steps", "2"])
     assert "x standard" in capsys.readouterr().out
     report = json.loads(out.read_text())
@@ -39,16 +39,16 @@ def test_bench_measures_both_pipelines_and_writes_json(tiny_cifar10, tmp_path, c
 @pytest.mark.slow
 def test_bench_runs_without_a_data_set(tmp_path, capsys, monkeypatch):
     # random images of CIFAR's shape, fewer of them than the 60,000 a user's run writes
-    monkeypatch.setattr(bench, "write_synthetic_cifar10",
-                        functools.partial(bench.write_synthetic_cifar10, n_train=500, n_test=100))
-    bench.main(["--depths", "8", "--variants", "fp32", "--steps", "1", "--windows", "1", "--warmup", "0",
+    monkeypatch.setattr(speed, "write_synthetic_cifar10",
+                        functools.partial(speed.write_synthetic_cifar10, n_train=500, n_test=100))
+    speed.main(["--depths", "8", "--variants", "fp32", "--steps", "1", "--windows", "1", "--warmup", "0",
                 "--batch", "32", "--workers", "0", "--data", str(tmp_path / "none")])
     assert "random images (no data set found)" in capsys.readouterr().out
 
 
 def test_bench_refuses_an_unknown_variant(capsys):
     with pytest.raises(SystemExit) as exited:
-        bench.main(["--variants", "fp16+graph"])
+        speed.main(["--variants", "fp16+graph"])
     assert exited.value.code == 2
     assert "variant 'fp16+graph' is not allowed: it is fp32 or bf16" in capsys.readouterr().err
 
@@ -64,20 +64,20 @@ def test_a_steps_flops_are_counted_from_the_model_and_leave_it_as_it_was():
     from resnet_cifar.roofline import training_flops_per_image
 
     torch.manual_seed(0)
-    model = build_model(composed_spec("depth=20").cfg, 10)
+    model = build_model(composed_spec("depth=20").config, 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flops = training_flops_per_image(model, 10)
     assert 230e6 < flops < 260e6, flops
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too
     assert all(p.grad is None for p in model.parameters())
-    deeper = training_flops_per_image(build_model(composed_spec("depth=56").cfg, 10), 10)
+    deeper = training_flops_per_image(build_model(composed_spec("depth=56").config, 10), 10)
     assert deeper / flops == pytest.approx(125.8 / 40.8, rel=0.03)
 
 
 def test_every_option_of_bench_help_shows_its_default(capsys):
     """`bench --help` showed no default for --depths, --batch and --device."""
     with pytest.raises(SystemExit):
-        bench.main(["--help"])
+        speed.main(["--help"])
     text = " ".join(capsys.readouterr().out.split("options:")[1].split())
     for option, default in (("--depths", "[20, 56, 110]"), ("--batch", "128"), ("--device", "auto"),
                             ("--steps", "10"), ("--windows", "5"), ("--warmup", "5")):

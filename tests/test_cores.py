@@ -1,0 +1,37 @@
+"""Threads that suit a busy CPU: a run takes the cores free when it starts, says so in train.log, and on a busy
+machine its OpenMP threads wait passively."""
+import json
+import os
+
+from conftest import TINY_BUDGET, run_train
+from resnet_cifar import cores
+from resnet_cifar.cores import choose_threads, passive_wait_if_busy
+
+
+def test_a_run_takes_the_cores_that_are_free(monkeypatch):
+    monkeypatch.setattr(cores, "usable_cores", lambda: 8)
+    assert choose_threads(None, 1, 8.0).threads == 8  # an idle machine: every core
+    assert choose_threads(None, 1, 1.2).threads == 1  # one core free of eight: one thread, not eight spinning
+    assert choose_threads(None, 2, 6.0).threads == 3  # two processes of the run share what is free
+    assert choose_threads(None, 1, 0.1).threads == 1  # never none
+    assert choose_threads(None, 2, None).threads == 4  # unknown: the share of the usable cores
+    assert choose_threads(3, 1, 0.5).threads == 3 and "trainer.threads=3" in choose_threads(3, 1, 0.5).reason
+
+
+def test_openmp_waits_passively_only_on_a_busy_machine_and_never_against_the_users_setting(monkeypatch):
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    monkeypatch.delenv(cores.WAIT_POLICY_ENV, raising=False)
+    assert passive_wait_if_busy(2.0) is None and cores.WAIT_POLICY_ENV not in os.environ
+    assert passive_wait_if_busy(0.9).startswith("OMP_WAIT_POLICY=PASSIVE: only 0.9 of 2 cores were free")
+    assert os.environ[cores.WAIT_POLICY_ENV] == "PASSIVE"
+    monkeypatch.setenv(cores.WAIT_POLICY_ENV, "ACTIVE")
+    assert passive_wait_if_busy(0.1) is None and os.environ[cores.WAIT_POLICY_ENV] == "ACTIVE"
+
+
+def test_the_run_says_how_many_threads_it_took_and_why(tiny_cifar10, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(*TINY_BUDGET, "trainer.threads=1", f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "1 thread(s): trainer.threads=1 on cpu" in (run_dir / "train.log").read_text()
+    assert json.loads((run_dir / "summary.json").read_text())["num_threads"] == 1
