@@ -23,7 +23,7 @@ from .stats import mean_interval
 
 # File names for the factors the seed README compared; others use their key.
 FACTOR_FILES = {"normalization.name": "normalization", "data.batch_size": "batch", "shortcut": "shortcut",
-                "data.augment": "augment", "data.pipeline": "pipeline", "optimizer.lr": "lr", "data.name": "dataset",
+                "augment.name": "augment", "data.pipeline": "pipeline", "optimizer.lr": "lr", "data.name": "dataset",
                 "trainer.nproc_per_node": "processes", "trainer.batch_semantics": "batch_semantics",
                 "trainer.sync_bn": "sync_bn"}
 METRIC_LABELS = {"train_error": "train", "test_error": "test"}
@@ -37,6 +37,12 @@ def interval_of_mean(values) -> tuple[float, float]:
     """seaborn's errorbar: the table's 95% interval of the mean (NaN, no band, for one seed)."""
     found = mean_interval(values)
     return found.low, found.high
+
+
+def interval_of_spread(values) -> tuple[float, float]:
+    """interval_of_mean of a standard deviation (Figure 7's responses), never below 0."""
+    low, high = interval_of_mean(values)
+    return max(low, 0.0), high
 
 
 def interval_of_error(values) -> tuple[float, float]:

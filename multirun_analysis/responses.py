@@ -36,7 +36,7 @@ from resnet_cifar.saved_run import load_run
 from resnet_cifar.trust import CodeTrust, add_loading_options
 
 from .collect import ARCH, DEFAULT_DIRS, FLOATS, collect, finished
-from .plots import LITERAL_TEXT, add_caption, interval_of_mean
+from .plots import LITERAL_TEXT, add_caption, interval_of_spread
 
 RESPONSES_FILE = "responses.csv"
 FIGURE_FILE = "fig7.png"
@@ -148,14 +148,16 @@ def _figure7(responses: pd.DataFrame, path: Path, caption: str) -> Path:
     depths = sorted(frame["depth"].unique())
     frame["depth"] = frame["depth"].astype(str)
     style = {"hue": "depth", "hue_order": [str(d) for d in depths], "style": "arch", "palette": "deep",
-             "errorbar": interval_of_mean, "markers": False}
+             "errorbar": interval_of_spread, "markers": False}
     sns.lineplot(data=frame, x="layer", y="std", ax=axes[0], **style)
     sns.lineplot(data=frame, x="rank", y="std", ax=axes[1], legend=False, **style)
     ylabel = "std of the response\n(of each of the net's response layers)"
     axes[0].set(xlabel="layer index (original)", ylabel=ylabel,
                 title="Layer responses on the test set (Fig. 7); band: 95% interval of the mean over seeds"
                 + ("; 1 seed: no interval" if (frame.groupby(["arch", "depth"])["run"].nunique() <= 1).any() else ""))
-    axes[1].set(xlabel="layer index (sorted by magnitude)", ylabel=ylabel)
+    axes[1].set(xlabel="layer index (sorted by magnitude)", ylabel=ylabel, ylim=(0, None))
+    axes[0].set(ylim=(0, None))  # a std is never below 0, nor its band
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the curves, not over them
     add_caption(fig, caption)
     fig.tight_layout()
     write_figure(fig, path, dpi=120, bbox_inches="tight")

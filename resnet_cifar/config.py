@@ -6,8 +6,8 @@ type or a value outside an Enum fails at composition, before any work.
 ``validate`` adds the checks a type cannot express (positive rates,
 increasing milestones...).
 
-Four groups are plug-ins (PLUGIN_GROUPS): arch, normalization, optimizer and
-logger. Each option is a YAML file that names a callable by ``_target_`` and
+Five groups are plug-ins (PLUGIN_GROUPS): arch, normalization, augment, optimizer
+and logger. Each option is a YAML file that names a callable by ``_target_`` and
 gives it the file's other keys; those nodes are open mappings here, and what
 their keys mean is the callable's business, checked when it is imported
 (plugins.py), before anything runs. ``name`` is the option's name (the YAML
@@ -33,7 +33,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .errors import ConfigError
 
-PLUGIN_GROUPS = ("arch", "normalization", "optimizer", "logger")
+PLUGIN_GROUPS = ("arch", "normalization", "augment", "optimizer", "logger")
 TARGET_KEY = "_target_"
 NAME_KEY = "name"
 RESERVED_KEYS = (TARGET_KEY, NAME_KEY)  # never passed to a plug-in's callable
@@ -55,14 +55,7 @@ class Pipeline(Enum):
     torchvision = "torchvision"  # PIL images, torchvision's transforms, a DataLoader (data/torchvision_loader.py)
 
 
-class Augment(Enum):
-    random = "random"  # a new crop and flip every time an image is used (the paper)
-    static = "static"  # one crop and flip per image, drawn once from the seed (the seed README's first loader)
-    none = "none"
-
-
 PIPELINES = tuple(p.value for p in Pipeline)
-AUGMENTS = tuple(a.value for a in Augment)
 
 
 class Precision(Enum):
@@ -112,10 +105,7 @@ class DataConfig:
     root: str = MISSING
     download: bool = MISSING
     batch_size: int = MISSING
-    # pipeline and augment are checked by validate() against PIPELINES and AUGMENTS (text, not an Enum: the
-    # older true/false must still compose, see LEGACY_VALUES)
-    pipeline: str = MISSING
-    augment: str = MISSING
+    pipeline: str = MISSING  # checked by validate() against PIPELINES
     workers: Optional[int] = MISSING  # DataLoader workers of data.pipeline=torchvision; None: from the cores
     val_size: int = MISSING
 
@@ -221,6 +211,7 @@ class BaseConfig:
     shortcut: Shortcut = MISSING  # for models that take a `shortcut` argument
     data: DataConfig = field(default_factory=DataConfig)
     normalization: Dict[str, Any] = field(default_factory=dict)  # plug-in: fitted on the training split
+    augment: Dict[str, Any] = field(default_factory=dict)  # plug-in: what the training images become, or none
     optimizer: Dict[str, Any] = field(default_factory=dict)  # plug-in: a torch.optim class and its keys
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -306,8 +297,6 @@ def validate(cfg: BaseConfig) -> None:
     _require(d.val_size >= 0, f"data.val_size={d.val_size} is not allowed: it must be >= 0")
     _require(d.pipeline in PIPELINES, f"data.pipeline={d.pipeline} is not allowed: it must be one of "
              f"{', '.join(PIPELINES)}")
-    _require(d.augment in AUGMENTS, f"data.augment={d.augment} is not allowed: it must be one of "
-             f"{', '.join(AUGMENTS)} (true and false, from older configs, mean random and none)")
     _require(d.workers is None or 0 <= d.workers <= MAX_DATA_WORKERS,
              f"data.workers={d.workers} is not allowed: it must be in 0 .. {MAX_DATA_WORKERS} (0: images are "
              "prepared in the training process; a run starts at most one per core), or null for one per core "

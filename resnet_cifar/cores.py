@@ -48,10 +48,14 @@ class ThreadChoice:
     reason: str
 
 
-def choose_threads(requested: int | None, processes_here: int, free: float | None) -> ThreadChoice:
+def choose_threads(requested: int | None, processes_here: int, free: float | None,
+                   allowed: int | None = None) -> ThreadChoice:
     """The threads of one of `processes_here` training processes of a run on this machine: `requested`, else
-    its share of the cores that were free (never more than its share of the usable ones, at least one)."""
+    its share of the cores that were free (never more than its share of the usable ones, nor than the threads
+    it was `allowed` when it started: OMP_NUM_THREADS, a launcher's limit for jobs side by side; at least one)."""
     share = max(1, usable_cores() // processes_here)
+    if allowed is not None:
+        share = max(1, min(share, allowed))
     if requested is not None:
         return ThreadChoice(requested, f"trainer.threads={requested}")
     if free is None:

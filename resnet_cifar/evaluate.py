@@ -57,18 +57,19 @@ def evaluate_run(run: TrainedRun) -> dict:
             "per_class_accuracy": per_class, "confusion": confusion.tolist(), "classes": names}
 
 
-SLUG_BYTES = 150  # room for the suffixes under the file systems' 255 bytes a name
+SLUG_BYTES = 80  # a run folder's name (its overrides) as a file name: shortened with a hash beyond this
 
 
-def slug(run_dir: Path) -> str:
-    """A file name for a run folder (its path, made flat and safe: filesystem.safe_name)."""
-    return safe_name(str(run_dir).strip("/"), SLUG_BYTES)
+def slug(run_dir: Path, taken: set[str] | None = None) -> str:
+    """A file name for a run folder: its own name (its overrides, as a sweep names it), made safe and unique
+    among the runs of one call (filesystem.safe_name); the whole path is in the printed line and --json."""
+    return safe_name(Path(run_dir).resolve().name, SLUG_BYTES, taken)
 
 
-def write_figures(result: dict, out: Path) -> list[Path]:
+def write_figures(result: dict, out: Path, taken: set[str] | None = None) -> list[Path]:
     """RUN.per_class.csv and RUN.confusion.png in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    name = slug(Path(result["run"]))
+    name = slug(Path(result["run"]), taken)
     per_class = out / f"{name}.per_class.csv"
     write_frame(pd.DataFrame({"class": list(result["per_class_accuracy"]),
                               "accuracy": list(result["per_class_accuracy"].values())}), per_class, index=False)
@@ -119,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_all(args: argparse.Namespace, device: str) -> None:
-    results = []
+    results, taken = [], set()
     for run_dir in args.runs:
         run = load_run(run_dir, device, args.data, args.checkpoint, args.trust_code, args.max_parameters)
         result = evaluate_run(run)
-        written = write_figures(result, args.out)
+        written = write_figures(result, args.out, taken)
         recorded = result["recorded_test_error"]
         at = "" if result["iteration"] is None else f" at iteration {result['iteration']}"
         print(f"{run_dir}: test error {result['test_error']:.2f}% (loss {result['test_loss']:.4f}) on "

@@ -1,4 +1,5 @@
-"""Plug-ins: the callables that arch, normalization, optimizer and logger name by `_target_`, found and called.
+"""Plug-ins: the callables that arch, normalization, augment, optimizer and logger name by `_target_`, found and
+called.
 
 One seam for the built-ins and a user's own (a YAML in their --config-dir, a module on their PYTHONPATH):
 the target is imported, the node's keys are checked against the callable's signature, and every failure is

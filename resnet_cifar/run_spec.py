@@ -10,7 +10,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import NAME_KEY, PLUGIN_GROUPS, BaseConfig, typed
 from .errors import ConfigError
-from .upgrade import read_legacy_values
 
 def with_plugin_names(config: dict, choices: Mapping[str, Any]) -> dict:
     """The composed config with each plug-in node's `name`: the option chosen in its group (Hydra's
@@ -27,9 +26,9 @@ def with_plugin_names(config: dict, choices: Mapping[str, Any]) -> dict:
 
 
 def named_run_config(plain: dict, choices: Mapping[str, Any]) -> dict:
-    """A freshly composed config (plain, resolved) as a run records it: legacy values of the command line read
-    as today's, each plug-in named by the option chosen in its group."""
-    return with_plugin_names(read_legacy_values(plain), choices)
+    """A freshly composed config (plain, resolved) as a run records it: each plug-in named by the option chosen
+    in its group."""
+    return with_plugin_names(plain, choices)
 
 
 def composed_run_config(composed: Any) -> dict:

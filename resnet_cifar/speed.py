@@ -88,10 +88,11 @@ def variant_overrides(variant: str) -> list[str]:
 
 
 def bench_config(root: Path, depth: int, variant: str, batch: int, device: str,
-                 workers: int | None = None) -> BaseConfig:
+                 workers: int | None = None, threads: int | None = None) -> BaseConfig:
     """The validated config of `python -m resnet_cifar.train` for one of our variants, or STANDARD (the
-    torchvision pipeline with `workers`)."""
+    torchvision pipeline with `workers`); `threads`: trainer.threads (None: the cores free at the start)."""
     overrides = [f"depth={depth}", f"data.root={root}", f"data.batch_size={batch}", f"trainer.device={device}",
+                 f"trainer.threads={'null' if threads is None else threads}",
                  *(STANDARD_OVERRIDES + [f"data.workers={'null' if workers is None else workers}"] if variant == STANDARD
                    else variant_overrides(variant))]
     cfg: BaseConfig = typed(composed_run_config(compose_run(overrides)))
@@ -183,9 +184,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m resnet_cifar.speed", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110], help="net depths to time (6n+2)")
-    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], type=str,
+    parser.add_argument("--variants", nargs="+", default=None, type=str,
                         help="our training step in these forms: fp32 or bf16, optionally +graph (trainer.cuda_graph) "
-                             "and +compile (trainer.compile), e.g. bf16+graph")
+                             "and +compile (trainer.compile), e.g. bf16+graph (default: fp32 bf16, and on a CPU "
+                             "without native bf16 fp32 alone)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (trainer.threads; default: the cores free when it starts, as a run)")
     parser.add_argument("--data", type=Path, default=Path("data"),
                         help="folder holding cifar-10-batches-py/ (random images of that shape if missing)")
     parser.add_argument("--batch", type=int, default=128, help="images per training step")
@@ -203,6 +207,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--concurrent-steps", type=int, default=500, help="timed steps of each concurrent process")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     args = parser.parse_args(argv)
+    if args.variants is None:
+        emulated = args.device != "cuda" and not torch.cuda.is_available() and not native_bf16()
+        args.variants = ["fp32"] if emulated else ["fp32", "bf16"]
+        if emulated:
+            print("# bf16 left out: this CPU has no native bf16 (AVX-512 BF16 or AMX), so bf16 would be emulated, "
+                  "many times slower than fp32 (--variants fp32 bf16 times it anyway)", flush=True)
+    elif any(v.startswith("bf16") for v in args.variants) and not torch.cuda.is_available() and not native_bf16():
+        print("# warning: this CPU has no native bf16 (AVX-512 BF16 or AMX): its bf16 steps are emulated and "
+              "slow; this takes a while", flush=True)
     for name in ("batch", "steps", "windows", "concurrent_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
@@ -233,8 +246,8 @@ def measure(args: argparse.Namespace) -> dict:
         found = (args.data / DATASETS[DatasetName.cifar10].folder).is_dir()
         root = args.data if found else Path(tmp) / "data"
         # every setting composed and refused before data is loaded or 60,000 random images written
-        configs = [{v: bench_config(root, depth, v, args.batch, args.device, args.workers) for v in pipelines}
-                   for depth in args.depths]
+        configs = [{v: bench_config(root, depth, v, args.batch, args.device, args.workers, args.threads)
+                    for v in pipelines} for depth in args.depths]
         for by_variant in configs:  # the net of each depth built and run forward (its depth rule is its own)
             check_plugins(next(iter(by_variant.values())))
         data_desc = f"CIFAR-10 files in {args.data}" if found else "random images (no data set found)"
@@ -253,11 +266,15 @@ def measure(args: argparse.Namespace) -> dict:
             flops = training_flops_per_image(build_model(first.cfg, data.num_classes), data.num_classes)
             sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
             steps = {v: (lambda loop=loop: loop.train_one(0.1)) for v, loop in loops.items()}
+            print(f"# depth {depth}: timing {', '.join(steps)} ({args.windows} windows of {args.steps} steps each, "
+                  f"{args.warmup} untimed first), then evaluation", flush=True)
             rates = time_windows(steps, args.batch, args.steps, args.windows, args.warmup, sync)
             train = {name: statistics.median(r) for name, r in rates.items()}
             n_test = len(data.test_images)
             on_gpu = device.type == "cuda"
             evals = {v: eval_rate(loop.evaluate_test, n_test, sync, on_gpu) for v, loop in loops.items()}
+            print("# depth {}: {}".format(depth, ", ".join(f"{n} {train[n]:.0f} train img/s, {evals[n]:.0f} eval img/s"
+                                                         for n in steps)), flush=True)
             for name in steps:
                 achieved = train[name] * flops
                 results.append({
@@ -286,6 +303,16 @@ def measure(args: argparse.Namespace) -> dict:
             "results": results, "concurrent": concurrent,
         }
     return report
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere torch emulates it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def precision_of(pipeline: str) -> str:

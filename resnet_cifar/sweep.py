@@ -151,6 +151,8 @@ class CheckJobs(Callback):
         config_name = kwargs["config_name"]
         sources = ConfigSource.from_hydra(config.hydra.runtime.config_sources)
         grid = job_overrides(config) if basic_sweeper(config) else search_space_jobs(config)
+        if optimizing_sweeper(config):
+            self.quiet_optuna()
         # where a job's tracker files it (MLflow's default experiment: the sweep's folder)
         in_sweep = Path(str(config.hydra.sweep.dir)) / "job"
         checked: dict[str, str | None] = {}  # a config's text (the seed aside) -> its error
@@ -180,6 +182,15 @@ class CheckJobs(Callback):
             job = f"job {swept_part(overrides, grid)}" if basic_sweeper(config) else \
                 f"a trial of the search space ({swept_part(overrides, grid) or 'every trial'})"
             refuse(f"the sweep would run a job that cannot run, so none was started: {job}{others}: {message}")
+
+    @staticmethod
+    def quiet_optuna() -> None:
+        """Optuna's own coloured console handler printed ANSI codes beside Hydra's lines: its records go
+        through the command's logging instead (plain text)."""
+        import optuna
+
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()
 
     @staticmethod
     def _check_objective(config: DictConfig, cfg: BaseConfig) -> None:

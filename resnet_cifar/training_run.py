@@ -18,6 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .contract import FINAL_METRICS, TRACKER_RUN_ID, Status
 from .cores import free_cores
+from .models import takes_shortcut
 from .distributed import World, prepare_process
 from .errors import Diverged, UserError
 from .loop import TrainingLoop
@@ -57,8 +58,9 @@ def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict 
                      data_root=str(Path(cfg.data.root).expanduser().absolute()))
     else:
         gpu_uuids(loop.device, world)  # a collective: every process takes part
-    log.info("%s-%d (shortcut %s), %d parameters, on %s x %d; run folder %s", cfg.arch["name"], cfg.depth,
-             cfg.shortcut.value, loop.params, loop.device, world.world_size, folder.path)
+    shortcut = f" (shortcut {cfg.shortcut.value})" if takes_shortcut(cfg) else ""  # a plain net has none
+    log.info("%s-%d%s, %d parameters, on %s x %d; run folder %s", cfg.arch["name"], cfg.depth, shortcut,
+             loop.params, loop.device, world.world_size, folder.path)
     stop = StopRequest()
     tracker: GuardedTracker | None = None
     try:

@@ -10,13 +10,13 @@ from importlib import resources
 
 from omegaconf import OmegaConf
 
-from .config import NAME_KEY, PLUGIN_GROUPS, TARGET_KEY, Augment, Pipeline
+from .config import NAME_KEY, PLUGIN_GROUPS, TARGET_KEY, Pipeline
 from .errors import ConfigError
 
-# Values that older versions wrote and that mean one of today's: read as today's wherever a config is
-# read (a run folder resumed or compared, the report), and accepted on the command line.
-LEGACY_VALUES = {("data", "augment"): {"True": Augment.random.value, "False": Augment.none.value,
-                                       "true": Augment.random.value, "false": Augment.none.value}}
+# Before augmentation was a plug-in it was data.augment: random, static or none (and before that true or
+# false): read as today's augment option of that name wherever a recorded config is read.
+LEGACY_AUGMENT = {"True": "random", "False": "none", "true": "random", "false": "none", "random": "random",
+                  "static": "static", "none": "none"}
 # Keys added since run folders were first written, with the value that does what runs did before them (a
 # callable: read when needed, from conf/).
 ADDED_KEYS = {("data", "pipeline"): Pipeline.device.value, ("data", "workers"): None,
@@ -26,7 +26,7 @@ ADDED_KEYS = {("data", "pipeline"): Pipeline.device.value, ("data", "workers"): 
               ("trainer", "threads"): None}
 # Before plug-ins, the schedule's keys lived in `optimizer`, and `logger` might be missing (it was added later).
 SCHEDULE_KEYS = ("milestones", "gamma", "warmup")
-OLDEST_PLUGIN_CHOICES = {"optimizer": "sgd", "logger": "csv"}  # what runs did before they could choose
+OLDEST_PLUGIN_CHOICES = {"optimizer": "sgd", "logger": "csv", "augment": "random"}  # before they could choose
 
 
 def builtin_option(group: str, name: str) -> dict:
@@ -54,12 +54,13 @@ def _upgrade_plugin(config: dict, group: str) -> dict:
 
 
 def read_legacy_values(config: dict) -> dict:
-    """Values that older versions wrote read as today's (data.augment: true is random), in a recorded config
-    or on today's command line."""
-    for (section, key), values in LEGACY_VALUES.items():
-        part = config.get(section)
-        if isinstance(part, dict) and str(part.get(key)) in values:
-            config = {**config, section: {**part, key: values[str(part[key])]}}
+    """Values that older versions wrote read as today's: data.augment (true, random, static...) is the
+    augment plug-in of that name."""
+    data = config.get("data")
+    if isinstance(data, dict) and "augment" in data:
+        name = LEGACY_AUGMENT.get(str(data["augment"]), str(data["augment"]))
+        config = {**config, "data": {k: v for k, v in data.items() if k != "augment"},
+                  "augment": config.get("augment") or {NAME_KEY: name}}
     return config
 
 
@@ -68,9 +69,9 @@ def upgrade(config: dict) -> dict:
     the keys added since filled in as runs were before them, plug-in nodes of versions before plug-ins as
     today's YAML gives them. Only for recorded configs: a node of today without `_target_` is an error of its
     YAML (plugins.py says so), never a built-in."""
+    config = read_legacy_values(config)
     for group in PLUGIN_GROUPS:
         config = _upgrade_plugin(config, group)
-    config = read_legacy_values(config)
     for (section, key), value in ADDED_KEYS.items():
         part = config.get(section, {})
         if isinstance(part, dict) and key not in part:

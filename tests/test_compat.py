@@ -19,7 +19,7 @@ def test_a_run_folder_from_before_the_refactor_resumes_to_the_same_metrics_and_r
     from resnet_cifar import load_run
 
     interrupted = load_run(run_dir, data_root=data, checkpoint=True)  # usable as it is
-    assert interrupted.iteration == 8 and interrupted.config.data.augment == "random"
+    assert interrupted.iteration == 8 and interrupted.config.augment["name"] == "random"
     resumed = train_ok(*TINY_BUDGET, f"data.root={data}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert f"resuming from {run_dir / 'checkpoint.pt'} at iteration 8" in resumed.stderr
     expected = tmp_path / "expected"

@@ -33,7 +33,8 @@ def test_defaults_are_the_papers_recipe():
     assert (s.warmup.lr, s.warmup.until_train_error, s.warmup.min_depth) == (0.01, 80.0, 110)
     assert cfg.trainer.max_iters == 64000
     d = cfg.data
-    assert (d.batch_size, d.augment, d.val_size, d.download, d.pipeline) == (128, "random", 0, True, "device")
+    assert (d.batch_size, d.val_size, d.download, d.pipeline) == (128, 0, True, "device")
+    assert cfg.augment == {"_target_": "resnet_cifar.data.augment.CropFlip", "pad": 4, "once": False, "name": "random"}
     assert cfg.trainer.channels_last is True
     assert cfg.trainer.cuda_graph is None and cfg.trainer.compile is False  # graphs wherever they apply
 
@@ -182,7 +183,8 @@ def test_help_is_the_projects_page_above_hydras_lists(tmp_path):
                  "--config-dir"):
         assert text in page
     groups, config = page.index("== Configuration groups =="), page.index("== Config ==")
-    assert "experiment: batch, fig6, normalization, pipeline, preact, shortcuts, table6" in page[groups:config]
+    assert "experiment: batch, fig6, normalization, pipeline, preact, shortcuts, spread, table6" in page[groups:config]
+    assert "augment: none, random, static" in page[groups:config]
     assert "arch: plain, preact, resnet" in page[groups:config]
     assert "depth: 20" in page[config:] and not list(tmp_path.iterdir())  # nothing written
 

@@ -16,6 +16,7 @@ def test_a_run_takes_the_cores_that_are_free(monkeypatch):
     assert choose_threads(None, 1, 0.1).threads == 1  # never none
     assert choose_threads(None, 2, None).threads == 4  # unknown: the share of the usable cores
     assert choose_threads(3, 1, 0.5).threads == 3 and "trainer.threads=3" in choose_threads(3, 1, 0.5).reason
+    assert choose_threads(None, 1, 8.0, allowed=1).threads == 1  # a launcher's limit (joblib jobs side by side)
 
 
 def test_openmp_waits_passively_only_on_a_busy_machine_and_never_against_the_users_setting(monkeypatch):

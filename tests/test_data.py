@@ -8,7 +8,7 @@ import torch
 
 from conftest import break_batch_file, closed_port_url, write_cifar10, write_cifar100
 from resnet_cifar.config import Dataset
-from resnet_cifar.data.augment import PAD, crop_flip, draw_crops
+from resnet_cifar.data.augment import PAD, CropFlip, crop_flip, draw_crops
 from resnet_cifar.data.cifar import load_cifar, split_validation
 from resnet_cifar.data.device_loader import DeviceLoader
 from resnet_cifar.data.normalization import (
@@ -226,7 +226,8 @@ def test_crops_vary_per_image_stay_in_bounds_and_half_are_flipped():
 def make_loader(n=100, batch=16, augment=True, seed=0):
     images = coordinate_images(n)
     labels = torch.arange(n)
-    return DeviceLoader(images, labels, batch, raw_input(), torch.Generator().manual_seed(seed), augment)
+    return DeviceLoader(images, labels, batch, raw_input(), torch.Generator().manual_seed(seed),
+                        CropFlip() if augment else None)
 
 
 def test_each_epoch_is_a_fresh_permutation_of_full_batches():
@@ -310,7 +311,7 @@ def test_shards_of_a_global_batch_equal_the_single_process_batch():
     """Two processes each keep half of the same global batch, augmented as one process would."""
     single = make_loader(n=100, batch=16)
     shards = [DeviceLoader(coordinate_images(100), torch.arange(100), 16, raw_input(),
-                           torch.Generator().manual_seed(0), True, shard=(rank, 2)) for rank in range(2)]
+                           torch.Generator().manual_seed(0), CropFlip(), shard=(rank, 2)) for rank in range(2)]
     for _ in range(8):  # across an epoch boundary
         x, y = single.next_batch()
         parts = [s.next_batch() for s in shards]

@@ -76,7 +76,7 @@ def test_two_processes_of_16_follow_one_process_of_32(tiny_cifar10, tmp_path, pi
     pipelines (each process its shard of the global batch). Without augmentation a shard is the same images
     without the crops (device_loader.next_batch): random augmentation checks both."""
     budget = ("depth=8", "data.batch_size=32", "trainer.max_iters=3", "trainer.eval_every=1",
-              "trainer.checkpoint_every=3", "schedule.milestones=[2]", f"data.augment={augment}",
+              "trainer.checkpoint_every=3", "schedule.milestones=[2]", f"augment={augment}",
               f"data.pipeline={pipeline}", f"data.root={tiny_cifar10}")
     one, two = tmp_path / "one", tmp_path / "two"
     train_in_process(*budget, run_dir=one)

@@ -1,6 +1,6 @@
-"""data.pipeline (device | torchvision) and data.augment (random | static | none): the two pipelines make the
-same crops and the same numbers, order and augmentation depend on seed, epoch and position only, and a
-torchvision run is a run like any other (resume, DDP shards, older configs)."""
+"""data.pipeline (device | torchvision) and the augment plug-in (random | static | none, or yours): the two
+pipelines make the same crops and the same numbers, order and augmentation depend on seed, epoch and position
+only, and a torchvision run is a run like any other (resume, DDP shards, older configs)."""
 import signal
 
 import numpy as np
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import KILL_AT_ITERATION_ENV, TINY_BUDGET, run_train, train_in_process
-from resnet_cifar.config import Augment, RunSeeds
-from resnet_cifar.data.augment import augment_once, crop_flip
+from resnet_cifar.config import RunSeeds
+from resnet_cifar.data.augment import CropFlip, augmented_once, crop_flip
 from resnet_cifar.data.normalization import ModelInput, PerPixelMean
 from resnet_cifar.data.torchvision_loader import CifarImages, GlobalBatches, TorchvisionLoader
 from test_data import coordinate_images, raw_input, recover_window
@@ -17,7 +17,7 @@ from test_train import numbers, read_metrics
 
 CPU = torch.device("cpu")
 RAW = raw_input(channels_last=False)  # pixel values as they are
-
+RANDOM, STATIC = CropFlip(once=False), CropFlip(once=True)  # augment=random, augment=static
 
 def as_image(x: torch.Tensor) -> torch.Tensor:
     """A normalized CHW item of RAW back to the HWC uint8 image."""
@@ -29,7 +29,7 @@ def test_torchvisions_crop_and_flip_are_the_device_pipelines():
     """For the window and flip torchvision drew, the device pipeline's gather gives the same pixels: zero
     padding of 4, a 32x32 window, a left-right flip. What differs is only who draws the offsets."""
     images = coordinate_images(200)
-    dataset = CifarImages(images.numpy(), np.zeros(200, dtype=np.int64), RAW)
+    dataset = CifarImages(images.numpy(), np.zeros(200, dtype=np.int64), RAW, RANDOM)
     windows = []
     for i in range(200):
         out = as_image(dataset[(i, 1000 + i)][0])
@@ -47,7 +47,7 @@ def test_both_pipelines_feed_the_model_the_same_numbers_for_the_same_image():
     per_pixel_mean = PerPixelMean()  # as the paper
     per_pixel_mean.fit(images)
     device_normalize = ModelInput(per_pixel_mean, channels_last=False)
-    dataset = CifarImages(images, np.arange(8), device_normalize)
+    dataset = CifarImages(images, np.arange(8), device_normalize, RANDOM)
     expected = device_normalize(torch.from_numpy(images))
     for i in range(8):
         x, label = dataset[(i, None)]
@@ -62,16 +62,16 @@ def items(sampler: GlobalBatches, batches: int) -> list[list[tuple[int, int | No
 def test_order_and_augmentation_depend_on_seed_epoch_and_position_only():
     n, batch = 100, 16  # 6 batches an epoch
     every = slice(0, batch)
-    random = items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.random, every, (0, 0)), 14)
-    assert random == items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.random, every, (0, 0)), 14)  # the same again
+    random = items(GlobalBatches(n, batch, RunSeeds.single(0), RANDOM, every, (0, 0)), 14)
+    assert random == items(GlobalBatches(n, batch, RunSeeds.single(0), RANDOM, every, (0, 0)), 14)  # the same again
     # started at epoch 1, position 32 (as a resumed run): the very batches an uninterrupted one draws there
-    assert items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.random, every, (1, 32)), 4) == random[8:12]
-    assert random != items(GlobalBatches(n, batch, RunSeeds.single(1), Augment.random, every, (0, 0)), 14)  # another seed
+    assert items(GlobalBatches(n, batch, RunSeeds.single(0), RANDOM, every, (1, 32)), 4) == random[8:12]
+    assert random != items(GlobalBatches(n, batch, RunSeeds.single(1), RANDOM, every, (0, 0)), 14)  # another seed
     # two processes keep the halves of each global batch, with the draws one process makes
-    halves = [items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.random, slice(r * 8, r * 8 + 8), (0, 0)), 14) for r in (0, 1)]
+    halves = [items(GlobalBatches(n, batch, RunSeeds.single(0), RANDOM, slice(r * 8, r * 8 + 8), (0, 0)), 14) for r in (0, 1)]
     assert [a + b for a, b in zip(*halves)] == random
     # random: an image gets a new seed each epoch; static: the same one; none: no draw
-    static = items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.static, every, (0, 0)), 12)
+    static = items(GlobalBatches(n, batch, RunSeeds.single(0), STATIC, every, (0, 0)), 12)
 
     def seeds_by_image(batches, epoch):
         return dict(item for b in batches[epoch * 6:(epoch + 1) * 6] for item in b)
@@ -80,13 +80,13 @@ def test_order_and_augmentation_depend_on_seed_epoch_and_position_only():
     assert len(once.keys() & again.keys()) >= 92 and all(once[i] == again[i] for i in once.keys() & again.keys())
     first, second = seeds_by_image(random, 0), seeds_by_image(random, 1)
     assert all(first[i] != second[i] for i in first.keys() & second.keys())
-    assert all(seed is None for b in items(GlobalBatches(n, batch, RunSeeds.single(0), Augment.none, every, (0, 0)), 6)
+    assert all(seed is None for b in items(GlobalBatches(n, batch, RunSeeds.single(0), None, every, (0, 0)), 6)
                for _, seed in b)
 
 
 def test_worker_processes_change_nothing():
     images = coordinate_images(64).numpy()
-    loaders = [TorchvisionLoader(images, np.arange(64), 16, RAW, RunSeeds.single(0), Augment.random, workers, CPU, False)
+    loaders = [TorchvisionLoader(images, np.arange(64), 16, RAW, RunSeeds.single(0), RANDOM, workers, CPU, False)
                for workers in (0, 2)]
     for _ in range(6):  # past an epoch
         (xa, ya), (xb, yb) = (loader.next_batch() for loader in loaders)
@@ -95,8 +95,9 @@ def test_worker_processes_change_nothing():
 
 def test_static_augmentation_on_the_device_is_one_crop_per_image_drawn_from_the_seed():
     images = coordinate_images(100)
-    once = augment_once(images, seed=3)
-    assert torch.equal(once, augment_once(images, seed=3)) and not torch.equal(once, augment_once(images, seed=4))
+    once = augmented_once(images, STATIC, seed=3)
+    assert torch.equal(once, augmented_once(images, STATIC, seed=3))
+    assert not torch.equal(once, augmented_once(images, STATIC, seed=4))
     windows = [recover_window(o) for o in once]  # each image a window of itself
     assert all(set(once[i, :, :, 2].unique().tolist()) <= {0, i + 1} for i in range(100))
     assert len(set(windows)) > 30
@@ -127,15 +128,19 @@ def test_a_torchvision_run_killed_and_resumed_ends_as_an_uninterrupted_one(tiny_
 @pytest.mark.parametrize("augment", ["static", "none"])
 def test_every_augmentation_trains_in_both_pipelines(tiny_cifar10, tmp_path, augment, torchvision_run):
     for pipeline in ("device", "torchvision"):
-        summary = train_in_process(*TINY_BUDGET, f"data.pipeline={pipeline}", f"data.augment={augment}",
+        summary = train_in_process(*TINY_BUDGET, f"data.pipeline={pipeline}", f"augment={augment}",
                                    "data.workers=0", f"data.root={tiny_cifar10}", run_dir=tmp_path / pipeline)
-        assert summary["status"] == "completed" and summary["config"]["data"]["augment"] == augment
+        assert summary["status"] == "completed" and summary["config"]["augment"]["name"] == augment
     assert numbers(read_metrics(tmp_path / "torchvision")) != torchvision_run  # the augmentation is used
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("given,read_as", [("true", "random"), ("false", "none")])
-def test_older_true_and_false_are_read_as_random_and_none(tiny_cifar10, tmp_path, given, read_as):
-    summary = train_in_process(*TINY_BUDGET, f"data.augment={given}", f"data.root={tiny_cifar10}",
-                               run_dir=tmp_path / "run")
-    assert summary["config"]["data"]["augment"] == read_as
+@pytest.mark.parametrize("given,read_as", [(True, "random"), (False, "none"), ("static", "static")])
+def test_an_older_recorded_data_augment_is_read_as_the_augment_option_of_its_name(given, read_as):
+    from conftest import composed_spec
+    from resnet_cifar.upgrade import upgrade
+
+    recorded = composed_spec().recorded
+    recorded = {**{k: v for k, v in recorded.items() if k != "augment"},
+                "data": {**recorded["data"], "augment": given}}
+    today = upgrade(recorded)
+    assert "augment" not in today["data"] and today["augment"] == composed_spec(f"augment={read_as}").recorded["augment"]

@@ -407,6 +407,7 @@ def test_an_optuna_search_minimizes_the_validation_error_in_ordinary_run_folders
     assert result.returncode == 0, result.stderr
     summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")]
     assert len(summaries) == 2 and all(s["status"] == "completed" for s in summaries)
+    assert "\x1b" not in result.stderr and "alembic" not in result.stderr  # no colour codes, no library chatter
     import yaml
 
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -480,3 +481,63 @@ def test_the_run_folder_contract_and_the_reports_reader_need_no_torch():
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+# -- an augmentation of the user's own --------------------------------------------------------------------------
+
+AUGMENT_SECTION = "## Your own augmentation"
+
+
+def augment_example() -> tuple[dict[str, str], list[str]]:
+    """The files and the command of the guide's augmentation section, as a user copies them."""
+    text = GUIDE.read_text()
+    section = text[text.index(AUGMENT_SECTION):]
+    section = section[:section.index("\n## ", 1)]
+    files, command = {}, None
+    for lang, body in re.findall(r"```(\w*)\n(.*?)```", section, re.DOTALL):
+        first, _, rest = body.partition("\n")
+        if lang in ("python", "yaml") and first.startswith("# "):
+            files[first[2:].strip()] = rest if lang == "python" else body
+        elif lang == "bash" and command is None:
+            command = shlex.split(body.strip())
+    assert set(files) == {"my_augment.py", "my_conf/augment/cutout.yaml"}, files
+    return files, command[3:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["device", "torchvision"])
+def test_the_guides_own_augmentation_trains_killed_and_resumed_to_the_uninterrupted_metrics(tiny_cifar10, tmp_path,
+                                                                                           pipeline):
+    files, command = augment_example()
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    args = [*command, *TINY_BUDGET, f"data.pipeline={pipeline}", "data.workers=0", f"data.root={tiny_cifar10}"]
+    straight = user_train(*args, f"hydra.run.dir={tmp_path / 'straight'}", folder=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    assert json.loads((tmp_path / "straight" / "summary.json").read_text())["config"]["augment"] == {
+        "_target_": "my_augment.Cutout", "size": 8, "name": "cutout"}
+    killed = user_train(*args, f"hydra.run.dir={tmp_path / 'killed'}", folder=tmp_path,
+                        env={KILL_AT_ITERATION_ENV: "5"})
+    assert killed.returncode < 0
+    resumed = user_train(*args, f"hydra.run.dir={tmp_path / 'killed'}", folder=tmp_path)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stderr, resumed.stderr
+    assert numbers(read_metrics(tmp_path / "killed")) == numbers(read_metrics(tmp_path / "straight"))
+    plain = user_train(*[a for a in args if a != "augment=cutout"], "augment=random",
+                       f"hydra.run.dir={tmp_path / 'plain'}", folder=tmp_path)
+    assert plain.returncode == 0
+    assert numbers(read_metrics(tmp_path / "plain")) != numbers(read_metrics(tmp_path / "straight"))  # it is used
+
+
+def test_an_augmentation_that_cannot_be_used_is_refused_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "bad_augment.py").write_text(
+        "import torch\n"
+        "class Shrinks:\n    once = False\n    def __call__(self, images, generator):\n        return images[:, :16]\n"
+        "class Unseeded:\n    once = False\n"
+        "    def __call__(self, images, generator):\n        return torch.randint_like(images, 0, 255)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"augment=none: bad_augment.Shrinks maps 3 images \(3, 32, 32, 3\) "
+                                          r"uint8 to \(\(3, 16, 32, 3\)"):
+        checked("augment=none", "augment._target_=bad_augment.Shrinks")
+    with pytest.raises(ConfigError, match="gives other images for the same generator state"):
+        checked("augment=none", "augment._target_=bad_augment.Unseeded")

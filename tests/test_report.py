@@ -286,20 +286,20 @@ def test_the_data_study_is_grouped_and_plotted_by_pipeline_and_augmentation(tmp_
     errors = {("device", "random"): 30.0, ("torchvision", "random"): 31.0, ("device", "static"): 36.0,
               ("torchvision", "static"): 37.0}
     for (pipeline, augment), error in errors.items():
-        write_run(root / f"{pipeline}-{augment}", ["budget=quick", f"data.pipeline={pipeline}", f"data.augment={augment}"],
+        write_run(root / f"{pipeline}-{augment}", ["budget=quick", f"data.pipeline={pipeline}", f"augment={augment}"],
                   error, iterations=(782, 1564))
     old = write_run(root / "old", ["budget=quick"], 32.0, iterations=(782, 1564))
 
     def as_before_the_pipeline_existed(config):
         config["seed"] = 1  # a second seed (seed 0 again would be counted once)
-        config["data"]["augment"] = True
-        del config["data"]["pipeline"], config["data"]["workers"]
+        config["data"]["augment"] = True  # as it was recorded before augmentation was a plug-in
+        del config["data"]["pipeline"], config["data"]["workers"], config["augment"]
 
     edit_config(old, as_before_the_pipeline_existed)
     out = tmp_path / "out"
     report([root], out)
-    rows = {(r["data.pipeline"], r["data.augment"]): r for r in table_rows(out)}
-    assert set(rows) == set(errors) and set(table_rows(out)[0]) >= {"data.pipeline", "data.augment"}
+    rows = {(r["data.pipeline"], r["augment.name"]): r for r in table_rows(out)}
+    assert set(rows) == set(errors) and set(table_rows(out)[0]) >= {"data.pipeline", "augment.name"}
     assert rows[("device", "random")]["seeds"] == "2" and rows[("device", "random")]["test error % (mean)"] == \
         "31.00" and rows[("device", "random")]["std"] == f"{statistics.stdev([30.0, 32.0]):.2f}"
     for name in ("pipeline.png", "augment.png"):

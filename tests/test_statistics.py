@@ -325,13 +325,13 @@ def test_figures_hold_everything_else_equal_sort_numbers_and_draw_single_points(
     for batch in (20, 100, 200):
         for augment in ("random", "none"):
             write_run(root / f"b{batch}{augment}", ["budget=quick", f"data.batch_size={batch}",
-                                                    f"data.augment={augment}"], 30.0 + batch / 100, iterations=(1564,))
+                                                    f"augment={augment}"], 30.0 + batch / 100, iterations=(1564,))
     figures = drawn_figures(monkeypatch)
     report([root], tmp_path / "out")
     by_title = {f._suptitle.get_text(): f for f in figures}
     batch = next(f for t, f in by_title.items() if "by data.batch_size" in t)
     assert [t for t in legend_texts(batch) if t.isdigit()] == ["20", "100", "200"]
-    assert sorted(ax.get_title() for ax in batch.axes) == ["data.augment=none", "data.augment=random"]
+    assert sorted(ax.get_title() for ax in batch.axes) == ["augment=none", "augment=random"]
     assert "1 seed: no interval" in batch._suptitle.get_text()
     fig6 = next(f for t, f in by_title.items() if "Figure 6" in t)
     assert all(line.get_marker() == "o" for ax in fig6.axes for line in ax.lines if len(line.get_xdata()))
@@ -361,7 +361,7 @@ def test_runs_that_recorded_no_command_get_one_that_makes_their_config(tmp_path)
     """Old run folders, and an earlier report's runs.csv from them, kept no overrides: the command that adds
     seeds is read from the config (budget=quick's 1564 iterations, not the paper's 64k), and it composes to
     that config."""
-    made_with = ["budget=quick", "arch=plain", "normalization=imagenet", "data.augment=none", "depth=32"]
+    made_with = ["budget=quick", "arch=plain", "normalization=imagenet", "augment=none", "depth=32"]
     write_seeds(tmp_path / "old", made_with, [30.0, 31.5])
     for summary in (tmp_path / "old").glob("*/summary.json"):
         record = json.loads(summary.read_text())

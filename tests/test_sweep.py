@@ -2,12 +2,12 @@
 import json
 
 import pytest
-from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 
 from conftest import KILL_AT_ITERATION_ENV, run_train, train_in_process
 from resnet_cifar.errors import RunFolderError
+from resnet_cifar.hydra_setup import compose_run, conf
 from resnet_cifar.run_folder import RunFolder
 from resnet_cifar.sweep import job_dirs, job_overrides
 
@@ -27,7 +27,7 @@ def summaries(sweep_dir):
 
 def grid(*overrides):
     """The job overrides of `python -m resnet_cifar.train -m OVERRIDES`, composed as Hydra's multirun does."""
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
+    with conf():
         loader = GlobalHydra.instance().config_loader()
         cfg = loader.load_configuration("config", list(overrides), run_mode=RunMode.MULTIRUN)
     return [dict(o.split("=", 1) for o in job) for job in job_overrides(cfg)], cfg
@@ -39,7 +39,8 @@ def grid(*overrides):
     ("shortcuts", 6, {"shortcut": {"A", "B", "C"}, "depth": {"20", "56"}}),
     ("normalization", 5, {"normalization": {"per_pixel_mean", "channel_stats", "imagenet", "unit", "raw"}}),
     ("batch", 4, {"data.batch_size": {"128", "256"}, "trainer.nproc_per_node": {"1", "2"}}),
-    ("pipeline", 4, {"data.pipeline": {"device", "torchvision"}, "data.augment": {"random", "static"}}),
+    ("pipeline", 4, {"data.pipeline": {"device", "torchvision"}, "augment": {"random", "static"}}),
+    ("spread", 27, {"seeds.init": {"0", "1", "2"}, "seeds.order": {"0", "1", "2"}, "seeds.augment": {"0", "1", "2"}}),
     ("preact", 6, {"arch": {"resnet", "preact"}, "depth": {"20", "56", "110"}}),
 ])
 def test_presets_expand_to_their_grid(preset, size, varying):
@@ -167,7 +168,7 @@ def test_every_job_of_every_preset_passes_the_checks_a_sweep_makes():
     from conftest import composed_spec
 
     checked = set()
-    for preset in ("fig6", "table6", "shortcuts", "normalization", "batch", "pipeline", "preact"):
+    for preset in ("fig6", "table6", "shortcuts", "normalization", "batch", "pipeline", "preact", "spread"):
         jobs, _ = grid(f"+experiment={preset}")
         for job in jobs:
             spec = composed_spec(*(f"{k}={v}" for k, v in job.items()))
@@ -204,9 +205,7 @@ def test_parallel_and_cluster_launchers_complete_a_sweep(tiny_cifar10, tmp_path,
 
 
 def test_slurm_preset_gives_each_job_its_gpus_and_requeues():
-    with initialize_config_module(version_base="1.3", config_module="resnet_cifar.conf"):
-        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "trainer.nproc_per_node=4"],
-                      return_hydra_config=True)
+    cfg = compose_run(["hydra/launcher=slurm", "trainer.nproc_per_node=4"])
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 1 and launcher.max_num_timeout > 0

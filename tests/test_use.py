@@ -47,6 +47,18 @@ def test_evaluate_gives_the_recorded_test_error_to_the_last_digit(trained, tmp_p
     wrong = 100 - sum(confusion[i][i] for i in range(10))
     assert wrong == pytest.approx(result["test_error"])  # 100 test images: one image is one percent
     assert next(out.glob("*.confusion.png")).stat().st_size > 10_000
+    assert {p.name for p in out.iterdir()} == {f"{run}.per_class.csv", f"{run}.confusion.png"}  # its own name
+
+
+def test_evaluate_names_each_runs_files_by_its_folder_and_keeps_them_apart(trained, tmp_path):
+    """Two sweeps' jobs of the same name: their files do not overwrite each other."""
+    for sweep in ("a", "b"):
+        shutil.copytree(trained / "normal", tmp_path / sweep / "arch=resnet,depth=8")
+    out = tmp_path / "out"
+    assert evaluate([str(tmp_path / "a" / "arch=resnet,depth=8"), str(tmp_path / "b" / "arch=resnet,depth=8"),
+                     "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.glob("*.per_class.csv"))
+    assert len(names) == 2 and names[0] == "arch=resnet,depth=8.per_class.csv" and all(len(n) < 100 for n in names)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .augment import crop_flip, draw_crops
+from .augment import Augmentation
 from .normalization import ModelInput
 from .stream import check_batch_fits, own_slice
 
@@ -25,10 +25,10 @@ class DeviceLoader:
     """
 
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, prepare: ModelInput,
-                 generator: torch.Generator, augment: bool, shard: tuple[int, int] = (0, 1),
+                 generator: torch.Generator, augment: Augmentation | None, shard: tuple[int, int] = (0, 1),
                  crop_generator: torch.Generator | None = None) -> None:
-        """`generator` draws the order (and the crops, unless `crop_generator` does: a run that split its
-        seeds by source)."""
+        """`generator` draws the order (and the augmentation's draws, unless `crop_generator` does: a run that
+        split its seeds by source); `augment`: applied to every global batch (augment.py), or None."""
         check_batch_fits(batch_size, len(images))
         self.images, self.labels = images, labels
         self.batch_size, self.prepare = batch_size, prepare
@@ -51,12 +51,13 @@ class DeviceLoader:
                 self.epoch += 1
             self.perm = torch.randperm(len(self.images), generator=self.generator, device=self.images.device)
             self.position = 0
-        index = self.perm[self.position:self.position + self.batch_size][self.own]
+        batch = self.perm[self.position:self.position + self.batch_size]
         self.position += self.batch_size
-        x = self.images[index]
-        if self.augment:
-            crops = draw_crops(self.batch_size, self.crop_generator or self.generator, x.device)
-            x = crop_flip(x, *(c[self.own] for c in crops))
+        index = batch[self.own]
+        if self.augment is None:
+            x = self.images[index]
+        else:  # the whole global batch, as every process draws it, then this process's shard
+            x = self.augment(self.images[batch], self.crop_generator or self.generator)[self.own]
         return self.prepare(x), self.labels[index]
 
     def state_dict(self) -> dict:

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import Augment, BaseConfig, Pipeline, RunSeeds
+from ..config import BaseConfig, Pipeline, RunSeeds
 from ..contract import DATA_SIZES
 from ..cores import usable_cores
 from ..distributed import World
-from .augment import augment_once
+from .augment import augmented_once, build_augment
 from .cifar import CifarArrays, split_validation
 from .device_loader import DeviceLoader
 from .normalization import ModelInput, fitted_normalization
@@ -81,10 +81,11 @@ def split_and_prepare(data: CifarArrays, cfg: BaseConfig, device: torch.device,
 
 
 def build_run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, world: World = World(),
-             normalization_state: dict | None = None) -> RunData:
+                   normalization_state: dict | None = None) -> RunData:
     """Split, normalize (fitting the normalization, or with the state it was fitted to) and move a loaded data
-    set to the device as the run's config says, with the training stream of data.pipeline: every process
-    draws the same order and crops (the run's seed) and keeps its shard of each global batch."""
+    set to the device as the run's config says, with the training stream of data.pipeline and the run's
+    augmentation (augment.py): every process draws the same order and augmentation (the run's seeds) and keeps
+    its shard of each global batch."""
     t, d = cfg.trainer, cfg.data
     train_idx, val_idx, prepare = split_and_prepare(data, cfg, device, normalization_state)
 
@@ -93,7 +94,7 @@ def build_run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, wor
 
     per_process = t.batch_semantics == "per_process"
     global_batch = d.batch_size * (world.world_size if per_process else 1)
-    augment, shard, seeds = Augment(d.augment), (world.rank, world.world_size), RunSeeds.of(cfg)
+    augment, shard, seeds = build_augment(cfg), (world.rank, world.world_size), RunSeeds.of(cfg)
     loader: TrainingStream
     if Pipeline(d.pipeline) is Pipeline.torchvision:
         from .torchvision_loader import TorchvisionLoader  # torchvision and PIL only where they are used
@@ -103,12 +104,12 @@ def build_run_data(data: CifarArrays, cfg: BaseConfig, device: torch.device, wor
                                    prepare, seeds, augment, workers, device, t.channels_last, shard)
     else:
         images = on_device(data.train_images[train_idx])
-        if augment is Augment.static:
-            images = augment_once(images, seeds.augment)
+        if augment is not None and augment.once:  # one view per image, drawn now, reused every epoch
+            images, augment = augmented_once(images, augment, seeds.augment), None
         order = torch.Generator(device).manual_seed(seeds.order)  # the same on every process
-        # one generator for order and crops, as always, unless the run split its seeds by source
+        # one generator for order and augmentation, as always, unless the run split its seeds by source
         crops = torch.Generator(device).manual_seed(seeds.augment) if seeds.split else None
         loader = DeviceLoader(images, on_device(data.train_labels[train_idx]), global_batch, prepare, order,
-                              augment is Augment.random, shard, crops)
+                              augment, shard, crops)
     return RunData(loader, (on_device(data.train_images[val_idx]), on_device(data.train_labels[val_idx])),
                    (on_device(data.test_images), on_device(data.test_labels)), prepare, data.num_classes)

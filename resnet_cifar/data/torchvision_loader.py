@@ -1,8 +1,9 @@
 """data.pipeline=torchvision: the standard CIFAR input pipeline, made reproducible.
 
 What most reproductions run (and the benchmark's "standard pipeline"): one
-PIL image per `__getitem__`, torchvision's `RandomCrop(32, padding=4)` and
-`RandomHorizontalFlip`, the image to a tensor, the run's normalization, a
+PIL image per `__getitem__`, the run's augmentation on it (the paper's:
+torchvision's `RandomCrop(32, padding=4)` and `RandomHorizontalFlip`; see
+augment.py), the image to a tensor, the run's normalization, a
 `DataLoader` with worker processes. Two things differ from a plain
 `DataLoader(shuffle=True)`, so that a run is a first-class run here:
 
@@ -24,10 +25,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision import transforms as T
 
-from ..config import Augment, RunSeeds
-from .augment import PAD
+from ..config import RunSeeds
+from .augment import Augmentation, augment_image
 from .normalization import ModelInput
 from .stream import check_batch_fits, own_slice
 
@@ -42,11 +42,11 @@ def _base_seed(*keys: int) -> int:
 
 class CifarImages(Dataset):
     """CIFAR images as torchvision's CIFAR10 serves them, one PIL image per item; an item is an image index
-    and the seed of its crop and flip (None: no augmentation)."""
+    and the seed of its augmentation (None: none)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, prepare: ModelInput) -> None:
-        self.images, self.labels, self.prepare = images, labels, prepare
-        self.augment = T.Compose([T.RandomCrop(32, padding=PAD), T.RandomHorizontalFlip()])
+    def __init__(self, images: np.ndarray, labels: np.ndarray, prepare: ModelInput,
+                 augment: Augmentation | None) -> None:
+        self.images, self.labels, self.prepare, self.augment = images, labels, prepare, augment
 
     def __len__(self) -> int:
         return len(self.images)
@@ -54,10 +54,8 @@ class CifarImages(Dataset):
     def __getitem__(self, item: tuple[int, int | None]) -> tuple[Tensor, int]:
         index, seed = item
         image = Image.fromarray(self.images[index])
-        if seed is not None:
-            with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from the global generator
-                torch.manual_seed(seed)
-                image = self.augment(image)
+        if seed is not None and self.augment is not None:
+            image = augment_image(self.augment, image, seed)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # H, W, C uint8
         return self.prepare(pixels[None])[0], int(self.labels[index])
 
@@ -67,16 +65,16 @@ class GlobalBatches(Sampler):
     epoch is a seeded permutation cut into full global batches (the rest is left out, as the device
     pipeline does)."""
 
-    def __init__(self, num_images: int, batch_size: int, seeds: RunSeeds, augment: Augment, own: slice,
-                 start: tuple[int, int]) -> None:
+    def __init__(self, num_images: int, batch_size: int, seeds: RunSeeds, augment: Augmentation | None,
+                 own: slice, start: tuple[int, int]) -> None:
         self.num_images, self.batch_size, self.seeds, self.augment = num_images, batch_size, seeds, augment
         self.own, self.start = own, start
         self.static_base = _base_seed(seeds.augment, -STATIC_STREAM)
 
     def _seeds(self, epoch_base: int, position: int, index: Tensor) -> list[int | None]:
-        if self.augment is Augment.none:
+        if self.augment is None:
             return [None] * len(index)
-        if self.augment is Augment.static:  # one crop and flip per image, drawn from the seed alone
+        if self.augment.once:  # one view per image, drawn from the seed alone
             return [(self.static_base + i) % SEED_RANGE for i in index.tolist()]
         first = position + (self.own.start or 0)  # random: a new draw each time an image is used
         return [(epoch_base + first + k) % SEED_RANGE for k in range(len(index))]
@@ -100,8 +98,8 @@ class TorchvisionLoader:
     process's shard of the next global batch on the device; its state is (epoch, position)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, prepare: ModelInput,
-                 seeds: RunSeeds, augment: Augment, workers: int, device: torch.device, channels_last: bool,
-                 shard: tuple[int, int] = (0, 1)) -> None:
+                 seeds: RunSeeds, augment: Augmentation | None, workers: int, device: torch.device,
+                 channels_last: bool, shard: tuple[int, int] = (0, 1)) -> None:
         check_batch_fits(batch_size, len(images))
         self.num_images, self.batch_size = len(images), batch_size
         self.own = own_slice(batch_size, shard)
@@ -118,7 +116,8 @@ class TorchvisionLoader:
     def _start(self) -> None:
         """The DataLoader from (epoch, position) on; its workers get the normalization as it is now (a resumed
         run has loaded its fitted state into it by then)."""
-        dataset = CifarImages(self.images, self.labels, self.prepare.on(torch.device("cpu"), channels_last=False))
+        dataset = CifarImages(self.images, self.labels, self.prepare.on(torch.device("cpu"), channels_last=False),
+                              self.augment)
         sampler = GlobalBatches(self.num_images, self.batch_size, self.seeds, self.augment, self.own,
                                 (self.epoch, self.position))
         self._batches = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers,

@@ -91,6 +91,11 @@ def build_model(cfg: BaseConfig, num_classes: int, sources: Iterable[ConfigSourc
     return model
 
 
+def takes_shortcut(cfg: BaseConfig) -> bool:
+    """Whether the run's net is one with shortcuts (its callable takes `shortcut`): a plain net has none."""
+    return takes(Plugin.of(cfg, "arch").locate(), "shortcut")
+
+
 def per_process_batch(cfg: BaseConfig) -> int:
     """The training batch each process of the run feeds its net (data.batch_size over the processes where it
     is the global batch)."""
