@@ -12,6 +12,7 @@ import pandas as pd
 
 from resnet_cifar.config import NAME_KEY, PLUGIN_GROUPS, TARGET_KEY
 from resnet_cifar.contract import SWEEP_RECORD
+from resnet_cifar.upgrade import LEGACY_AUGMENT
 
 from .escape import shell_word
 from .table import same_value
@@ -79,6 +80,15 @@ def repeatable(override: object) -> bool:
     return bool(key) and not key.startswith("hydra") and TARGET_KEY not in key.split(".")
 
 
+def todays_override(override: str) -> str:
+    """A recorded override as today's command line takes it: data.augment=true (before augmentation was a
+    plug-in) is augment=random."""
+    key, _, value = override.partition("=")
+    if key.lstrip("+~") == "data.augment" and value in LEGACY_AUGMENT:
+        return f"augment={LEGACY_AUGMENT[value]}"
+    return override
+
+
 def cell_overrides(cell: pd.Series, keys: list[str], derived: list[str] | None = None) -> tuple[list[str], bool]:
     """(the overrides that made the cell's runs, without their seed; whether they are the runs' own): the
     recorded overrides of its first run when every one may be repeated (repeatable), else those `derived` from
@@ -86,7 +96,7 @@ def cell_overrides(cell: pd.Series, keys: list[str], derived: list[str] | None =
     recorded = cell.get("overrides")
     words = json.loads(recorded) if isinstance(recorded, str) else None
     if isinstance(words, list) and all(repeatable(o) for o in words):
-        return [o for o in words if o.split("=", 1)[0].lstrip("+~") != "seed"], True
+        return [todays_override(o) for o in words if o.split("=", 1)[0].lstrip("+~") != "seed"], True
     if derived is not None:
         return derived, True
     return [_override(k, cell[k]) for k in keys if k in cell and not pd.isna(cell[k])], False

@@ -109,3 +109,48 @@ def question_of(runs: pd.DataFrame, question: str | None = None, pairs: list[str
                 found[kind] += [column(k) for k in _listed(value) if column(k) not in found[kind]]
     declared = any(found.values())
     return Question(tuple(found["compare"]), tuple(found["trend"]), (), declared)
+
+
+def _numeric(values) -> bool:
+    try:
+        [float(v) for v in values]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def checked(question: Question, keys: list[str], done: pd.DataFrame, asked_here: bool) -> list[str]:
+    """What of the question these runs cannot answer. Asked on the command line (`asked_here`), a factor they do
+    not have, a trend of a factor whose values are not numbers, or a pair that names an unknown key or no run
+    is a QuestionError; declared by a preset, it is a line the report shows (these runs may be a part of the
+    sweep)."""
+    notes = []
+
+    def problem(text: str) -> None:
+        if asked_here:
+            raise QuestionError(text)
+        notes.append(text)
+
+    factors = ", ".join(label(k) for k in keys)
+    for kind, asked in (("compare", question.compare), ("trend", question.trend)):
+        for key in asked:
+            if key not in keys:
+                problem(f"the question's {kind}={label(key)}: {label(key)} is not a factor of these runs (they vary "
+                        f"in: {factors}); nothing of it was tested")
+            elif kind == "trend" and not _numeric(done[key].dropna().unique()):
+                problem(f"the question's trend={label(key)}: its values are not numbers, so it has no trend; "
+                        f"compare={label(key)} compares them pair by pair")
+            elif done[key].nunique() < 2:
+                problem(f"the question's {kind}={label(key)}: {label(key)} has one value in these runs; nothing of it "
+                        "was tested")
+    for pair in question.pairs:
+        for side in pair:
+            unknown = [k for k in side if k not in done]
+            if unknown:
+                raise QuestionError(f"--pair: {label(unknown[0])} is not a key of these runs")
+            chosen = done
+            for key, value in side.items():
+                chosen = chosen[chosen[key].astype(str) == str(value)]
+            if chosen.empty:
+                raise QuestionError(f"--pair: no finished run has {', '.join(f'{label(k)}={v}' for k, v in side.items())}")
+    return notes

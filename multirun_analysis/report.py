@@ -27,7 +27,7 @@ from resnet_cifar.trust import CodeTrust, add_loading_options
 from . import comparisons, spread
 from .collect import DEFAULT_DIRS, FLOATS, RUNS_FILE, collect, finished
 from .comparisons import CONFIRMATORY, DEFAULT_EFFECT, EXPLORATORY
-from .question import QuestionError, label, question_of
+from .question import QuestionError, checked, label, question_of
 from .spread import split_by_source
 from .stats import SEED_CAP
 from .duplicates import count_once, identity_columns
@@ -173,26 +173,32 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     if found.runs.empty:
         broken = "".join(f"\n  {run}: {why}" for run, why in found.broken.items())
         raise ReportError(f"no readable run folders under {', '.join(map(str, paths))}{broken}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # what the check before could not foresee (the disk filled since)
-        raise ReportError(f"--out {out} cannot be made ({e.strerror})") from None
     recipe = paper_recipe()
     config_columns = list(dict.fromkeys([*found.config_columns, *recipe]))
     runs, duplicates = count_once(with_defaults(found.runs, recipe),
                                   identity_columns(found.runs, config_columns, NOT_FACTORS))
+    completed = runs[finished(runs)]
+    factors = varying_factors(completed if len(completed) else runs, config_columns)
+    keys = [k for k in ROW_KEYS if k in completed] + factors
+    asked_here = asked is not None
+    asked = asked or question_of(runs)
+    try:  # before a file is written: a question these runs cannot answer, asked here, is one line
+        unanswered = checked(asked, keys, completed, asked_here)
+    except QuestionError as e:
+        raise ReportError(str(e)) from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # what the check before could not foresee (the disk filled since)
+        raise ReportError(f"--out {out} cannot be made ({e.strerror})") from None
     # a folder read twice (a runs.csv and its run folders) is one run: its curve once
     curves = found.curves[found.curves["run"].isin(runs["run"])].drop_duplicates(["run", "iteration", "metric"])
     filesystem.write_frame(runs, out / "runs.csv", index=False, float_format=FLOATS)
     filesystem.write_frame(curves, out / "curves.csv", index=False, float_format=FLOATS)
 
-    completed = runs[finished(runs)]
-    factors = varying_factors(completed if len(completed) else runs, config_columns)
     table = aggregate(runs, factors, recipe, precision, margin)
-    keys = [k for k in ROW_KEYS if k in completed] + factors
     caption = basis(runs, recipe, where=False)
-    asked = asked or question_of(runs)
     compared = comparisons.compare_all(runs, keys, asked, looks, effect)
+    compared.attrs["unmatched"] = unanswered + compared.attrs["unmatched"]
     commands, beyond = seed_commands(table, compared, runs, keys, recipe)
     markdown = table_markdown(table, factors, runs[~finished(runs)], basis(runs, recipe), precision,
                            margin)

@@ -3,7 +3,8 @@
 Torch-free and Hydra-free, so that analysis (multirun_analysis) and training (run_folder.RunFolder, the one
 writer) read a run folder through the same code: one rule for a damaged metrics line (it is dropped and
 counted, never a whole run), one place the run's config comes from (summary.json, as it was recorded when
-the run started; `.hydra/` is Hydra's copy for people), one rule for "finished".
+the run started; `.hydra/` is Hydra's copy for people, read back only to recognize a run killed before its
+summary.json: leftover_config), one rule for "finished".
 """
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from . import filesystem
-from .errors import FileProblem, RunFolderError
+from .errors import FileProblem, RunFolderError, UserError
 from .upgrade import upgrade
 
 METRICS_FILE = "metrics.csv"
@@ -72,11 +77,23 @@ def read_summary(run_dir: Path) -> dict | None:
 def recorded_config(summary: dict, run_dir: Path) -> dict:
     """The one reader of a run's config: the one its summary.json recorded when it started, read as today's
     (upgrade.py: older values and keys added since). Training (a folder resumed or compared), the report and a
-    loaded run all read it here; `.hydra/` is Hydra's copy for people, never read back."""
+    loaded run all read it here; `.hydra/` is Hydra's copy for people, read back only by leftover_config."""
     config = summary.get("config")
     if not isinstance(config, dict):
         raise UnreadableFile(f"{Path(run_dir) / SUMMARY_FILE} holds no run config (a mapping under 'config')")
     return upgrade(config)
+
+
+def leftover_config(run_dir: Path) -> dict | None:
+    """The config in `.hydra/config.yaml` of a folder that has no summary.json: the one thing it may tell, that
+    an earlier start of this very run was killed before summary.json was written (RunFolder then goes on in
+    it). None where it holds no readable mapping: then the folder's files are not a run's of this config."""
+    try:
+        text = filesystem.read_text(Path(run_dir) / HYDRA_FOLDER / "config.yaml", limit=2**20, follow=False)
+        recorded = OmegaConf.to_container(OmegaConf.create(text))
+        return upgrade(recorded) if isinstance(recorded, dict) else None
+    except (OSError, UserError, ValueError, yaml.YAMLError, OmegaConfBaseException):
+        return None
 
 
 def valid_metric(name: str, value: object) -> bool:

@@ -42,6 +42,17 @@ def free_cores(sample_s: float = SAMPLE_S) -> float | None:
     return share * (os.cpu_count() or 1)
 
 
+def thread_limit_from_environment() -> int | None:
+    """The threads a launcher allowed this process (OMP_NUM_THREADS: joblib's jobs side by side, torchrun's
+    workers), None where nothing set a limit. Read from the environment, not from torch: a run sets torch's
+    own count, so a later job of the same process would otherwise only ever get fewer."""
+    try:
+        limit = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return limit if limit > 0 else None
+
+
 @dataclass(frozen=True)
 class ThreadChoice:
     threads: int

@@ -21,7 +21,7 @@ import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 
 from .config import Device
-from .cores import choose_threads
+from .cores import choose_threads, thread_limit_from_environment
 from .errors import ConfigError
 
 
@@ -89,7 +89,7 @@ def prepare_process(device: Device, threads: int | None, world: World, free: flo
     resolved = resolve_device(device, world)
     init_process_group(world)
     if resolved.type == "cpu":
-        choice = choose_threads(threads, world.local_world_size, free, torch.get_num_threads())
+        choice = choose_threads(threads, world.local_world_size, free, thread_limit_from_environment())
         torch.set_num_threads(choice.threads)
         return resolved, f"{choice.threads} thread(s): {choice.reason}"
     torch.backends.cudnn.benchmark = True  # fixed shapes: time the algorithms once, keep the fastest

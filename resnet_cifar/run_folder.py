@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from .checkpoint import load_checkpoint
 from .config import NOT_THE_EXPERIMENT, RESUMED_ON_THE_SAME, is_under
@@ -31,7 +29,7 @@ from .run_spec import RunSpec
 from .console import LOG_FORMAT
 from .contract import (
     CHECKPOINT_FILE, HYDRA_FOLDER, LOCK_FILE, LOG_FILE, METRIC_COLUMNS, METRICS_FILE, MODEL_FILE, NORMALIZATION_FILE,
-    SUMMARY_FILE, TRACKER_RUN_ID, Status, read_metrics, read_summary, recorded_config, says_finished,
+    SUMMARY_FILE, TRACKER_RUN_ID, Status, leftover_config, read_metrics, read_summary, recorded_config, says_finished,
 )
 from . import filesystem
 from .errors import Diverged, FileProblem, RunFolderError, UserError
@@ -251,14 +249,10 @@ class RunFolder:
                    if os.path.lexists(self.path / name) and not (self.path / name).is_symlink()]
         if not present:
             return
-        try:
-            recorded = OmegaConf.to_container(OmegaConf.create(filesystem.read_text(
-                self.path / HYDRA_FOLDER / "config.yaml", limit=2**20, follow=False)))
-            # no checkpoint before summary.json: nothing to resume, the device may differ
-            if isinstance(recorded, dict) and not config_changes({"config": recorded}, config, resumes=False):
-                return
-        except (OSError, UserError, ValueError, yaml.YAMLError, OmegaConfBaseException):
-            pass  # no readable record of a run's config: not this run's
+        recorded = leftover_config(self.path)
+        # no checkpoint before summary.json: nothing to resume, the device may differ
+        if recorded is not None and not config_changes({"config": recorded}, config, resumes=False):
+            return
         raise RunFolderError(f"{self.path} holds {', '.join(present)} but no {SUMMARY_FILE}, and no record of this "
                              "run's config: it is not a run of this command (or one of another config); nothing "
                              "was written into it: choose an empty or new folder, or move those files aside")

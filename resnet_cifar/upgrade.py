@@ -1,5 +1,6 @@
 """Configs written by older versions, read as today's: wherever a recorded config is read (a run folder resumed
-or compared, the report, a loaded run) and on today's command line (the old data.augment=true).
+or compared, the report, a loaded run). Today's command line takes today's keys only (train.py refuses the old
+data.augment=true in one line; the report's add-seeds command writes it as augment=random).
 
 Torch-free and Hydra-free: the run-folder contract reads recorded configs through here.
 """

@@ -31,3 +31,20 @@ def test_a_run_folder_from_before_the_refactor_resumes_to_the_same_metrics_and_r
     report([str(run_dir), "--out", str(tmp_path / "report")])
     runs = (tmp_path / "report" / "runs.csv").read_text()
     assert str(run_dir) in runs and "completed" in runs
+
+
+def test_the_old_augment_key_on_todays_command_line_is_one_clear_line(tmp_path):
+    """data.augment=true (an older version's docs, an old sweep's command) is refused before anything runs,
+    naming what to write today; the report's add-seeds command writes recorded ones as today's."""
+    from conftest import run_train
+    from multirun_analysis.more_seeds import todays_override
+
+    result = run_train("data.augment=true", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
+    assert result.stderr.strip().splitlines() == [
+        "error: data.augment=true: data.augment is no longer a key; write augment=random|static|none "
+        "(augmentation is a plug-in group now). An old sweep that used it is relaunched with the version that "
+        "started it."]
+    assert [todays_override(o) for o in ("data.augment=true", "+data.augment=false", "data.augment=static",
+                                         "depth=20")] == ["augment=random", "augment=none", "augment=static",
+                                                          "depth=20"]

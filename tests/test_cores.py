@@ -36,3 +36,26 @@ def test_the_run_says_how_many_threads_it_took_and_why(tiny_cifar10, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "1 thread(s): trainer.threads=1 on cpu" in (run_dir / "train.log").read_text()
     assert json.loads((run_dir / "summary.json").read_text())["num_threads"] == 1
+
+
+def test_the_launchers_limit_is_read_from_the_environment_not_from_torchs_last_setting(monkeypatch):
+    """A joblib job runs in a process an earlier job set torch's threads in; the limit is the launcher's."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cores.thread_limit_from_environment() == 3
+    for unset in ("", "zero", "0"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unset)
+        assert cores.thread_limit_from_environment() is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert cores.thread_limit_from_environment() is None
+
+
+def test_importing_the_command_loads_no_torch_and_sets_no_wait_policy():
+    """A launcher's job imports resnet_cifar.train to find its task function: nothing may happen then."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != cores.WAIT_POLICY_ENV}
+    probe = ("import os, sys, resnet_cifar.train; "
+             f"print('torch' in sys.modules, {cores.WAIT_POLICY_ENV!r} in os.environ)")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

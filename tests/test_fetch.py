@@ -69,7 +69,8 @@ def test_a_sweep_whose_jobs_would_share_a_folder_is_refused_before_anything_runs
     assert result.returncode == 2, result.stderr
     assert "jobs of this sweep would share a run folder" in result.stderr
     assert "data.root, data.download, data.workers, logger, logger.experiment, trainer.device, trainer.max_parameters, " \
-        "question, question.compare, question.trend are not part of a job's folder name" in result.stderr
+        "trainer.threads, question, question.compare, question.trend are not part of a job's folder name" in \
+        result.stderr
     assert archive_server.downloads == [] and not (tmp_path / "a").exists()
     assert not any((tmp_path / "sweep").glob("*/summary.json"))
 

@@ -51,6 +51,70 @@ def test_each_source_changes_only_what_it_names(tiny_cifar10, pipeline):
     assert any(not torch.equal(x, y) for (x, _), (y, _) in zip(batches, crops))  # cropped and flipped otherwise
 
 
+def views_by_image(loader, batches: int) -> dict[int, torch.Tensor]:
+    """Each image's view as the loader gave it (labels are the images' indices), over `batches` batches."""
+    views = {}
+    for _ in range(batches):
+        x, y = loader.next_batch()
+        views.update(zip(y.tolist(), x))
+    return views
+
+
+def split_device_loader(order: int, augment: int = 0, shard=(0, 1)):
+    from resnet_cifar.data.augment import CropFlip
+    from resnet_cifar.data.device_loader import DeviceLoader
+    from test_data import coordinate_images, raw_input
+
+    return DeviceLoader(coordinate_images(100), torch.arange(100), 16, raw_input(), torch.Generator().manual_seed(order),
+                        CropFlip(), shard, crop_generator=torch.Generator().manual_seed(augment))
+
+
+def test_with_split_seeds_the_order_moves_no_crop_from_one_image_to_another():
+    """seeds.order's share of the spread is the order's alone: an image's crop in an epoch depends on
+    seeds.augment and the epoch, not on the place the order gave it (both pipelines)."""
+    a, b = views_by_image(split_device_loader(order=0), 6), views_by_image(split_device_loader(order=1), 6)
+    common = set(a) & set(b)
+    assert len(common) > 80 and all(torch.equal(a[i], b[i]) for i in common)
+    other = views_by_image(split_device_loader(order=0, augment=1), 6)
+    assert any(not torch.equal(a[i], other[i]) for i in a)
+
+    from resnet_cifar.data.augment import CropFlip
+    from resnet_cifar.data.torchvision_loader import GlobalBatches
+
+    def crop_seeds(order: int) -> dict[int, int]:
+        batches = GlobalBatches(100, 16, RunSeeds(0, order, 5, split=True), CropFlip(), slice(None), (0, 0))
+        items = [item for batch, _ in zip(batches, range(6)) for item in batch]
+        return dict(items)
+
+    first, second = crop_seeds(0), crop_seeds(1)
+    assert first.keys() != second.keys() or list(first) != list(second)  # another order
+    assert all(first[i] == second[i] for i in set(first) & set(second))
+
+
+def test_split_seeds_resume_mid_epoch_and_shard_as_one_process_draws():
+    single = split_device_loader(order=3, augment=4)
+    for _ in range(9):  # past an epoch boundary
+        single.next_batch()
+    state = single.state_dict()
+    expected = [single.next_batch() for _ in range(5)]
+    resumed = split_device_loader(order=99, augment=99)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb)
+               for (xa, ya), (xb, yb) in zip(expected, (resumed.next_batch() for _ in range(5))))
+    one, shards = split_device_loader(3, 4), [split_device_loader(3, 4, shard=(rank, 2)) for rank in range(2)]
+    for _ in range(8):
+        x, y = one.next_batch()
+        parts = [s.next_batch() for s in shards]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+    old = dict(state)
+    del old["crop_generator_at_epoch_start"]
+    old["crop_generator"] = state["crop_generator_at_epoch_start"]
+    from resnet_cifar.errors import RunFolderError
+
+    with pytest.raises(RunFolderError, match="drew crops in batch order; resume it with that version"):
+        split_device_loader(3, 4).load_state_dict(old)
+
+
 @pytest.mark.slow
 def test_a_run_with_split_seeds_resumes_to_the_uninterrupted_metrics(tiny_cifar10, tmp_path):
     args = [*TINY_BUDGET, "seeds.order=3", "seeds.augment=4", f"data.root={tiny_cifar10}"]

@@ -9,8 +9,11 @@ import torch
 from torch import Tensor
 
 from .augment import Augmentation
+from ..errors import RunFolderError
 from .normalization import ModelInput
 from .stream import check_batch_fits, own_slice
+
+CROPS_AT_EPOCH_START = "crop_generator_at_epoch_start"  # a checkpoint's key for a run with split seeds
 
 
 class DeviceLoader:
@@ -27,8 +30,10 @@ class DeviceLoader:
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, prepare: ModelInput,
                  generator: torch.Generator, augment: Augmentation | None, shard: tuple[int, int] = (0, 1),
                  crop_generator: torch.Generator | None = None) -> None:
-        """`generator` draws the order (and the augmentation's draws, unless `crop_generator` does: a run that
-        split its seeds by source); `augment`: applied to every global batch (augment.py), or None."""
+        """`generator` draws the order and the augmentation's draws, on every global batch (augment.py), unless
+        `crop_generator` is given (a run that split its seeds by source): then each epoch's views of all images
+        are drawn from it at the epoch's start, in the images' own order, so that an image's crop depends on
+        seeds.augment and the epoch only, never on where seeds.order put it. `augment`: or None."""
         check_batch_fits(batch_size, len(images))
         self.images, self.labels = images, labels
         self.batch_size, self.prepare = batch_size, prepare
@@ -36,6 +41,8 @@ class DeviceLoader:
         self.crop_generator = crop_generator
         self.own = own_slice(batch_size, shard)
         self.epoch, self.position, self.perm = 0, 0, None
+        self.views: Tensor | None = None  # this epoch's augmented images, with a crop generator
+        self.crops_at_epoch_start: Tensor | None = None  # its state before them: what a checkpoint keeps
 
     @property
     def num_images(self) -> int:
@@ -51,21 +58,32 @@ class DeviceLoader:
                 self.epoch += 1
             self.perm = torch.randperm(len(self.images), generator=self.generator, device=self.images.device)
             self.position = 0
+            self._draw_views()
         batch = self.perm[self.position:self.position + self.batch_size]
         self.position += self.batch_size
         index = batch[self.own]
         if self.augment is None:
             x = self.images[index]
+        elif self.views is not None:
+            x = self.views[index]
         else:  # the whole global batch, as every process draws it, then this process's shard
-            x = self.augment(self.images[batch], self.crop_generator or self.generator)[self.own]
+            x = self.augment(self.images[batch], self.generator)[self.own]
         return self.prepare(x), self.labels[index]
+
+    def _draw_views(self) -> None:
+        """With a crop generator: every image's view for this epoch, in index order (every process the same)."""
+        if self.crop_generator is None or self.augment is None:
+            return
+        self.crops_at_epoch_start = self.crop_generator.get_state()
+        self.views = self.augment(self.images, self.crop_generator)
 
     def state_dict(self) -> dict:
         state = {"epoch": self.epoch, "position": self.position,
                  "perm": None if self.perm is None else self.perm.cpu(),
                  "generator": self.generator.get_state()}
-        if self.crop_generator is not None:
-            state["crop_generator"] = self.crop_generator.get_state()
+        if self.crop_generator is not None:  # at the epoch's start: a resumed run draws its views again
+            at_start = self.crops_at_epoch_start if self.views is not None else self.crop_generator.get_state()
+            state[CROPS_AT_EPOCH_START] = at_start
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -73,4 +91,10 @@ class DeviceLoader:
         self.perm = None if state["perm"] is None else state["perm"].to(self.images.device)
         self.generator.set_state(state["generator"])
         if self.crop_generator is not None:
-            self.crop_generator.set_state(state["crop_generator"])
+            if CROPS_AT_EPOCH_START not in state:
+                raise RunFolderError("this checkpoint's run split its seeds by source with a version that drew "
+                                      "crops in batch order; resume it with that version")
+            self.crop_generator.set_state(state[CROPS_AT_EPOCH_START])
+            self.views = None
+            if self.perm is not None:
+                self._draw_views()

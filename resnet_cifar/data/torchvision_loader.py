@@ -9,7 +9,9 @@ augment.py), the image to a tensor, the run's normalization, a
 
 - the order and the augmentation depend only on the run's seed, the epoch and
   the position in it (never on the number of workers or on which worker
-  draws), so a resumed run sees the batches an uninterrupted one would;
+  draws), so a resumed run sees the batches an uninterrupted one would; a
+  run that split its seeds by source seeds an image's crop by seeds.augment,
+  the epoch and the image itself, so that seeds.order changes no crop;
 - every process of a DDP job draws the same global batch and keeps its own
   shard, as the device pipeline does.
 
@@ -76,6 +78,8 @@ class GlobalBatches(Sampler):
             return [None] * len(index)
         if self.augment.once:  # one view per image, drawn from the seed alone
             return [(self.static_base + i) % SEED_RANGE for i in index.tolist()]
+        if self.seeds.split:  # by the image, so that seeds.order moves no crop from one image to another
+            return [(epoch_base + i) % SEED_RANGE for i in index.tolist()]
         first = position + (self.own.start or 0)  # random: a new draw each time an image is used
         return [(epoch_base + first + k) % SEED_RANGE for k in range(len(index))]
 
