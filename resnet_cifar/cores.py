@@ -10,8 +10,10 @@ environment wins). Torch-free: the command's entry point asks before it imports 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
+from functools import cache
 
 SAMPLE_S = 0.25  # how long the machine's idle time is watched when a run starts
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
@@ -84,3 +86,15 @@ def passive_wait_if_busy(free: float | None) -> str | None:
         return None
     os.environ[WAIT_POLICY_ENV] = "PASSIVE"
     return f"{WAIT_POLICY_ENV}=PASSIVE: only {free:.1f} of {usable_cores()} cores were free when the command started"
+
+
+@cache
+def openmp_wait_note() -> str | None:
+    """Once per process, before torch loads (its OpenMP reads the wait policy once): a machine busy with other
+    work gets passive waits. What was set, for train.log; None where nothing was (or torch had loaded).
+
+    Here, not in train.py: a launcher's job (submitit) unpickles train.main in a process whose __main__ is not
+    train.py, so what main calls must live in a module that job can import."""
+    if "torch" in sys.modules:
+        return None
+    return passive_wait_if_busy(free_cores())

@@ -16,12 +16,11 @@ chosen when the command or a job starts, before torch loads.
 from __future__ import annotations
 
 import sys
-from functools import cache
 
 import hydra
 from omegaconf import DictConfig
 
-from .cores import free_cores, passive_wait_if_busy
+from .cores import openmp_wait_note
 from .errors import EXIT_BAD_INPUT
 from .hydra_setup import register
 
@@ -29,15 +28,6 @@ from .hydra_setup import register
 MOVED_KEYS = {"data.augment": "augment=random|static|none (augmentation is a plug-in group now)"}
 
 register()  # the schema and resolvers, for Hydra started here (also in a launcher's job, which imports this)
-
-
-@cache
-def openmp_wait_note() -> str | None:
-    """Once per process, before torch loads (its OpenMP reads the wait policy once): a machine busy with other
-    work gets passive waits. What was set, for train.log; None where nothing was (or torch had loaded)."""
-    if "torch" in sys.modules:
-        return None
-    return passive_wait_if_busy(free_cores())
 
 
 def moved_key_error(args: list[str]) -> str | None:
