@@ -119,20 +119,26 @@ def seed_commands(table: pd.DataFrame, found: pd.DataFrame, runs: pd.DataFrame, 
     line gets the overrides read from its first run's config."""
     # a cell of one seed has no spread to plan from: SPREAD_SEEDS first
     wanted = {i: SPREAD_SEEDS if table.at[i, "n"] < 2 else table.at[i, "seeds_needed"] for i in range(len(table))}
+    why = {i: f"for its interval at its spread (sd {table.at[i, 'std']:.2f} points over {table.at[i, 'n']} seeds)"
+           for i in range(len(table))}
     index = {tuple(str(table.at[i, k]) for k in keys): i for i in range(len(table))}
     for _, c in found[found["seeds_needed"].notna()].iterrows():
         for cell in c["cells"]:
             i = index.get(cell)
-            if i is not None:
-                wanted[i] = c["seeds_needed"] if pd.isna(wanted[i]) else max(wanted[i], c["seeds_needed"])
+            if i is not None and (pd.isna(wanted[i]) or c["seeds_needed"] > wanted[i]):
+                wanted[i] = c["seeds_needed"]
+                held = f" at {c['held']}" if c["held"] else ""
+                spread = c["_spread"].text() if c.get("_spread") is not None else ""
+                why[i] = (f"to show the effect of interest between {c['a']} and {c['b']}{held} "
+                          f"(comparisons.md; {spread} points)")
     by_run = runs.drop_duplicates("run").set_index("run", drop=False)
     commands, beyond = [], []
     for i, total in wanted.items():
         if not pd.isna(total) and total > SEED_CAP:
             cell = ", ".join(f"{label(k)}={table.at[i, k]}" for k in keys)
             beyond.append(f"{cell}: {'over 1,000,000' if math.isinf(total) else int(total)} seeds would be needed "
-                          f"at its spread (sd {table.at[i, 'std']:.2f} points over {table.at[i, 'n']} seeds): more "
-                          f"than {SEED_CAP}, not planned; at this budget its seeds spread too much for that question")
+                          f"{why[i]}: more than {SEED_CAP}, not planned; at this budget the seeds spread too much "
+                          "for that question")
             continue
         command = add_seeds_command(table.iloc[i], keys, total,
                                     overrides_from_config(by_run.loc[table.at[i, "runs"][0]], recipe, keys))

@@ -272,8 +272,21 @@ def test_nets_whose_depths_never_meet_are_said_and_can_be_paired_by_name(tmp_pat
 def test_a_plan_beyond_the_cap_says_why_instead_of_a_command(tmp_path):
     write_seeds(tmp_path / "sweep", ["arch=plain", "budget=quick"], [65.95, 72.63])
     account = report([tmp_path / "sweep"], tmp_path / "out")
-    assert "seeds would be needed at its spread (sd 4.72 points over 2 seeds): more than 100, not planned" in account
+    assert "seeds would be needed for its interval at its spread (sd 4.72 points over 2 seeds): more than 100, " \
+           "not planned" in account
     assert "range(2," not in account
+
+
+def test_a_plan_beyond_the_cap_names_the_comparison_that_needs_it(tmp_path):
+    """ResNet's seeds agree (sd 0.07): its cell needs few seeds of its own, and hundreds only for the comparison,
+    whose differences spread (2.0 and 4.9 points): the line says which, not ResNet's spread."""
+    write_seeds(tmp_path / "sweep", ["arch=plain", "budget=quick"], [30.0, 33.0])
+    write_seeds(tmp_path / "sweep", ["arch=resnet", "budget=quick"], [28.0, 28.1])
+    account = report([tmp_path / "sweep"], tmp_path / "out")
+    line = next(x for x in account.splitlines() if "arch=resnet:" in x)
+    assert "seeds would be needed to show the effect of interest between plain and resnet at depth=20 " \
+           "(comparisons.md; sd of the per-seed differences 2.05 points)" in line, account
+    assert "sd 0.07" not in line
 
 
 @pytest.mark.slow
