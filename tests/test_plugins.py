@@ -26,10 +26,11 @@ SECTION = "## Adding your own model"
 SMALL_WIDE = ("depth=10", "arch.widen=1")  # the README's net, small enough for many runs on a CPU
 
 
-def readme_example() -> tuple[dict[str, str], list[str]]:
-    """The files (path -> text) and the command of the guide's section, as a user copies them."""
+def guide_example(heading: str) -> tuple[dict[str, str], list[str] | None]:
+    """The files (path -> text: a python or yaml block whose first line is `# PATH`) and the first bash command
+    of the guide's section under `heading`, as a user copies them."""
     text = GUIDE.read_text()
-    section = text[text.index(SECTION):]
+    section = text[text.index(heading):]
     section = section[:section.index("\n## ", 1)]
     files, command = {}, None
     for lang, body in re.findall(r"```(\w*)\n(.*?)```", section, re.DOTALL):
@@ -38,6 +39,12 @@ def readme_example() -> tuple[dict[str, str], list[str]]:
             files[first[2:].strip()] = rest if lang == "python" else body
         elif lang == "bash" and command is None:
             command = shlex.split(body.strip())
+    return files, command
+
+
+def readme_example() -> tuple[dict[str, str], list[str]]:
+    """The files (path -> text) and the command of the guide's section, as a user copies them."""
+    files, command = guide_example(SECTION)
     assert set(files) == {"my_nets.py", "my_conf/arch/wide.yaml"} and command[:3] == ["python", "-m",
                                                                                       "resnet_cifar.train"]
     return files, command[3:]
@@ -490,16 +497,7 @@ AUGMENT_SECTION = "## Your own augmentation"
 
 def augment_example() -> tuple[dict[str, str], list[str]]:
     """The files and the command of the guide's augmentation section, as a user copies them."""
-    text = GUIDE.read_text()
-    section = text[text.index(AUGMENT_SECTION):]
-    section = section[:section.index("\n## ", 1)]
-    files, command = {}, None
-    for lang, body in re.findall(r"```(\w*)\n(.*?)```", section, re.DOTALL):
-        first, _, rest = body.partition("\n")
-        if lang in ("python", "yaml") and first.startswith("# "):
-            files[first[2:].strip()] = rest if lang == "python" else body
-        elif lang == "bash" and command is None:
-            command = shlex.split(body.strip())
+    files, command = guide_example(AUGMENT_SECTION)
     assert set(files) == {"my_augment.py", "my_conf/augment/cutout.yaml"}, files
     return files, command[3:]
 
