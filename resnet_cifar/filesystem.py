@@ -291,6 +291,38 @@ def folder_held(folder: Path, busy: Callable[[], Exception]) -> Iterator[str | N
             os.close(fd)  # releases the lock
 
 
+def folder_is_held(folder: Path) -> bool:
+    """Whether another process holds `folder` (folder_held) now: a look that takes the lock for an instant if
+    it is free. A folder that is gone or cannot be locked is not held."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock if this look took it
+    return False
+
+
+def child_pids() -> list[int]:
+    """The processes this one started and that still run (Linux's /proc; elsewhere none are known)."""
+    me, children = os.getpid(), []
+    with suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            with suppress(OSError, ValueError, IndexError), open(f"/proc/{entry}/stat", "rb") as f:
+                # pid (command) state ppid ...: the command may hold spaces and parentheses, so read after its last ")"
+                if int(f.read(4096).rsplit(b")", 1)[1].split()[1]) == me:
+                    children.append(int(entry))
+    return children
+
+
 MACHINE_LOCK_PREFIX = b"\0resnet_cifar/"  # abstract socket names begin with a NUL byte
 
 

@@ -29,6 +29,18 @@ class Interrupted(BaseException):
         return 128 + self.signum  # what a shell reports for a process ended by that signal
 
 
+class SweepStopped(BaseException):
+    """A sweep of worker processes stopped on a signal once its running jobs saved (sweep_stop.py)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"the sweep stopped by {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
 class StopRequest:
     """While entered, STOP_SIGNALS set `signum` instead of ending the process."""
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from .cores import openmp_wait_note
 from .errors import EXIT_BAD_INPUT
 from .hydra_setup import register
+from .signals import SweepStopped
 
 # Overrides of keys that older versions had and today's moved: (the key, what to write today).
 MOVED_KEYS = {"data.augment": "augment=random|static|none (augmentation is a plug-in group now)"}
@@ -64,6 +65,8 @@ def cli() -> None:
         sys.argv[1:] = torchrun_arguments(sys.argv[1:], world)
     try:
         main()
+    except SweepStopped as e:  # the sweep's jobs saved and the command that resumes was logged (sweep_stop.py)
+        sys.exit(e.exit_code)
     finally:
         import torch.distributed as dist
 

@@ -134,6 +134,29 @@ with RunFolder({str(tmp_path / 'run')!r}).held():
             os.kill(worker, signal.SIGKILL)
 
 
+def test_a_folder_held_by_another_process_is_seen_held_until_that_process_ends(tmp_path):
+    """What a joblib sweep's process waits on when it stops (sweep_stop.py): its workers' job folders."""
+    from resnet_cifar.filesystem import child_pids, folder_is_held
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from resnet_cifar.run_folder import RunFolder
+with RunFolder({str(run_dir)!r}).held():
+    print("held", flush=True)
+    time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True, env=train_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert folder_is_held(run_dir) and holder.pid in child_pids()
+        assert folder_is_held(run_dir)  # looking did not take it
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert not folder_is_held(run_dir) and holder.pid not in child_pids()
+    assert not folder_is_held(tmp_path / "never made")
+
+
 # -- data never lost or written outside ---------------------------------------------------------
 
 def test_bad_input_in_a_folder_of_the_users_own_files_deletes_none_of_them(tiny_cifar10, tmp_path):

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from conftest import (
-    FAIL_WRITE_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, SLOW_STEP_ENV, TINY_BUDGET, break_batch_file, cli,
-    run_train, train_env, train_in_process, write_cifar10, write_cifar100,
+    FAIL_WRITE_ENV, KILL_AT_ITERATION_ENV, KILL_IN_WRITE_ENV, MARK_ENV, SLOW_STEP_ENV, TINY_BUDGET, break_batch_file,
+    cli, processes_marked, run_train, train_env, train_in_process, write_cifar10, write_cifar100,
 )
 from resnet_cifar.errors import RunFolderError, UserError
 from resnet_cifar.run_folder import RunFolder
@@ -114,6 +114,47 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_exactly(tiny_cifar
     train_in_process(*budget, run_dir=run_dir)  # the same run again
     assert f"resuming from {run_dir / 'checkpoint.pt'} at iteration {state['iteration']}" in caplog.text
     assert numbers(read_metrics(run_dir)) == long_reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["SIGTERM-to-the-sweep", "Ctrl-C-to-all-its-processes"])
+def test_a_joblib_sweep_stops_as_a_run_does_and_resumes_exactly(tiny_cifar10, tmp_path, long_reference, ctrl_c):
+    """Interrupted in the sweep's process, joblib killed its workers at once (one of two jobs stayed `running`,
+    its work since the last checkpoint lost), and a SIGTERM to that process alone left the workers training on
+    as orphans. Now every running job saves and records itself interrupted before the sweep ends, and the same
+    command resumes them to the uninterrupted run's numbers."""
+    sweep_dir, mark = tmp_path / "sweep", f"joblib-stop-{ctrl_c}"
+    command = ["-m", *LONG_BUDGET, f"data.root={tiny_cifar10}", "seed=0,1", "hydra/launcher=joblib",
+               "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"]
+    process = subprocess.Popen(cli("resnet_cifar.train", *command), cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env=train_env({SLOW_STEP_ENV: "0.1", MARK_ENV: mark}))
+    deadline = time.monotonic() + 180
+    while not (len(logs := list(sweep_dir.glob("*/metrics.csv"))) == 2
+               and all(int(read_metrics(log.parent)[-1]["iteration"]) >= 5 for log in logs)):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    if ctrl_c:  # what a terminal does: SIGINT to the sweep's process and to its workers
+        for pid in processes_marked(mark):
+            os.kill(pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    signum = signal.SIGINT if ctrl_c else signal.SIGTERM
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "to resume the sweep: " in stderr and "Traceback" not in stderr, stderr
+    for log in logs:
+        state = summary(log.parent)
+        assert state["status"] == "interrupted" and 5 <= state["iteration"] < 40, state
+        assert torch.load(log.parent / "checkpoint.pt", weights_only=True)["iteration"] == state["iteration"]
+    deadline = time.monotonic() + 30
+    while processes_marked(mark):  # no worker trains on as an orphan
+        assert time.monotonic() < deadline, processes_marked(mark)
+        time.sleep(0.1)
+
+    resumed = run_train(*command, cwd=tmp_path)  # the same command again
+    assert resumed.returncode == 0 and "0 done, 2 to resume, 0 new" in resumed.stderr, resumed.stderr
+    assert numbers(read_metrics(next(sweep_dir.glob("*seed=0*")))) == long_reference
 
 
 @pytest.mark.slow
