@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -51,13 +52,21 @@ class StopJobsFirst(Callback):
     def __init__(self) -> None:
         self.sweep_dir: Path | None = None
         self.stopping: int | None = None
+        self.previous: dict[int, Any] = {}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not str(config.hydra.launcher.get("_target_", "")).endswith(WORKER_LAUNCHERS):
             return
+        if threading.current_thread() is not threading.main_thread():  # Python allows handlers only there
+            return
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         for signum in STOP_SIGNALS:
-            signal.signal(signum, self._stop)
+            self.previous[signum] = signal.signal(signum, self._stop)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        for signum, handler in self.previous.items():  # the process goes on as before the sweep
+            signal.signal(signum, handler)
+        self.previous.clear()
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping is not None:  # a second signal while the jobs save: stop at once

@@ -223,3 +223,23 @@ def test_hydras_private_pieces_still_do_what_the_sweeps_rely_on():
         ["arch=resnet", "depth=20", "seed=0"], ["arch=resnet", "depth=20", "seed=1"]], hydra.__version__
     assert overrides_dirname(["seed=1", "arch=plain", "data.root=/x", "+experiment=fig6"], ["data.root"], ",", "=") \
         == "+experiment=fig6,arch=plain,seed=1", hydra.__version__
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "basic"])
+def test_a_sweeps_stop_handling_is_installed_for_worker_launchers_only_and_removed_after(launcher, tmp_path):
+    """The signals of a joblib sweep's process pass through sweep_stop.StopJobsFirst while its jobs run; the
+    basic launcher's jobs handle their own (they run in this process); afterwards the process is as before."""
+    import signal
+
+    from resnet_cifar.sweep_stop import StopJobsFirst
+
+    cfg = compose_run([f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path}"])
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop = StopJobsFirst()
+    stop.on_multirun_start(cfg)
+    try:
+        during = {s: signal.getsignal(s) for s in before}
+    finally:
+        stop.on_multirun_end(cfg)
+    assert all(h == stop._stop for h in during.values()) == (launcher == "joblib"), during
+    assert {s: signal.getsignal(s) for s in before} == before
