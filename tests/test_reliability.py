@@ -123,7 +123,7 @@ def test_a_joblib_sweep_stops_as_a_run_does_and_resumes_exactly(tiny_cifar10, tm
     its work since the last checkpoint lost), and a SIGTERM to that process alone left the workers training on
     as orphans. Now every running job saves and records itself interrupted before the sweep ends, and the same
     command resumes them to the uninterrupted run's numbers."""
-    sweep_dir, mark = tmp_path / "sweep", f"joblib-stop-{ctrl_c}"
+    sweep_dir, mark = tmp_path / "sweep", f"joblib-stop-{os.getpid()}-{time.monotonic_ns()}"
     command = ["-m", *LONG_BUDGET, f"data.root={tiny_cifar10}", "seed=0,1", "hydra/launcher=joblib",
                "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"]
     process = subprocess.Popen(cli("resnet_cifar.train", *command), cwd=tmp_path, stdout=subprocess.PIPE,
