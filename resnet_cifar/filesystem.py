@@ -15,6 +15,8 @@ run folder goes through here (docs/guide/reliability.md), so that the same rules
   temporary folder: there is nothing there for another user to replace by a symbolic link or a FIFO or to
   leave unreadable, every TMPDIR sees the same lock, the kernel releases it with its process, and a waiting
   job can ask who holds it (user and pid).
+- **Processes read from Linux's /proc**: a process's children, and which folders a process holds, without
+  taking a lock to look (what a stopping sweep of worker processes waits on: sweep_stop.py).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import tempfile
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 from .errors import FileProblem
 
@@ -291,22 +293,9 @@ def folder_held(folder: Path, busy: Callable[[], Exception]) -> Iterator[str | N
             os.close(fd)  # releases the lock
 
 
-def folder_is_held(folder: Path) -> bool:
-    """Whether another process holds `folder` (folder_held) now: a look that takes the lock for an instant if
-    it is free. A folder that is gone or cannot be locked is not held."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # releases the lock if this look took it
-    return False
+def sees_processes() -> bool:
+    """Whether this system shows processes and their locks as child_pids and folders_held_by read them."""
+    return os.path.exists("/proc/locks")
 
 
 def child_pids() -> list[int]:
@@ -321,6 +310,32 @@ def child_pids() -> list[int]:
                 if int(f.read(4096).rsplit(b")", 1)[1].split()[1]) == me:
                     children.append(int(entry))
     return children
+
+
+def folders_held_by(pids: Iterable[int]) -> dict[int, list[Path]]:
+    """The folders each of `pids` holds (folder_held) now, read from Linux's /proc: /proc/locks says which
+    process holds a flock on which inode, the process's open descriptors say which folder that is. Looking
+    takes no lock, so it never makes a job starting at that moment find its folder in use. Elsewhere: none."""
+    wanted, locks = set(pids), set()
+    with suppress(OSError), open("/proc/locks", "rb") as f:
+        for line in f.read(READ_LIMIT).decode(errors="replace").splitlines():
+            fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (a waiter: "1: -> FLOCK")
+            if len(fields) >= 6 and fields[1] == "FLOCK":
+                with suppress(ValueError):
+                    major, minor, inode = fields[5].split(":")
+                    if int(fields[4]) in wanted:
+                        locks.add((int(fields[4]), int(major, 16), int(minor, 16), int(inode)))
+    held: dict[int, list[Path]] = {}
+    for pid, major, minor, inode in locks:
+        with suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with suppress(OSError):
+                    st = os.stat(f"/proc/{pid}/fd/{fd}")
+                    if stat.S_ISDIR(st.st_mode) and (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) == (
+                            major, minor, inode):
+                        held.setdefault(pid, []).append(Path(os.readlink(f"/proc/{pid}/fd/{fd}")))
+                        break
+    return held
 
 
 MACHINE_LOCK_PREFIX = b"\0resnet_cifar/"  # abstract socket names begin with a NUL byte
@@ -361,6 +376,18 @@ class MachineLock:
             else:  # a forked child: its copy was closed at the fork; the number may be another file's now
                 self.socket.detach()
             self.socket = None
+
+    def held_elsewhere(self) -> bool:
+        """Whether a process holds the lock now (it listens: a connection is accepted by the kernel)."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)
+        try:
+            probe.connect(self.address)
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     @property
     def name(self) -> str:

@@ -5,17 +5,28 @@ resumes it.
 Why the sweep's process has to do this: joblib, interrupted in that process (Ctrl-C reaches it with its
 workers), kills its workers at once, so every job but the first to stop lost the work since its last
 checkpoint and stayed `running` in its summary.json; and a SIGTERM to that process alone ended it while its
-workers trained on as orphans to the end of their jobs, holding the cores. Here, on a stop signal, the sweep's
-process sends SIGTERM to its workers (each job stops at its next step boundary, as a run alone does: signals.py),
-waits until the job folders held when the signal came are released (each job has saved and recorded itself),
-and only then ends, so that joblib ends workers that hold nothing unsaved. A job a worker begins meanwhile is
-ended before it trains (the relaunch starts or resumes it). A second Ctrl-C stops at once.
+workers trained on as orphans to the end of their jobs, holding the cores. And a worker must never die of a
+signal: loky then kills every other worker at once, the ones saving included.
 
-The basic launcher needs none of this (its jobs run in the sweep's own process); SLURM's jobs belong to the
-cluster (scancel stops them with a checkpoint).
+So, on a stop signal, the sweep's process
+1. marks the sweep as stopping (an abstract socket named by its folder: nothing on disk, gone with the
+   process), so that a job a worker takes from joblib's queue now is not started (`job_may_start`);
+2. sends SIGTERM, every POLL_S, to each worker that holds a job folder (Linux's /proc: folders_held_by), until
+   none does: a job in its training loop stops at the next step with a checkpoint (signals.py); a job still
+   setting up ignores stop signals (`ignore_stop_signals`, as idle workers do) and stops at its first step;
+3. says which of those jobs recorded their stop and which did not, with the command that resumes, and ends
+   (SweepStopped: exit status 128 + the signal), so that joblib ends workers that hold nothing unsaved.
+A second signal ends the sweep at once.
+
+Not covered: a terminal's Ctrl-C also reaches workers directly, and one that has not run a job yet (more
+workers than jobs: joblib's n_jobs=-1 on a large machine) dies of it, and loky then kills the others: the jobs
+keep their last checkpoint, and step 3 names them. `kill` (SIGTERM) to the sweep's process alone has no such
+gap. The basic launcher needs none of this (its jobs run in the sweep's own process); SLURM's jobs belong to
+the cluster (scancel stops them with a checkpoint).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -28,22 +39,42 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .filesystem import child_pids, folder_is_held
+from .contract import Status, read_summary
+from .errors import RunFolderError
+from .filesystem import MachineLock, child_pids, folders_held_by, sees_processes
 from .provenance import resume_command
 from .signals import STOP_SIGNALS, SweepStopped
 
 log = logging.getLogger(__name__)
 
-WORKER_LAUNCHERS = ("JoblibLauncher",)  # launchers (by class name) whose jobs are this process's children
+WORKER_LAUNCHERS = ("JoblibLauncher",)  # launchers (by class name) whose jobs are worker processes of the sweep's
 POLL_S = 0.2
+NOTE_EVERY_S = 30.0
 
 
-def held_job_folders(sweep_dir: Path) -> list[Path]:
-    """The job folders of the sweep that a process holds now (a job runs in each)."""
-    if not sweep_dir.is_dir():
-        return []
-    return [folder for folder in sorted(sweep_dir.iterdir()) if folder.is_dir() and not folder.is_symlink()
-            and folder_is_held(folder)]
+def runs_jobs_in_workers(launcher: DictConfig) -> bool:
+    """Whether a launcher's jobs run in worker processes of the sweep's process, and this system shows which
+    folders they hold (Linux): then the sweep stops as the module's docstring says; elsewhere as joblib does."""
+    return str(launcher.get("_target_", "")).endswith(WORKER_LAUNCHERS) and sees_processes()
+
+
+def stopping_mark(sweep_dir: Path) -> MachineLock:
+    """The sweep's 'stopping' mark: held by the sweep's process from its stop signal to its end."""
+    return MachineLock(f"sweep-stopping/{hashlib.sha256(str(Path(sweep_dir).absolute()).encode()).hexdigest()[:32]}")
+
+
+def job_may_start(sweep_dir: Path) -> bool:
+    """False once the job's sweep is stopping: the job is then not started (the relaunch starts it)."""
+    return not stopping_mark(sweep_dir).held_elsewhere()
+
+
+def ignore_stop_signals() -> None:
+    """For a job in a worker process of the sweep: stop signals are ignored outside the training loop, which
+    handles them (signals.StopRequest puts this back after), and by the idle worker after the job, which must
+    not die of one (see the module's docstring). The sweep's process asks the job to stop when it stops."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 class StopJobsFirst(Callback):
@@ -53,36 +84,66 @@ class StopJobsFirst(Callback):
         self.sweep_dir: Path | None = None
         self.stopping: int | None = None
         self.previous: dict[int, Any] = {}
+        self.mark: MachineLock | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not str(config.hydra.launcher.get("_target_", "")).endswith(WORKER_LAUNCHERS):
-            return
-        if threading.current_thread() is not threading.main_thread():  # Python allows handlers only there
-            return
+        if not runs_jobs_in_workers(config.hydra.launcher) or threading.current_thread() is not threading.main_thread():
+            return  # Python allows handlers only in the main thread
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         for signum in STOP_SIGNALS:
             self.previous[signum] = signal.signal(signum, self._stop)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
         for signum, handler in self.previous.items():  # the process goes on as before the sweep
             signal.signal(signum, handler)
         self.previous.clear()
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping is not None:  # a second signal while the jobs save: stop at once
-            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        resume = resume_command("hydra.sweep.dir", str(self.sweep_dir))
+        if self.stopping is not None:
+            self._restore()
+            log.warning("stopped at once by a second signal (%s): jobs still saving were ended and keep their last "
+                        "checkpoint; to resume the sweep: %s", name, resume)
+            raise SweepStopped(signum)
         self.stopping = signum
-        held = held_job_folders(self.sweep_dir)
-        for pid in child_pids():  # joblib's workers; its resource trackers ignore SIGTERM
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        if held:
-            log.warning("stopping on %s: %d running job(s) save a checkpoint first (Ctrl-C again stops at once)",
-                        signal.Signals(signum).name, len(held))
-        while any(folder_is_held(folder) for folder in held):  # released when its job has saved, or died
+        self.mark = stopping_mark(self.sweep_dir)
+        self.mark.try_acquire()  # held until this process ends; a second sweep stopping in this folder holds it too
+        asked: dict[Path, None] = {}  # the job folders whose jobs were asked to stop, in order
+        started, noted = time.monotonic(), time.monotonic()
+        while held := folders_held_by(child_pids()):
+            for pid, folders in held.items():
+                if not asked:
+                    log.warning("stopping on %s: the running jobs save a checkpoint first (a second Ctrl-C stops at "
+                                "once)", name)
+                asked.update(dict.fromkeys(folders))
+                try:
+                    os.kill(pid, signal.SIGTERM)  # again at each look: a job setting up ignores it until its loop
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() - noted > NOTE_EVERY_S:
+                noted = time.monotonic()
+                log.warning("still waiting (%.0f s) for %s to save", noted - started,
+                            ", ".join(str(f) for folders in held.values() for f in folders))
             time.sleep(POLL_S)
-        log.warning("stopped by %s; the jobs that were running saved a checkpoint; to resume the sweep: %s",
-                    signal.Signals(signum).name, resume_command("hydra.sweep.dir", str(self.sweep_dir)))
+        self._restore()
+        unsaved = [folder for folder in asked if _status(folder) not in (
+            Status.interrupted, Status.completed, Status.failed, Status.diverged)]
+        if unsaved:
+            log.warning("stopped by %s; these jobs did not record their stop and resume from their last checkpoint: "
+                        "%s; to resume the sweep: %s", name, ", ".join(map(str, unsaved)), resume)
+        else:
+            log.warning("stopped by %s; %s; to resume the sweep: %s", name,
+                        f"the {len(asked)} running job(s) saved a checkpoint" if asked else "no job was running",
+                        resume)
         raise SweepStopped(signum)
+
+
+def _status(folder: Path) -> str | None:
+    try:
+        return (read_summary(folder) or {}).get("status")
+    except RunFolderError:
+        return None

@@ -134,9 +134,9 @@ with RunFolder({str(tmp_path / 'run')!r}).held():
             os.kill(worker, signal.SIGKILL)
 
 
-def test_a_folder_held_by_another_process_is_seen_held_until_that_process_ends(tmp_path):
+def test_the_folders_a_process_holds_are_read_without_taking_a_lock(tmp_path):
     """What a joblib sweep's process waits on when it stops (sweep_stop.py): its workers' job folders."""
-    from resnet_cifar.filesystem import child_pids, folder_is_held
+    from resnet_cifar.filesystem import child_pids, folder_held, folders_held_by
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", f"""
@@ -148,13 +148,28 @@ with RunFolder({str(run_dir)!r}).held():
 """], stdout=subprocess.PIPE, text=True, env=train_env())
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert folder_is_held(run_dir) and holder.pid in child_pids()
-        assert folder_is_held(run_dir)  # looking did not take it
+        assert holder.pid in child_pids()
+        assert folders_held_by(child_pids()) == {holder.pid: [run_dir]}
+        assert folders_held_by([os.getpid()]) == {}  # only the processes asked about
     finally:
         holder.kill()
         holder.wait(timeout=30)
-    assert not folder_is_held(run_dir) and holder.pid not in child_pids()
-    assert not folder_is_held(tmp_path / "never made")
+    assert folders_held_by([holder.pid]) == {} and holder.pid not in child_pids()
+    with folder_held(run_dir, lambda: AssertionError("held")):  # the look took no lock
+        assert folders_held_by([os.getpid()]) == {os.getpid(): [run_dir]}
+
+
+def test_a_stopping_sweeps_mark_keeps_its_queued_jobs_from_starting(tmp_path):
+    from resnet_cifar.sweep_stop import job_may_start, stopping_mark
+
+    assert job_may_start(tmp_path)
+    mark = stopping_mark(tmp_path)
+    assert mark.try_acquire()
+    try:
+        assert not job_may_start(tmp_path) and job_may_start(tmp_path / "another sweep")
+    finally:
+        mark.release()
+    assert job_may_start(tmp_path)
 
 
 # -- data never lost or written outside ---------------------------------------------------------

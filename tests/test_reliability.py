@@ -117,15 +117,19 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_exactly(tiny_cifar
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ctrl_c", [False, True], ids=["SIGTERM-to-the-sweep", "Ctrl-C-to-all-its-processes"])
-def test_a_joblib_sweep_stops_as_a_run_does_and_resumes_exactly(tiny_cifar10, tmp_path, long_reference, ctrl_c):
+@pytest.mark.parametrize("ctrl_c,seeds,n_jobs", [(False, 3, 2), (True, 2, 2), (False, 2, 3)],
+                         ids=["SIGTERM-to-the-sweep-a-job-queued", "Ctrl-C-to-all-its-processes",
+                              "SIGTERM-to-the-sweep-a-worker-idle"])
+def test_a_joblib_sweep_stops_as_a_run_does_and_resumes_exactly(tiny_cifar10, tmp_path, long_reference, ctrl_c,
+                                                                 seeds, n_jobs):
     """Interrupted in the sweep's process, joblib killed its workers at once (one of two jobs stayed `running`,
     its work since the last checkpoint lost), and a SIGTERM to that process alone left the workers training on
-    as orphans. Now every running job saves and records itself interrupted before the sweep ends, and the same
-    command resumes them to the uninterrupted run's numbers."""
+    as orphans. Now every running job saves and records itself interrupted before the sweep ends, a queued job
+    is not started, an idle worker does not die of the signal (loky would kill the others), and the same command
+    resumes the jobs to the uninterrupted run's numbers."""
     sweep_dir, mark = tmp_path / "sweep", f"joblib-stop-{os.getpid()}-{time.monotonic_ns()}"
-    command = ["-m", *LONG_BUDGET, f"data.root={tiny_cifar10}", "seed=0,1", "hydra/launcher=joblib",
-               "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"]
+    command = ["-m", *LONG_BUDGET, f"data.root={tiny_cifar10}", f"seed=range(0,{seeds})", "hydra/launcher=joblib",
+               f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={sweep_dir}"]
     process = subprocess.Popen(cli("resnet_cifar.train", *command), cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                env=train_env({SLOW_STEP_ENV: "0.1", MARK_ENV: mark}))
@@ -142,18 +146,20 @@ def test_a_joblib_sweep_stops_as_a_run_does_and_resumes_exactly(tiny_cifar10, tm
     signum = signal.SIGINT if ctrl_c else signal.SIGTERM
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, stderr
-    assert "to resume the sweep: " in stderr and "Traceback" not in stderr, stderr
+    assert "the 2 running job(s) saved a checkpoint; to resume the sweep: " in stderr, stderr
+    assert "Traceback" not in stderr, stderr
     for log in logs:
         state = summary(log.parent)
         assert state["status"] == "interrupted" and 5 <= state["iteration"] < 40, state
         assert torch.load(log.parent / "checkpoint.pt", weights_only=True)["iteration"] == state["iteration"]
+    assert len(list(sweep_dir.glob("*/summary.json"))) == 2  # the queued job was not started
     deadline = time.monotonic() + 30
     while processes_marked(mark):  # no worker trains on as an orphan
         assert time.monotonic() < deadline, processes_marked(mark)
         time.sleep(0.1)
 
     resumed = run_train(*command, cwd=tmp_path)  # the same command again
-    assert resumed.returncode == 0 and "0 done, 2 to resume, 0 new" in resumed.stderr, resumed.stderr
+    assert resumed.returncode == 0 and f"0 done, 2 to resume, {seeds - 2} new" in resumed.stderr, resumed.stderr
     assert numbers(read_metrics(next(sweep_dir.glob("*seed=0*")))) == long_reference
 
 
