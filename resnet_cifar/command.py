@@ -28,7 +28,7 @@ from .provenance import resume_command
 from .run_folder import RunFolder
 from .run_spec import RunSpec, named_run_config
 from .signals import Interrupted
-from .sweep_stop import ignore_stop_signals, job_may_start, runs_jobs_in_workers
+from .sweep_stop import ignore_stop_signals, in_a_worker, job_may_start, runs_jobs_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def run_command(cfg: DictConfig, wait_note: str | None = None) -> float | None:
     hydra_cfg = HydraConfig.get()
     folder = RunFolder(Path(hydra_cfg.runtime.output_dir))
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    if in_sweep and runs_jobs_in_workers(hydra_cfg.launcher):  # a joblib worker: the sweep says when to stop
+    if in_sweep and runs_jobs_in_workers(hydra_cfg.launcher) and in_a_worker():  # the sweep says when to stop
         ignore_stop_signals()
         if not job_may_start(Path(hydra_cfg.sweep.dir)):
             log.warning("the sweep is stopping: %s was not started (relaunching the sweep starts it)", folder.path)

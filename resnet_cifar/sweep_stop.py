@@ -68,6 +68,13 @@ def job_may_start(sweep_dir: Path) -> bool:
     return not stopping_mark(sweep_dir).held_elsewhere()
 
 
+def in_a_worker() -> bool:
+    """Whether this job runs in a worker process, not in the sweep's own (joblib with n_jobs=1 runs its jobs
+    there, one after another: they handle stop signals as the basic launcher's do). The sweep's process is the
+    one whose SIGTERM handler is a StopJobsFirst; a worker starts with Python's own."""
+    return not isinstance(getattr(signal.getsignal(signal.SIGTERM), "__self__", None), StopJobsFirst)
+
+
 def ignore_stop_signals() -> None:
     """For a job in a worker process of the sweep: stop signals are ignored outside the training loop, which
     handles them (signals.StopRequest puts this back after), and by the idle worker after the job, which must
@@ -135,10 +142,11 @@ class StopJobsFirst(Callback):
         if unsaved:
             log.warning("stopped by %s; these jobs did not record their stop and resume from their last checkpoint: "
                         "%s; to resume the sweep: %s", name, ", ".join(map(str, unsaved)), resume)
-        else:
-            log.warning("stopped by %s; %s; to resume the sweep: %s", name,
-                        f"the {len(asked)} running job(s) saved a checkpoint" if asked else "no job was running",
-                        resume)
+        elif asked:
+            log.warning("stopped by %s; the %d running job(s) saved a checkpoint; to resume the sweep: %s", name,
+                        len(asked), resume)
+        else:  # before a job started, or joblib ran the job in this process (n_jobs=1), where it stopped itself
+            log.warning("stopped by %s; to resume the sweep: %s", name, resume)
         raise SweepStopped(signum)
 
 

@@ -164,6 +164,27 @@ def test_a_joblib_sweep_stops_as_a_run_does_and_resumes_exactly(tiny_cifar10, tm
 
 
 @pytest.mark.slow
+def test_a_joblib_sweep_of_one_job_at_a_time_stops_in_its_own_process(tiny_cifar10, tmp_path):
+    """joblib with n_jobs=1 runs the jobs in the sweep's own process: the job stops itself, as under the basic
+    launcher, and the sweep ends with the command that resumes it (its stop signals are not ignored there)."""
+    sweep_dir = tmp_path / "sweep"
+    command = ["-m", *LONG_BUDGET, f"data.root={tiny_cifar10}", "seed=0,1", "hydra/launcher=joblib",
+               "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={sweep_dir}"]
+    process = subprocess.Popen(cli("resnet_cifar.train", *command), cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=train_env({SLOW_STEP_ENV: "0.1"}))
+    deadline = time.monotonic() + 120
+    while not ((logs := list(sweep_dir.glob("*/metrics.csv"))) and int(read_metrics(logs[0].parent)[-1]["iteration"]) >= 5):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "to resume the sweep: " in stderr and "Traceback" not in stderr, stderr
+    assert summary(logs[0].parent)["status"] == "interrupted"
+    assert len(list(sweep_dir.glob("*/summary.json"))) == 1  # the second job was not started
+
+
+@pytest.mark.slow
 def test_the_command_a_stopped_run_prints_resumes_it_from_its_default_folder(tiny_cifar10, tmp_path, long_reference):
     """With Hydra's default outputs/DATE/TIME folder, the same command alone would start a new run: the stop
     message gives the command that resumes, and running exactly what it says does."""

@@ -231,15 +231,18 @@ def test_a_sweeps_stop_handling_is_installed_for_worker_launchers_only_and_remov
     basic launcher's jobs handle their own (they run in this process); afterwards the process is as before."""
     import signal
 
-    from resnet_cifar.sweep_stop import StopJobsFirst
+    from resnet_cifar.sweep_stop import StopJobsFirst, in_a_worker
 
     cfg = compose_run([f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path}"])
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    assert in_a_worker()  # as a joblib worker sees itself: no sweep's handler
     stop = StopJobsFirst()
     stop.on_multirun_start(cfg)
     try:
         during = {s: signal.getsignal(s) for s in before}
+        sweeps_own_process = not in_a_worker()  # joblib with n_jobs=1 runs its jobs here
     finally:
         stop.on_multirun_end(cfg)
     assert all(h == stop._stop for h in during.values()) == (launcher == "joblib"), during
+    assert sweeps_own_process == (launcher == "joblib")
     assert {s: signal.getsignal(s) for s in before} == before
