@@ -15,7 +15,7 @@ run folder goes through here (docs/guide/reliability.md), so that the same rules
   temporary folder: there is nothing there for another user to replace by a symbolic link or a FIFO or to
   leave unreadable, every TMPDIR sees the same lock, the kernel releases it with its process, and a waiting
   job can ask who holds it (user and pid).
-- **Processes read from Linux's /proc**: a process's children, and which folders a process holds, without
+- **Processes read from Linux's /proc**: a process's children, and which folders a process has open, without
   taking a lock to look (what a stopping sweep of worker processes waits on: sweep_stop.py).
 """
 from __future__ import annotations
@@ -294,8 +294,8 @@ def folder_held(folder: Path, busy: Callable[[], Exception]) -> Iterator[str | N
 
 
 def sees_processes() -> bool:
-    """Whether this system shows processes and their locks as child_pids and folders_held_by read them."""
-    return os.path.exists("/proc/locks")
+    """Whether this system shows processes and their open files as child_pids and folders_open_in read them."""
+    return os.path.isdir(f"/proc/{os.getpid()}/fd")
 
 
 def child_pids() -> list[int]:
@@ -312,29 +312,18 @@ def child_pids() -> list[int]:
     return children
 
 
-def folders_held_by(pids: Iterable[int]) -> dict[int, list[Path]]:
-    """The folders each of `pids` holds (folder_held) now, read from Linux's /proc: /proc/locks says which
-    process holds a flock on which inode, the process's open descriptors say which folder that is. Looking
-    takes no lock, so it never makes a job starting at that moment find its folder in use. Elsewhere: none."""
-    wanted, locks = set(pids), set()
-    with suppress(OSError), open("/proc/locks", "rb") as f:
-        for line in f.read(READ_LIMIT).decode(errors="replace").splitlines():
-            fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (a waiter: "1: -> FLOCK")
-            if len(fields) >= 6 and fields[1] == "FLOCK":
-                with suppress(ValueError):
-                    major, minor, inode = fields[5].split(":")
-                    if int(fields[4]) in wanted:
-                        locks.add((int(fields[4]), int(major, 16), int(minor, 16), int(inode)))
-    held: dict[int, list[Path]] = {}
-    for pid, major, minor, inode in locks:
+def folders_open_in(pids: Iterable[int], under: Path) -> dict[int, list[Path]]:
+    """The folders at or below `under` that each of `pids` has open now, read from Linux's /proc (elsewhere:
+    none). A job keeps its run folder open while it holds it (folder_held), also where the file system cannot
+    lock; looking takes no lock, so it never makes a job starting at that moment find its folder in use."""
+    root, held = Path(os.path.realpath(under)), {}
+    for pid in pids:
         with suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with suppress(OSError):
-                    st = os.stat(f"/proc/{pid}/fd/{fd}")
-                    if stat.S_ISDIR(st.st_mode) and (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) == (
-                            major, minor, inode):
-                        held.setdefault(pid, []).append(Path(os.readlink(f"/proc/{pid}/fd/{fd}")))
-                        break
+                    target = Path(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                    if (target == root or root in target.parents) and stat.S_ISDIR(os.stat(f"/proc/{pid}/fd/{fd}").st_mode):
+                        held.setdefault(pid, []).append(target)
     return held
 
 
@@ -384,7 +373,9 @@ class MachineLock:
         try:
             probe.connect(self.address)
             return True
-        except OSError:
+        except BlockingIOError:  # its queue of connections is full: nothing accepts them, but it listens
+            return True
+        except OSError:  # ECONNREFUSED: no one holds the name
             return False
         finally:
             probe.close()

@@ -11,7 +11,7 @@ signal: loky then kills every other worker at once, the ones saving included.
 So, on a stop signal, the sweep's process
 1. marks the sweep as stopping (an abstract socket named by its folder: nothing on disk, gone with the
    process), so that a job a worker takes from joblib's queue now is not started (`job_may_start`);
-2. sends SIGTERM, every POLL_S, to each worker that holds a job folder (Linux's /proc: folders_held_by), until
+2. sends SIGTERM, every POLL_S, to each worker that holds a job folder (Linux's /proc: folders_open_in), until
    none does: a job in its training loop stops at the next step with a checkpoint (signals.py); a job still
    setting up ignores stop signals (`ignore_stop_signals`, as idle workers do) and stops at its first step;
 3. says which of those jobs recorded their stop and which did not, with the command that resumes, and ends
@@ -41,7 +41,7 @@ from omegaconf import DictConfig
 
 from .contract import Status, read_summary
 from .errors import RunFolderError
-from .filesystem import MachineLock, child_pids, folders_held_by, sees_processes
+from .filesystem import MachineLock, child_pids, folders_open_in, sees_processes
 from .provenance import resume_command
 from .signals import STOP_SIGNALS, SweepStopped
 
@@ -53,9 +53,12 @@ NOTE_EVERY_S = 30.0
 
 
 def runs_jobs_in_workers(launcher: DictConfig) -> bool:
-    """Whether a launcher's jobs run in worker processes of the sweep's process, and this system shows which
+    """Whether a launcher's jobs run in worker processes of the sweep's process started afresh (joblib's loky
+    backend, its default: not threads, not forked copies of this process), and this system shows which
     folders they hold (Linux): then the sweep stops as the module's docstring says; elsewhere as joblib does."""
-    return str(launcher.get("_target_", "")).endswith(WORKER_LAUNCHERS) and sees_processes()
+    return (str(launcher.get("_target_", "")).endswith(WORKER_LAUNCHERS)
+            and launcher.get("backend") in (None, "loky") and launcher.get("prefer") != "threads"
+            and sees_processes())
 
 
 def stopping_mark(sweep_dir: Path) -> MachineLock:
@@ -121,7 +124,7 @@ class StopJobsFirst(Callback):
         self.mark.try_acquire()  # held until this process ends; a second sweep stopping in this folder holds it too
         asked: dict[Path, None] = {}  # the job folders whose jobs were asked to stop, in order
         started, noted = time.monotonic(), time.monotonic()
-        while held := folders_held_by(child_pids()):
+        while held := folders_open_in(child_pids(), self.sweep_dir):
             for pid, folders in held.items():
                 if not asked:
                     log.warning("stopping on %s: the running jobs save a checkpoint first (a second Ctrl-C stops at "
@@ -133,15 +136,19 @@ class StopJobsFirst(Callback):
                     pass
             if time.monotonic() - noted > NOTE_EVERY_S:
                 noted = time.monotonic()
-                log.warning("still waiting (%.0f s) for %s to save", noted - started,
-                            ", ".join(str(f) for folders in held.values() for f in folders))
+                log.warning("still waiting (%.0f s) for the jobs in %s: a job stops at its next training step (one "
+                            "waiting for a free GPU only once it has one); a second signal stops at once",
+                            noted - started, ", ".join(str(f) for folders in held.values() for f in folders))
             time.sleep(POLL_S)
         self._restore()
-        unsaved = [folder for folder in asked if _status(folder) not in (
-            Status.interrupted, Status.completed, Status.failed, Status.diverged)]
-        if unsaved:
-            log.warning("stopped by %s; these jobs did not record their stop and resume from their last checkpoint: "
-                        "%s; to resume the sweep: %s", name, ", ".join(map(str, unsaved)), resume)
+        statuses: dict[str, list[str]] = {}
+        for folder in asked:
+            statuses.setdefault(str(_status(folder)), []).append(str(folder))
+        saved = statuses.pop(Status.interrupted.value, [])
+        if statuses:  # completed meanwhile, failed (a checkpoint that could not be written), or no record
+            log.warning("stopped by %s; %d job(s) saved a checkpoint; the others recorded: %s; to resume the sweep: "
+                        "%s", name, len(saved), "; ".join(f"{status}: {', '.join(folders)}"
+                                                          for status, folders in statuses.items()), resume)
         elif asked:
             log.warning("stopped by %s; the %d running job(s) saved a checkpoint; to resume the sweep: %s", name,
                         len(asked), resume)

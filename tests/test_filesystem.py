@@ -136,7 +136,7 @@ with RunFolder({str(tmp_path / 'run')!r}).held():
 
 def test_the_folders_a_process_holds_are_read_without_taking_a_lock(tmp_path):
     """What a joblib sweep's process waits on when it stops (sweep_stop.py): its workers' job folders."""
-    from resnet_cifar.filesystem import child_pids, folder_held, folders_held_by
+    from resnet_cifar.filesystem import child_pids, folder_held, folders_open_in
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", f"""
@@ -149,14 +149,15 @@ with RunFolder({str(run_dir)!r}).held():
     try:
         assert holder.stdout.readline().strip() == "held"
         assert holder.pid in child_pids()
-        assert folders_held_by(child_pids()) == {holder.pid: [run_dir]}
-        assert folders_held_by([os.getpid()]) == {}  # only the processes asked about
+        assert folders_open_in(child_pids(), tmp_path) == {holder.pid: [run_dir]}
+        assert folders_open_in([os.getpid()], tmp_path) == {}  # only the processes asked about
+        assert folders_open_in([holder.pid], tmp_path / "elsewhere") == {}  # only at or below the folder
     finally:
         holder.kill()
         holder.wait(timeout=30)
-    assert folders_held_by([holder.pid]) == {} and holder.pid not in child_pids()
+    assert folders_open_in([holder.pid], tmp_path) == {} and holder.pid not in child_pids()
     with folder_held(run_dir, lambda: AssertionError("held")):  # the look took no lock
-        assert folders_held_by([os.getpid()]) == {os.getpid(): [run_dir]}
+        assert folders_open_in([os.getpid()], tmp_path) == {os.getpid(): [run_dir]}
 
 
 def test_a_stopping_sweeps_mark_keeps_its_queued_jobs_from_starting(tmp_path):

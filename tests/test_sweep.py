@@ -225,7 +225,7 @@ def test_hydras_private_pieces_still_do_what_the_sweeps_rely_on():
         == "+experiment=fig6,arch=plain,seed=1", hydra.__version__
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "basic"])
+@pytest.mark.parametrize("launcher", ["joblib", "basic", "joblib hydra.launcher.prefer=threads"])
 def test_a_sweeps_stop_handling_is_installed_for_worker_launchers_only_and_removed_after(launcher, tmp_path):
     """The signals of a joblib sweep's process pass through sweep_stop.StopJobsFirst while its jobs run; the
     basic launcher's jobs handle their own (they run in this process); afterwards the process is as before."""
@@ -233,7 +233,7 @@ def test_a_sweeps_stop_handling_is_installed_for_worker_launchers_only_and_remov
 
     from resnet_cifar.sweep_stop import StopJobsFirst, in_a_worker
 
-    cfg = compose_run([f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path}"])
+    cfg = compose_run([f"hydra/launcher={launcher.split()[0]}", *launcher.split()[1:], f"hydra.sweep.dir={tmp_path}"])
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     assert in_a_worker()  # as a joblib worker sees itself: no sweep's handler
     stop = StopJobsFirst()
@@ -243,6 +243,6 @@ def test_a_sweeps_stop_handling_is_installed_for_worker_launchers_only_and_remov
         sweeps_own_process = not in_a_worker()  # joblib with n_jobs=1 runs its jobs here
     finally:
         stop.on_multirun_end(cfg)
-    assert all(h == stop._stop for h in during.values()) == (launcher == "joblib"), during
+    assert all(h == stop._stop for h in during.values()) == (launcher == "joblib"), during  # not for threads
     assert sweeps_own_process == (launcher == "joblib")
     assert {s: signal.getsignal(s) for s in before} == before
