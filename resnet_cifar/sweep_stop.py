@@ -39,11 +39,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .contract import Status, read_summary
-from .errors import RunFolderError
+from .contract import Status
 from .filesystem import MachineLock, child_pids, folders_open_in, sees_processes
 from .provenance import resume_command
 from .signals import STOP_SIGNALS, SweepStopped
+from .sweep import job_summary
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,13 @@ class StopJobsFirst(Callback):
         self.mark = stopping_mark(self.sweep_dir)
         self.mark.try_acquire()  # held until this process ends; a second sweep stopping in this folder holds it too
         asked: dict[Path, None] = {}  # the job folders whose jobs were asked to stop, in order
-        started, noted = time.monotonic(), time.monotonic()
-        while held := folders_open_in(child_pids(), self.sweep_dir):
+        started = noted = time.monotonic()
+        held = folders_open_in(child_pids(), self.sweep_dir)
+        if held:
+            log.warning("stopping on %s: the running jobs save a checkpoint first (a second Ctrl-C stops at once)",
+                        name)
+        while held:
             for pid, folders in held.items():
-                if not asked:
-                    log.warning("stopping on %s: the running jobs save a checkpoint first (a second Ctrl-C stops at "
-                                "once)", name)
                 asked.update(dict.fromkeys(folders))
                 try:
                     os.kill(pid, signal.SIGTERM)  # again at each look: a job setting up ignores it until its loop
@@ -140,10 +141,12 @@ class StopJobsFirst(Callback):
                             "waiting for a free GPU only once it has one); a second signal stops at once",
                             noted - started, ", ".join(str(f) for folders in held.values() for f in folders))
             time.sleep(POLL_S)
+            held = folders_open_in(child_pids(), self.sweep_dir)
         self._restore()
         statuses: dict[str, list[str]] = {}
         for folder in asked:
-            statuses.setdefault(str(_status(folder)), []).append(str(folder))
+            status = job_summary(folder)["status"]
+            statuses.setdefault(getattr(status, "value", status), []).append(str(folder))
         saved = statuses.pop(Status.interrupted.value, [])
         if statuses:  # completed meanwhile, failed (a checkpoint that could not be written), or no record
             log.warning("stopped by %s; %d job(s) saved a checkpoint; the others recorded: %s; to resume the sweep: "
@@ -156,9 +159,3 @@ class StopJobsFirst(Callback):
             log.warning("stopped by %s; to resume the sweep: %s", name, resume)
         raise SweepStopped(signum)
 
-
-def _status(folder: Path) -> str | None:
-    try:
-        return (read_summary(folder) or {}).get("status")
-    except RunFolderError:
-        return None

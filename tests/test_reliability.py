@@ -80,6 +80,16 @@ def wait_for_iteration(run_dir, process, at_least: int, timeout: float = 120) ->
     raise AssertionError("the run did not get going")
 
 
+def wait_for_jobs(sweep_dir, process, count: int, at_least: int, timeout: float = 180) -> list:
+    """Until `count` jobs of the sweep show an evaluation at or after `at_least`; their metrics.csv files."""
+    deadline = time.monotonic() + timeout
+    while not (len(logs := list(sweep_dir.glob("*/metrics.csv"))) == count
+               and all(int(read_metrics(log.parent)[-1]["iteration"]) >= at_least for log in logs)):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    return logs
+
+
 LONG_BUDGET = [*TINY_BUDGET, "trainer.max_iters=40", "trainer.eval_every=5", "trainer.checkpoint_every=1000",
                "schedule.milestones=[30]"]
 
@@ -133,11 +143,7 @@ def test_a_joblib_sweep_stops_as_a_run_does_and_resumes_exactly(tiny_cifar10, tm
     process = subprocess.Popen(cli("resnet_cifar.train", *command), cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                env=train_env({SLOW_STEP_ENV: "0.1", MARK_ENV: mark}))
-    deadline = time.monotonic() + 180
-    while not (len(logs := list(sweep_dir.glob("*/metrics.csv"))) == 2
-               and all(int(read_metrics(log.parent)[-1]["iteration"]) >= 5 for log in logs)):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
+    logs = wait_for_jobs(sweep_dir, process, 2, at_least=5)
     if ctrl_c:  # what a terminal does: SIGINT to the sweep's process and to its workers
         for pid in processes_marked(mark):
             os.kill(pid, signal.SIGINT)
@@ -172,10 +178,7 @@ def test_a_joblib_sweep_of_one_job_at_a_time_stops_in_its_own_process(tiny_cifar
                "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={sweep_dir}"]
     process = subprocess.Popen(cli("resnet_cifar.train", *command), cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=train_env({SLOW_STEP_ENV: "0.1"}))
-    deadline = time.monotonic() + 120
-    while not ((logs := list(sweep_dir.glob("*/metrics.csv"))) and int(read_metrics(logs[0].parent)[-1]["iteration"]) >= 5):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
+    logs = wait_for_jobs(sweep_dir, process, 1, at_least=5, timeout=120)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr
