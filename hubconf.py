@@ -23,7 +23,9 @@ def cifar_plain(depth: int = 20, num_classes: int = 10):
 
 
 def from_run(run_dir: str, device: str = "cpu", data_root: str | None = None, checkpoint: bool = False,
-             trust_code: list[str] | str = ()):
-    """A trained run: .model (eval mode), .normalize (its input normalization), .config (typed) / .recorded (as summary.json holds it), .data. A net
-    the folder names outside this package loads only from a module of trust_code (a run folder is data)."""
-    return load_run(run_dir, device, data_root, checkpoint, trust_code)
+             trust_code: list[str] | str = (), max_parameters: int | None = None):
+    """A trained run: .model (eval mode), .normalize (its input normalization), .config (typed) / .recorded (as
+    summary.json holds it), .data. A net the folder names outside this package loads only from a module of
+    trust_code (a run folder is data); one past max_parameters (default: trainer.max_parameters' own, never the
+    folder's) is refused before it is built."""
+    return load_run(run_dir, device, data_root, checkpoint, trust_code, max_parameters)

@@ -107,6 +107,49 @@ def damaged_value(record: dict, source: str) -> str | None:
     return None
 
 
+def _count(value: object) -> bool:
+    return _is_number(value, whole=True) and math.isfinite(value) and value >= 0
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+# the other fields of a run's record the report reads: (the test, what it must be); a blank is fine
+UNKNOWN_STATUS = "unknown"  # a summary.json that names no status
+STATUSES = (*(s.value for s in Status), UNKNOWN_STATUS)
+FIELD_TYPES = {"status": (lambda v: isinstance(v, str) and v in STATUSES, f"one of {', '.join(STATUSES)}"),
+               "params": (_count, "a whole number >= 0"),
+               "wall_time_s": (lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
+               **{key: (_count, "a whole number >= 0") for key in DATA_SIZES},
+               "error": (_is_text, "text"),
+               "source": (lambda v: isinstance(v, dict) and (v.get("commit") is None or _is_text(v["commit"])),
+                          "a mapping of commit (text) and dirty")}
+
+
+NUMBER_FIELDS = ("params", "wall_time_s", *DATA_SIZES)
+
+
+def _as_number(text: str) -> float | str:
+    """A runs.csv cell of a column pandas read as text: its number, or the text itself (then damage)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def mistyped_field(record: dict, source: str) -> str | None:
+    """Why a field the report reads is not what it can be (a received folder's summary.json with
+    `"params": "abc"` or `"status": ["x"]` aborted the whole report with a traceback), or None."""
+    for key, (valid, what) in FIELD_TYPES.items():
+        value = record.get(key)
+        if value is None or (source == RUNS_FILE and (key == "error" or isinstance(value, float) and math.isnan(value))):
+            continue  # runs.csv: a blank is NaN, and pandas reads an all-digit error text as a number
+        if not valid(value):
+            return f"{source} says {key}: {str(value)[:40]!r}, not {what}: left out as damaged"
+    return None
+
+
 def completed_but_not_finished(record: dict, max_iters: object, source: str) -> str | None:
     """Why a run that says completed is not counted (contract.says_finished, the one rule training resumes
     by: a final test error in [0, 100] at trainer.max_iters), or None."""
@@ -132,11 +175,11 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
     for key in WHOLE_NUMBERS:
         if key in config and not _is_number(config[key], whole=True):
             raise BrokenRun(f"{SUMMARY_FILE} says {key}: {str(config[key])[:40]!r}, not a whole number")
-    damage = damaged_value(summary, SUMMARY_FILE)
+    damage = damaged_value(summary, SUMMARY_FILE) or mistyped_field(summary, SUMMARY_FILE)
     if damage:
         raise BrokenRun(damage)
     flat = flatten_config(config)
-    status = summary.get("status", "unknown")
+    status = summary.get("status", UNKNOWN_STATUS)
     doubt = completed_but_not_finished(summary, flat.get("trainer.max_iters"), SUMMARY_FILE)
     if doubt:
         raise BrokenRun(doubt)
@@ -213,7 +256,10 @@ def read_report(path: Path) -> Collection:
     config_columns = [c for c in table.columns if c not in ROW_COLUMNS]
     rows, keys, left_out = [], {}, {}
     for record in table.to_dict("records"):
-        problem = damaged_value(record, RUNS_FILE) or completed_but_not_finished(
+        for key in (*FINAL_METRICS, "iteration", *NUMBER_FIELDS):  # a column with a word in it is read as text
+            if isinstance(record.get(key), str):
+                record[key] = _as_number(record[key])
+        problem = damaged_value(record, RUNS_FILE) or mistyped_field(record, RUNS_FILE) or completed_but_not_finished(
             record, record.get("trainer.max_iters"), RUNS_FILE)
         if problem:
             left_out[f"{record['run']} (in {path})"] = problem

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import unicodedata
 
 # Markdown that changes structure inline: escaped with a backslash. `_` only where it can open or close
 # emphasis (not between two letters or digits: per_pixel_mean stays as it is).
@@ -14,26 +15,46 @@ _MARKDOWN = re.compile(r"[\\`*\[\]|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}  # no tag, comment (the README's markers) or entity
 
 
+def hidden(c: str) -> bool:
+    """A character that does not show as itself: a control (ESC would move a terminal's cursor as the file
+    is read) or a format character (a right-to-left override shows text in another order than it runs)."""
+    return unicodedata.category(c) in ("Cc", "Cf")
+
+
+def visible(c: str) -> str:
+    """A hidden character as the escape that names it: \\x1b, \\u202e, \\U000e0001."""
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def inline(value: object) -> str:
     """A value as one line of Markdown text that shows it as it is: in a table cell, a list item, prose.
-    Line breaks and other whitespace runs become one space."""
+    Line breaks and other whitespace runs become one space; a control or format character its escape."""
     text = " ".join(str(value).split())
-    text = "".join(_HTML.get(c, c) for c in text)
+    text = "".join(_HTML.get(c, visible(c) if hidden(c) else c) for c in text)
     return _MARKDOWN.sub(lambda m: "\\" + m.group(0), text)
 
 
-_SHELL_SAFE = re.compile(r"[^\x00-\x1f\x7f<>]*")  # printable, and no < or > (the README's markers are <!-- -->)
+def _shell_safe(word: str) -> bool:
+    """Printable, and no < or > (the README's markers are <!-- -->)."""
+    return not any(hidden(c) or c in "<>" for c in word)
 
 
 def shell_word(word: str) -> str:
     """One shell word on one line, as bash reads it back: shlex's quoting where the word is printable, else
-    bash's $'...' with every control character and < > as an escape (a newline in a value cannot end the
-    command, start another, or close the fenced block it is shown in)."""
-    if _SHELL_SAFE.fullmatch(word):
+    bash's $'...' with every character but ASCII letters, digits and a few signs as an escape: \\xHH for
+    ASCII (a byte), \\uHHHH and \\UHHHHHHHH for the rest (a character: \\xe9 would be a byte, not é). A
+    newline in a value cannot end the command, start another, or close the fenced block it is shown in."""
+    if _shell_safe(word):
         return shlex.quote(word)
-    escaped = "".join(c if c.isalnum() or c in " =,._+-/:@%[]()" else f"\\x{ord(c):02x}" if ord(c) < 128
-                      else f"\\u{ord(c):04x}" for c in word)
+    escaped = "".join(c if (c.isalnum() and c.isascii()) or c in " =,._+-/:@%[]()" else _bash_escape(c)
+                      for c in word)
     return f"$'{escaped}'"
+
+
+def _bash_escape(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def fenced(lines: list[str], info: str = "") -> str:

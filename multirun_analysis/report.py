@@ -117,8 +117,10 @@ def seed_commands(table: pd.DataFrame, found: pd.DataFrame, runs: pd.DataFrame, 
     shown needs to show the effect of interest, the larger of the two per cell; lines for the cells whose plan
     is beyond SEED_CAP, saying why instead of printing range(5, 611967)). A cell whose runs recorded no command
     line gets the overrides read from its first run's config."""
-    # a cell of one seed has no spread to plan from: SPREAD_SEEDS first
-    wanted = {i: SPREAD_SEEDS if table.at[i, "n"] < 2 else table.at[i, "seeds_needed"] for i in range(len(table))}
+    # a cell of one seed has no spread to plan from: SPREAD_SEEDS first; one that lost every seed, no plan (its
+    # recipe failed or diverged: the report says so, more of the same is not a plan)
+    wanted = {i: math.nan if table.at[i, "n"] == 0 else SPREAD_SEEDS if table.at[i, "n"] < 2 else
+              table.at[i, "seeds_needed"] for i in range(len(table))}
     why = {i: f"for its interval at its spread (sd {table.at[i, 'std']:.2f} points over {table.at[i, 'n']} seeds)"
            for i in range(len(table))}
     index = {tuple(str(table.at[i, k]) for k in keys): i for i in range(len(table))}

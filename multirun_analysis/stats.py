@@ -11,8 +11,9 @@ Which test, and why (measured by bench/calibrate_stats.py, asserted by tests/tes
   spreads, and 3 seeds at sd 3 against 12 at sd 0.3 made false claims in ~28% of null sweeps; Welch's own
   df 5.3%, the bounded one 4.8%.
 - The permutation test of the same studentized statistic (Janssen 1997; Chung & Romano 2013: valid under
-  unequal spreads) is the check free of the normal assumption: where it could reach the family's level, a
-  difference is shown only if it agrees (comparisons.decide).
+  unequal spreads) is the check free of the normal assumption, reported beside the t-test; a verdict says when
+  it does not confirm a shown difference. Not a gate (comparisons.decide): its coarse p-values made power fall
+  when a seed was added.
 - Intervals of a mean: Student's t for every number of seeds (the BCa bootstrap undercovers: 72-87% at 3-5
   seeds, 93% at 30).
 - Seeds are planned for a smallest effect of interest at POWER after the family's correction (the noncentral

@@ -132,6 +132,22 @@ def lost_seeds(runs: pd.DataFrame, keys: list[str]) -> dict[tuple, int]:
             for values, group in counted}
 
 
+def _lost_cells(runs: pd.DataFrame, keys: list[str]):
+    lost = runs[runs["status"].isin([Status.failed, Status.diverged])]
+    if lost.empty or not all(k in lost for k in keys):
+        return []
+    return [(values if isinstance(values, tuple) else (values,), group)
+            for values, group in lost.groupby(keys, dropna=False, sort=True)]
+
+
+def _order(value):
+    """The table's row order: numbers as numbers, then text (as groupby sorted the finished cells)."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
 def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: float = DEFAULT_PRECISION,
               margin: float = DEFAULT_MARGIN) -> pd.DataFrame:
     """One row per depth x arch x factors: over its seeds (each counted once, duplicates.count_once) the
@@ -167,6 +183,13 @@ def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: f
                      "seeds": sorted(group["seed"].dropna().astype(int)) if "seed" in group else [],
                      "overrides": group["overrides"].iloc[0] if "overrides" in group else None,
                      "runs": list(group["run"])})
+    counted = {tuple(str(v) for v in row[:len(keys)]) for row in (tuple(r.values()) for r in rows)}
+    for values, group in _lost_cells(runs, keys):
+        if tuple(str(v) for v in values) not in counted:  # every seed lost: a row that says so, no mean
+            rows.append({**dict(zip(keys, values)), "lost": lost.get(tuple(str(v) for v in values), 0), "n": 0,
+                         "ci_method": "", "params": group["params"].iloc[0] if "params" in group else float("nan"),
+                         "seeds": [], "runs": list(group["run"])})
+    rows.sort(key=lambda row: tuple(_order(row[k]) for k in keys))
     table = pd.DataFrame(rows, columns=[*keys, *CELL_COLUMNS, "params", "val_error", "paper_error", "vs_paper_low",
                                         "vs_paper_high", "paper_verdict", "seeds", "overrides", "runs"])
     table["accuracy"] = 100.0 - table["mean"]
@@ -236,7 +259,7 @@ def table_markdown(table: pd.DataFrame, factors: list[str], not_completed: pd.Da
         vs_paper = "" if pd.isna(r.vs_paper) else (
             f"{r.vs_paper:+.2f} {_interval(r.vs_paper_low, r.vs_paper_high)}: {r.paper_verdict}".replace("  ", " "))
         cells = [inline(r.get("depth", "")), inline(r.get(ARCH, "")), *(inline(r[f]) for f in factors),
-                 _fmt(r["mean"]), _interval(r.ci_low, r.ci_high), _fmt(r["std"]), f"{r['min']:.2f}–{r['max']:.2f}",
+                 _fmt(r["mean"]), _interval(r.ci_low, r.ci_high), _fmt(r["std"]), "" if r.n == 0 else f"{r['min']:.2f}–{r['max']:.2f}",
                  str(r.n), str(r.lost) if r.lost else "", r.ci_method, "" if pd.isna(r.seeds_needed) else (
                      "∞" if r.seeds_needed == float("inf") else str(int(r.seeds_needed))),
                  *([_fmt(r.val_error)] if held_out else []),

@@ -21,14 +21,20 @@ from . import preflight
 from .checks import check_plugins
 from .contract import SUMMARY_FILE, read_summary
 from .distributed import World, check_world, world_from_env
-from .errors import EXIT_BAD_INPUT, Diverged, RunFolderError, UserError
+from .errors import EXIT_BAD_INPUT, Diverged, FileProblem, RunFolderError, UserError
 from .job import run_job
 from .plugins import current_sources
 from .provenance import resume_command
 from .run_folder import RunFolder
 from .run_spec import RunSpec, named_run_config
 from .signals import Interrupted
-from .sweep_stop import ignore_stop_signals, in_a_worker, job_may_start, runs_jobs_in_workers
+from .sweep_stop import (
+    ignore_stop_signals,
+    in_a_worker,
+    job_may_start,
+    runs_jobs_in_workers,
+    start_processes_as_anywhere,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +95,7 @@ def run_held(cfg: DictConfig, folder: RunFolder, world: World, wait_note: str | 
     with folder.log_to_file() as into_log:
         for warning in schema.warnings(spec.config):  # once a job is to run, into train.log too
             log.warning("%s", warning)
-        if wait_note:
+        if wait_note:  # what OpenMP's threads do while they wait, and why
             log.info("%s", wait_note)
         try:
             run_job(spec, folder, world)
@@ -119,6 +125,7 @@ def run_command(cfg: DictConfig, wait_note: str | None = None) -> float | None:
     hydra_cfg = HydraConfig.get()
     folder = RunFolder(Path(hydra_cfg.runtime.output_dir))
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    start_processes_as_anywhere()  # a job in a launcher's worker (joblib's loky) starts its own processes
     if in_sweep and runs_jobs_in_workers(hydra_cfg.launcher) and in_a_worker():  # the sweep says when to stop
         ignore_stop_signals()
         if not job_may_start(Path(hydra_cfg.sweep.dir)):
@@ -131,6 +138,9 @@ def run_command(cfg: DictConfig, wait_note: str | None = None) -> float | None:
             return run_held(cfg, folder, world, wait_note)
     except (UserError, Diverged, ChildFailedError) as e:
         print(problem(e), file=sys.stderr)
+        if isinstance(e, FileProblem) and world.is_main and folder.checkpoint_path.exists():
+            log.warning("once the folder can be written, to resume from its last checkpoint: %s",
+                        resume_hint(hydra_cfg, folder, world))
         exit_code = EXIT_DIVERGED if isinstance(e, Diverged) else 1 if isinstance(e, ChildFailedError) else EXIT_BAD_INPUT
         if isinstance(e, UserError) and not in_sweep and world.is_main and not isinstance(e, RunFolderError):
             folder.discard_unstarted(preflight.folders_created_for_the_run(hydra_cfg.runtime))

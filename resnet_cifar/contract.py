@@ -66,8 +66,8 @@ def read_summary(run_dir: Path) -> dict | None:
         return None
     try:
         summary = json.loads(filesystem.read_text(path, follow=False))
-    except (OSError, ValueError, FileProblem) as e:
-        raise UnreadableFile(f"{path} is unreadable ({e}); move the run folder aside or delete the file") from e
+    except (OSError, ValueError, FileProblem, RecursionError) as e:  # RecursionError: nested past Python's limit
+        raise UnreadableFile(f"{path} is unreadable ({e}); move the run folder aside or delete the file") from None
     if not isinstance(summary, dict):
         raise UnreadableFile(f"{path} is unreadable (it holds {json.dumps(summary)[:40]}, not a run's summary); "
                              "move the run folder aside or delete the file")

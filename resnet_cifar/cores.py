@@ -88,13 +88,45 @@ def passive_wait_if_busy(free: float | None) -> str | None:
     return f"{WAIT_POLICY_ENV}=PASSIVE: only {free:.1f} of {usable_cores()} cores were free when the command started"
 
 
+FRESH_S = 60.0  # a reading this recent (the command's own, as it started) decides the run's threads too
+
+
+@dataclass(frozen=True)
+class Reading:
+    free: float | None  # cores free, as free_cores()
+    at: float  # time.monotonic() when it was taken
+
+
 @cache
-def openmp_wait_note() -> str | None:
+def command_start_reading() -> Reading:
+    """The cores free as this process's command started (once per process, before torch loads)."""
+    return Reading(free_cores(), time.monotonic())
+
+
+def free_at_run_start() -> float | None:
+    """The cores free as a run starts: the command's own reading while it is recent, so that one reading
+    decides both OpenMP's wait policy and the run's threads (two readings seconds apart disagreed on a machine
+    whose load flickers: a run logged 0.0 free cores and no passive waits); a new one for a run that starts
+    later in the same process (a sweep's jobs one after another)."""
+    start = command_start_reading()
+    return start.free if time.monotonic() - start.at <= FRESH_S else free_cores()
+
+
+@cache
+def openmp_wait_note() -> str:
     """Once per process, before torch loads (its OpenMP reads the wait policy once): a machine busy with other
-    work gets passive waits. What was set, for train.log; None where nothing was (or torch had loaded).
+    work gets passive waits. What OpenMP's threads do while they wait and why, for train.log.
 
     Here, not in train.py: a launcher's job (submitit) unpickles train.main in a process whose __main__ is not
     train.py, so what main calls must live in a module that job can import."""
+    if WAIT_POLICY_ENV in os.environ:
+        return f"OpenMP waits: {WAIT_POLICY_ENV}={os.environ[WAIT_POLICY_ENV]}, from the environment"
     if "torch" in sys.modules:
-        return None
-    return passive_wait_if_busy(free_cores())
+        return "OpenMP waits: OpenMP's default (torch had loaded before the command could choose)"
+    free = command_start_reading().free
+    passive = passive_wait_if_busy(free)
+    if passive:
+        return passive
+    seen = "how busy the machine was could not be read" if free is None else (
+        f"{free:.1f} of {usable_cores()} cores were free when the command started")
+    return f"OpenMP waits: OpenMP's default (its threads spin a while before they sleep): {seen}"

@@ -205,7 +205,7 @@ def replace_atomically(path: Path, write: Callable[[IO[bytes]], None], *, single
             made = False
         except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
             raise FileProblem(f"could not write {path} ({_reason(e)}); it is as it was before: free space or fix "
-                              "the folder, then run the same command again") from e
+                              "the folder, then run again") from e
     finally:
         if made:
             with suppress(OSError):  # a read-only file system refuses this too: the error above says it all
@@ -242,7 +242,7 @@ def append_text(path: Path, text: str) -> None:
         _append(path, text)
     except OSError as e:
         raise FileProblem(f"could not append to {path} ({_reason(e)}); what it held is intact: free space or fix "
-                          "the folder, then run the same command again") from e
+                          "the folder, then run again") from e
 
 
 def _append(path: Path, text: str) -> None:

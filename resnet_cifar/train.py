@@ -10,8 +10,9 @@ Examples:
     torchrun --nproc_per_node=2 -m resnet_cifar.train depth=110        # DDP, workers started by torchrun
 
 What a run does is command.py's; torchrun's processes agree on a folder in torchrun.py. Importing this module
-loads no torch and changes nothing (a launcher's job imports it to find `main`): the OpenMP wait policy is
-chosen when the command or a job starts, before torch loads.
+loads no torch and sets nothing in the process: it registers the schema and resolvers with Hydra (a launcher's
+job imports it to find `main`, and composes with them); the OpenMP wait policy is chosen when the command or a
+job starts, before torch loads.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .contract import FINAL_METRICS, TRACKER_RUN_ID, Status
-from .cores import free_cores
+from .cores import free_at_run_start
 from .models import takes_shortcut
 from .distributed import World, prepare_process
 from .errors import Diverged, UserError
@@ -39,7 +39,7 @@ def train_run(spec: RunSpec, folder: RunFolder, world: World = World()) -> dict 
     """Train the run in `folder` to its end, resuming from its checkpoint; return its summary (on the
     first process). The caller holds the folder and has checked that the run is not completed."""
     cfg = spec.config
-    device, chosen = prepare_process(cfg.trainer.device, cfg.trainer.threads, world, free_cores())
+    device, chosen = prepare_process(cfg.trainer.device, cfg.trainer.threads, world, free_at_run_start())
     log.info("%s on %s", chosen, device)
     normalization = folder.load_normalization()  # as fitted when the run started: resuming never refits
     loop = TrainingLoop(cfg, device, world, normalization_state=normalization)

@@ -97,6 +97,9 @@ def test_a_received_folder_cannot_raise_its_own_limit(tiny_cifar10, tmp_path, ca
     assert "has more than 100,000,000 parameters and buffers" in capsys.readouterr().err
     assert evaluate([str(run_dir), "--out", str(tmp_path / "out"), "--max-parameters", "1000"]) == 2
     assert "has more than 1,000 parameters" in capsys.readouterr().err
+    with pytest.raises(UserError, match="has more than 1,000 parameters"):  # through torch.hub too
+        torch.hub.load(str(Path(__file__).resolve().parent.parent), "from_run", source="local", run_dir=str(run_dir),
+                       max_parameters=1000)
 
 
 @pytest.mark.parametrize("net, message", [
@@ -164,8 +167,10 @@ def test_a_search_whose_trials_all_diverge_lists_them_and_fails(tiny_cifar10, tm
     result = run_train("-m", "hydra/sweeper=optuna", "optimizer.lr=choice(1e30)", "data.val_size=20",
                        "hydra.sweeper.n_trials=1", *TINY_BUDGET, f"data.root={tiny_cifar10}", "hydra.sweep.dir=search",
                        cwd=tmp_path)
-    assert result.returncode != 0, result.stderr
-    assert "these trials did not complete:" in result.stderr and ": diverged: " in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert "not one trial of the search completed, so it has no best parameters; the trials:" in result.stderr
+    assert ": diverged: " in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "No trials are completed yet" not in result.stderr, result.stderr
 
 
 def test_a_lock_name_bound_without_listening_says_what_is_known():

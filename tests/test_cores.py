@@ -2,6 +2,7 @@
 machine its OpenMP threads wait passively."""
 import json
 import os
+import sys
 
 from conftest import TINY_BUDGET, run_train
 from resnet_cifar import cores
@@ -27,6 +28,35 @@ def test_openmp_waits_passively_only_on_a_busy_machine_and_never_against_the_use
     assert os.environ[cores.WAIT_POLICY_ENV] == "PASSIVE"
     monkeypatch.setenv(cores.WAIT_POLICY_ENV, "ACTIVE")
     assert passive_wait_if_busy(0.1) is None and os.environ[cores.WAIT_POLICY_ENV] == "ACTIVE"
+
+
+def test_one_reading_decides_the_wait_policy_and_the_threads_and_the_log_says_both(monkeypatch):
+    """Two readings seconds apart disagreed under a flickering load: train.log said 0.0 cores free and no passive
+    waits. The command's reading decides both; a run that starts later in the process reads again."""
+    readings = iter([0.4, 2.0, 2.0])
+    monkeypatch.setattr(cores, "free_cores", lambda sample_s=cores.SAMPLE_S: next(readings))
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    monkeypatch.setenv(cores.WAIT_POLICY_ENV, "unset below")
+    monkeypatch.delenv(cores.WAIT_POLICY_ENV)
+    monkeypatch.delitem(sys.modules, "torch")  # as the command starts
+    cores.command_start_reading.cache_clear()
+    cores.openmp_wait_note.cache_clear()
+    try:
+        assert cores.openmp_wait_note().startswith("OMP_WAIT_POLICY=PASSIVE: only 0.4 of 2 cores were free")
+        assert cores.free_at_run_start() == 0.4  # the same reading, not a second one
+        monkeypatch.setattr(cores, "FRESH_S", -1.0)  # a sweep's later job: read again
+        assert cores.free_at_run_start() == 2.0
+        cores.command_start_reading.cache_clear()
+        cores.openmp_wait_note.cache_clear()
+        monkeypatch.delenv(cores.WAIT_POLICY_ENV)
+        assert cores.openmp_wait_note() == ("OpenMP waits: OpenMP's default (its threads spin a while before they "
+                                            "sleep): 2.0 of 2 cores were free when the command started")
+        cores.openmp_wait_note.cache_clear()
+        monkeypatch.setenv(cores.WAIT_POLICY_ENV, "ACTIVE")
+        assert cores.openmp_wait_note() == "OpenMP waits: OMP_WAIT_POLICY=ACTIVE, from the environment"
+    finally:
+        cores.command_start_reading.cache_clear()
+        cores.openmp_wait_note.cache_clear()
 
 
 def test_the_run_says_how_many_threads_it_took_and_why(tiny_cifar10, tmp_path):

@@ -77,3 +77,24 @@ def test_every_runnable_command_runs_as_written_on_tiny_data(page, tmp_path):
                                 timeout=600, env=train_env())
         assert result.returncode == 0, f"{shlex.join(words)}\n{result.stderr[-3000:]}"
     shutil.rmtree(tmp_path / "data")
+
+
+@pytest.mark.slow
+def test_the_readmes_results_are_what_the_report_makes_today_from_the_studys_runs(tmp_path):
+    """The README's results block and the study's committed report are today's statistics over the committed
+    run records (docs/results/fig6_study/runs): a change to the statistics that changes them fails here until
+    they are made again (the command in docs/reproduction.md)."""
+    from multirun_analysis.report import MARKERS, report
+
+    study = REPO / "docs" / "results" / "fig6_study"
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text())
+    report([study / "runs"], tmp_path / "out", readme=readme, question="compare=arch,trend=depth")
+
+    def block(text: str) -> str:
+        inside = text.split(MARKERS[0], 1)[1].split(MARKERS[1], 1)[0]
+        return re.sub(r"\]\([^)]*/(\w+\.png)\)", r"](\1)", inside)  # the figures' links follow --out
+
+    assert block(readme.read_text()) == block((REPO / "README.md").read_text())
+    for name in ("table.md", "comparisons.md", "table.csv", "comparisons.csv"):
+        assert (tmp_path / "out" / name).read_text() == (study / name).read_text(), name

@@ -2,6 +2,7 @@
 the command trusts it, and what the report writes from it stays in --out and between the README's markers.
 Every case here was an attack that worked before (issue 34)."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,22 @@ def test_evaluate_and_load_run_refuse_code_a_folder_names_and_run_none_of_it(tra
     with pytest.raises(UntrustedCode):
         torch.hub.load(str(REPO), "from_run", source="local", run_dir=str(folder))
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_summary_nested_past_pythons_limit_is_one_line_in_evaluate_and_the_report(tmp_path, monkeypatch, capsys):
+    """A summary.json nested 100,000 deep ended evaluate with a RecursionError traceback."""
+    folder = tmp_path / "sweep" / "deep"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert evaluate([str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{folder / 'summary.json'} is unreadable" in err, err
+    with pytest.raises(Exception, match="is unreadable") as refused:
+        load_run(folder)
+    assert not isinstance(refused.value, RecursionError)
+    fake_run(tmp_path / "sweep" / "fine")
+    account = report([tmp_path / "sweep"], tmp_path / "report")
+    assert f"skipped {folder}: summary.json is unreadable" in account
 
 
 def test_nothing_is_imported_to_decide(trained, tmp_path, monkeypatch):
@@ -204,6 +221,32 @@ def test_a_recorded_value_never_changes_the_structure_of_what_the_report_writes(
     assert "rm -rf" not in readme.read_text() and "x | y" not in readme.read_text()
 
 
+HIDDEN_VALUE = "a\x1b[2Jb\u202ec\x85d<\U0001F600é"  # a terminal's clear screen, a right-to-left override, C1
+
+
+def test_a_recorded_value_with_hidden_characters_is_shown_escaped_and_its_command_reads_it_back(tmp_path):
+    """ESC sequences ran in the terminal that showed table.md, and a right-to-left override could make text
+    read as something else; a character past U+FFFF in a printed command was read back by bash as another."""
+    import unicodedata
+
+    for seed, value in ((0, HIDDEN_VALUE), (1, "plain")):
+        for run_seed in (seed * 2, seed * 2 + 1):
+            fake_run(tmp_path / "runs" / f"run{run_seed}", lambda c, v=value: c["data"].update(pipeline=v),
+                     seed=run_seed, overrides=["depth=20", f"seed={run_seed}", f"data.pipeline={value}"])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{MARKERS[0]}\n{MARKERS[1]}\n")
+    report([tmp_path / "runs"], tmp_path / "out", readme=readme)
+    for path in (tmp_path / "out" / "table.md", tmp_path / "out" / "comparisons.md", readme):
+        text = path.read_text()
+        assert not [c for c in text if c != "\n" and unicodedata.category(c) in ("Cc", "Cf")], path
+        assert "a\\\\x1b\\[2Jb\\\\u202ec d&lt;" in text, path  # the escapes that name them (NEL: a line break)
+    table = (tmp_path / "out" / "table.md").read_text()
+    command = next(line for line in table.splitlines() if line.startswith("python -m resnet_cifar.train") and "$'" in line)
+    printed = subprocess.run(["bash", "-c", f"printf '%s\\0' {command.split('-m ', 2)[2]}"], capture_output=True,
+                             env={"LANG": "C.UTF-8", "PATH": os.environ["PATH"]}).stdout.decode().split("\0")
+    assert f"data.pipeline={HIDDEN_VALUE}" in printed, printed
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -5.0, 150.0])
 def test_a_test_error_that_cannot_be_one_leaves_its_run_out_as_damaged(tmp_path, value):
     for seed in range(3):
@@ -213,6 +256,42 @@ def test_a_test_error_that_cannot_be_one_leaves_its_run_out_as_damaged(tmp_path,
            "in [0, 100]: left out as damaged" in account
     table = pd.read_csv(tmp_path / "out" / "table.csv")
     assert table["n"].tolist() == [2] and table["mean"].tolist() == [11.5]
+
+
+@pytest.mark.parametrize("field, value, what", [
+    ("source", "x", "a mapping of commit (text) and dirty"), ("params", "abc", "a whole number >= 0"),
+    ("params", float("inf"), "a whole number >= 0"), ("params", [1], "a whole number >= 0"),
+    ("status", ["x"], "one of running, completed, failed, diverged, interrupted, unknown"),
+    ("train_images", "lots", "a whole number >= 0"), ("wall_time_s", -3.0, "a finite number >= 0")])
+def test_a_field_of_the_wrong_type_leaves_its_run_out_as_damaged_not_the_report(tmp_path, field, value, what):
+    """Each of these aborted the whole report with a traceback (one received folder stopped every report)."""
+    for seed in range(3):
+        fake_run(tmp_path / "runs" / f"run{seed}", seed=seed, **({field: value} if seed == 0 else {}))
+    account = report([tmp_path / "runs"], tmp_path / "out")
+    assert f"skipped {tmp_path / 'runs' / 'run0'}: summary.json says {field}: {str(value)[:40]!r}, not {what}: " \
+           "left out as damaged" in account
+    assert pd.read_csv(tmp_path / "out" / "table.csv")["n"].tolist() == [2]
+    again = report([tmp_path / "out" / "runs.csv"], tmp_path / "again")  # its runs.csv reads back whole
+    assert pd.read_csv(tmp_path / "again" / "table.csv")["n"].tolist() == [2], again
+
+
+@pytest.mark.parametrize("column, value, why", [
+    ("params", "abc", "runs.csv says params: 'abc', not a whole number >= 0: left out as damaged"),
+    ("test_error", None, "runs.csv says completed, but with test_error=None at iteration 64000 of 64000: not believed"),
+])
+def test_a_bad_cell_in_an_earlier_reports_runs_csv_leaves_its_row_out(tmp_path, column, value, why):
+    """A word in a number's column; a blank test error of a completed run (it once became p = 0, a claim)."""
+    for seed in range(3):
+        fake_run(tmp_path / "runs" / f"run{seed}", seed=seed)
+    report([tmp_path / "runs"], tmp_path / "out")
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    runs[column] = runs[column].astype(object)
+    runs.loc[0, column] = value
+    (tmp_path / "given").mkdir()
+    runs.to_csv(tmp_path / "given" / "runs.csv", index=False)
+    account = report([tmp_path / "given" / "runs.csv"], tmp_path / "again")
+    assert f"(in {tmp_path / 'given' / 'runs.csv'}): {why}" in account, account
+    assert pd.read_csv(tmp_path / "again" / "table.csv")["n"].tolist() == [2]
 
 
 def test_a_symlinked_run_folder_in_a_sweep_is_left_out_with_a_line(tmp_path):

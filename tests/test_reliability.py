@@ -243,7 +243,10 @@ def test_a_full_disk_at_a_write_keeps_the_earlier_files_and_the_run_resumes(tiny
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] == 4  # the first one, whole
     assert summary(run_dir)["status"] == "failed"
     assert not list(run_dir.glob("*.tmp"))
-    train_in_process(*BUDGET, f"data.root={tiny_cifar10}", run_dir=run_dir)  # once there is room again
+    line = next(line for line in result.stderr.splitlines() if "to resume from its last checkpoint: " in line)
+    words = shlex.split(line.split("to resume from its last checkpoint: ", 1)[1])
+    assert words[:3] == ["python", "-m", "resnet_cifar.train"] and words[3:] == args, words  # it names the folder
+    train_in_process(*args[:-1], run_dir=run_dir)  # that command, once there is room again
     assert numbers(read_metrics(run_dir)) == straight
 
 

@@ -202,6 +202,9 @@ def test_a_real_sweep_reports_end_to_end(tiny_cifar10, tmp_path, monkeypatch, ca
                        "trainer.eval_every=2", "trainer.checkpoint_every=4", "schedule.milestones=[2]",
                        f"data.root={tiny_cifar10}", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    logs = {arch: next(sweep_dir.glob(f"arch={arch},*,seed=0,*/train.log")).read_text() for arch in ("plain", "resnet")}
+    assert "plain-8, " in logs["plain"] and "shortcut" not in logs["plain"]  # a plain net has none to name
+    assert "resnet-8 (shortcut A), " in logs["resnet"]
     monkeypatch.chdir(tmp_path)  # the report's default: multirun/ and outputs/ here
     assert main([]) == 0
     assert "read 4 runs (4 completed)" in capsys.readouterr().out

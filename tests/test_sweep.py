@@ -246,3 +246,18 @@ def test_a_sweeps_stop_handling_is_installed_for_worker_launchers_only_and_remov
     assert all(h == stop._stop for h in during.values()) == (launcher == "joblib"), during  # not for threads
     assert sweeps_own_process == (launcher == "joblib")
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+@pytest.mark.slow
+def test_a_joblib_job_starts_its_own_dataloader_and_ddp_workers(tiny_cifar10, tmp_path):
+    """In joblib's (loky) worker the default start method is loky's: a job's DataLoader workers failed there
+    ("'Process' object has no attribute 'env'") and so did its spawned DDP workers ("cannot find context for
+    'loky'"). Both start the platform's way now."""
+    from conftest import TINY_BUDGET
+
+    result = run_train("-m", *TINY_BUDGET, f"data.root={tiny_cifar10}", "hydra/launcher=joblib",
+                       "hydra.launcher.n_jobs=2", "data.pipeline=torchvision", "data.workers=1",
+                       "trainer.nproc_per_node=1,2", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/summary.json")]
+    assert sorted(s["processes"] for s in summaries) == [1, 2] and all(s["status"] == "completed" for s in summaries)

@@ -116,7 +116,7 @@ class TensorBoardTracker:
             self.writer.flush()  # a live view: written at once
         except OSError as e:  # a full disk, the folder made read-only meanwhile: as for the run's own files
             raise FileProblem(f"could not write the TensorBoard events in {self.folder} ({e.strerror or e}): free "
-                              "space or fix the folder, then run the same command again to resume") from None
+                              "space or fix the folder, then resume the run") from None
 
     def close(self, status: str) -> None:
         self.writer.close()
