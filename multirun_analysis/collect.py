@@ -175,6 +175,11 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, list[str], int]:
     for key in WHOLE_NUMBERS:
         if key in config and not _is_number(config[key], whole=True):
             raise BrokenRun(f"{SUMMARY_FILE} says {key}: {str(config[key])[:40]!r}, not a whole number")
+    try:  # JSON's \ud800 reads as a lone surrogate, which no file can hold: runs.csv failed to be written
+        json.dumps(summary, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BrokenRun(f"{SUMMARY_FILE} holds text that is not Unicode (a lone surrogate such as \\ud800): left "
+                        "out as damaged") from None
     damage = damaged_value(summary, SUMMARY_FILE) or mistyped_field(summary, SUMMARY_FILE)
     if damage:
         raise BrokenRun(damage)

@@ -18,7 +18,7 @@ _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}  # no tag, comment (the README'
 def hidden(c: str) -> bool:
     """A character that does not show as itself: a control (ESC would move a terminal's cursor as the file
     is read) or a format character (a right-to-left override shows text in another order than it runs)."""
-    return unicodedata.category(c) in ("Cc", "Cf")
+    return unicodedata.category(c) in ("Cc", "Cf", "Cs")  # Cs: a lone surrogate, no character at all
 
 
 def visible(c: str) -> str:
@@ -33,6 +33,12 @@ def inline(value: object) -> str:
     text = " ".join(str(value).split())
     text = "".join(_HTML.get(c, visible(c) if hidden(c) else c) for c in text)
     return _MARKDOWN.sub(lambda m: "\\" + m.group(0), text)
+
+
+def for_terminal(text: str) -> str:
+    """What the report prints (its account, an error naming a recorded value): lines as they are, any other
+    hidden character as its escape, so that a value holding ESC sequences cannot drive the terminal."""
+    return "".join(visible(c) if hidden(c) and c != "\n" else c for c in text)
 
 
 def _shell_safe(word: str) -> bool:

@@ -31,7 +31,7 @@ from .question import QuestionError, checked, label, question_of
 from .spread import split_by_source
 from .stats import SEED_CAP
 from .duplicates import count_once, identity_columns
-from .escape import fenced, inline
+from .escape import fenced, for_terminal, inline
 from .more_seeds import add_seeds_command, overrides_from_config
 from .plots import draw_all
 from .table import (
@@ -238,8 +238,11 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
         links = "".join(f"![{f.stem}]({os.path.relpath(f, readme.resolve().parent)})\n" for f in figures)
         verdicts = "".join(f"- {said}\n" for said in comparisons.markdown_verdicts(compared, CONFIRMATORY))
         leads = int((compared["family"] == EXPLORATORY).sum())
+        not_compared = "".join(f"- {inline(line)}\n" for line in compared.attrs["unmatched"])
         block = f"{markdown}\n" + (f"The question ({inline(asked.describe())}), tested as one family "
                                     f"(comparisons.md):\n\n{verdicts}\n" if verdicts else "")
+        if not_compared:
+            block += f"Not compared:\n\n{not_compared}\n"
         if leads:
             block += (f"{leads} other comparisons are exploratory (not part of the question, not corrected: leads, "
                       "not findings): comparisons.md.\n\n")
@@ -301,10 +304,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        print(report(dirs, args.out, args.readme, args.data, args.precision, args.trust_code, args.max_parameters,
-                     args.question, args.pair, args.effect, args.looks, args.margin))
+        print(for_terminal(report(dirs, args.out, args.readme, args.data, args.precision, args.trust_code,
+                                  args.max_parameters, args.question, args.pair, args.effect, args.looks,
+                                  args.margin)))
     except (ReportError, UserError) as e:  # UserError: a file that cannot be written (full disk, a link)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {for_terminal(str(e))}", file=sys.stderr)
         return 2
     return 0
 

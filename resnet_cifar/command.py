@@ -20,7 +20,7 @@ from . import config as schema
 from . import preflight
 from .checks import check_plugins
 from .contract import SUMMARY_FILE, read_summary
-from .distributed import World, check_world, world_from_env
+from .distributed import World, check_world, start_processes_as_anywhere, world_from_env
 from .errors import EXIT_BAD_INPUT, Diverged, FileProblem, RunFolderError, UserError
 from .job import run_job
 from .plugins import current_sources
@@ -28,13 +28,7 @@ from .provenance import resume_command
 from .run_folder import RunFolder
 from .run_spec import RunSpec, named_run_config
 from .signals import Interrupted
-from .sweep_stop import (
-    ignore_stop_signals,
-    in_a_worker,
-    job_may_start,
-    runs_jobs_in_workers,
-    start_processes_as_anywhere,
-)
+from .sweep_stop import ignore_stop_signals, in_a_worker, job_may_start, runs_jobs_in_workers
 
 log = logging.getLogger(__name__)
 

@@ -120,7 +120,8 @@ def openmp_wait_note() -> str:
     Here, not in train.py: a launcher's job (submitit) unpickles train.main in a process whose __main__ is not
     train.py, so what main calls must live in a module that job can import."""
     if WAIT_POLICY_ENV in os.environ:
-        return f"OpenMP waits: {WAIT_POLICY_ENV}={os.environ[WAIT_POLICY_ENV]}, from the environment"
+        return (f"OpenMP waits: {WAIT_POLICY_ENV}={os.environ[WAIT_POLICY_ENV]}, from the environment (yours, or "
+                "the choice of the command that started this process)")
     if "torch" in sys.modules:
         return "OpenMP waits: OpenMP's default (torch had loaded before the command could choose)"
     free = command_start_reading().free

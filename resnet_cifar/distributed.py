@@ -9,6 +9,7 @@ Two ways in, one code path:
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import uuid
 from dataclasses import dataclass
@@ -142,6 +143,15 @@ def check_world(world: World, nproc_per_node: int, nnodes: int) -> None:
             f"trainer.nproc_per_node={nproc_per_node} x trainer.nnodes={nnodes} does not match the "
             f"{world.world_size} processes that were started; leave both at their defaults under torchrun"
         )
+
+
+def start_processes_as_anywhere() -> None:
+    """In a joblib (loky) worker the default start method is loky's, which a job's own processes cannot use:
+    a DataLoader's workers failed ("'Process' object has no attribute 'env'") and torch's spawned DDP workers
+    too ("cannot find context for 'loky'"). The job's processes start the platform's way, as anywhere else."""
+    standard = multiprocessing.get_all_start_methods()
+    if multiprocessing.get_start_method(allow_none=True) not in (None, *standard):
+        multiprocessing.set_start_method(standard[0], force=True)  # the first is the platform's default
 
 
 def launch(nproc_per_node: int, nnodes: int, entrypoint: Callable, *args: Any) -> dict[int, Any]:

@@ -244,8 +244,8 @@ class SweepAccount(Callback):
         self.dirs: list[Path] = []
         self.configs: list[dict | None] = []
         self.trials_in: Path | None = None  # the sweep folder of a sweeper that draws its own jobs
-        self.trials_planned: int | None = None  # its n_trials
-        self.trials_ended = 0  # trials that ended in this process (a launcher that runs jobs here)
+        self.trials_planned: int | None = None  # its n_trials, where its study starts empty (no storage)
+        self.trials_run: list[Path] = []  # this search's trials that ended in this process (the basic launcher)
         self.sweep_pid = os.getpid()
         self.ended = False
 
@@ -254,7 +254,9 @@ class SweepAccount(Callback):
             # its jobs are known once they ran: listed from their folders at the end, also when the sweeper
             # itself fails then (Optuna's "No trials are completed yet" when every trial failed or diverged)
             self.trials_in = Path(str(config.hydra.sweep.dir))
-            self.trials_planned = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
+            # with a storage the study may hold completed trials of an earlier launch: Optuna then has a best
+            if OmegaConf.select(config, "hydra.sweeper.storage", default=None) is None:
+                self.trials_planned = OmegaConf.select(config, "hydra.sweeper.n_trials", default=None)
             self.sweep_pid = os.getpid()
             atexit.register(self._list_failed_trials_if_not_ended)
             return
@@ -284,22 +286,23 @@ class SweepAccount(Callback):
                 if not says_finished(s, s.get("max_iters"))]
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        """After a search's last trial, when not one of them completed: the trials with why, and exit status 1,
-        before the sweeper asks for the best trial (Optuna's "No trials are completed yet" and its traceback).
-        Only where the trials run in the sweep's own process (the basic launcher): a worker cannot end it."""
+        """After a search's last trial, when not one of its trials completed: the trials with why, and exit
+        status 1, before the sweeper asks for the best trial (Optuna's "No trials are completed yet" and its
+        traceback). Only for a study that started empty (no storage) and trials that run in the sweep's own
+        process (the basic launcher: a worker cannot end the sweep); this launch's trials, not earlier ones
+        in the same folder."""
         if self.trials_in is None or not self.trials_planned or os.getpid() != self.sweep_pid:
             return
-        self.trials_ended += 1
-        failed = self._failed_trials()
-        if self.trials_ended >= self.trials_planned and failed and len(failed) == self._trials():
-            self.ended = True
-            log.error("not one trial of the search completed, so it has no best parameters; the trials:\n%s",
-                      "\n".join(failed))
-            sys.exit(1)
-
-    def _trials(self) -> int:
-        return sum(1 for p in self.trials_in.iterdir() if os.path.lexists(p / SUMMARY_FILE)) \
-            if self.trials_in is not None and self.trials_in.is_dir() else 0
+        self.trials_run.append(Path(str(config.hydra.runtime.output_dir)))
+        if len(self.trials_run) < self.trials_planned:
+            return
+        summaries = {folder: job_summary(folder) for folder in self.trials_run}
+        if any(says_finished(s, s.get("max_iters")) for s in summaries.values()):
+            return
+        self.ended = True
+        log.error("not one trial of the search completed, so it has no best parameters; the trials:\n%s",
+                  "\n".join(f"  {folder}: {s.get('status')}: {s.get('error', '')}" for folder, s in summaries.items()))
+        sys.exit(1)
 
     def _list_failed_trials_if_not_ended(self) -> None:
         if not self.ended:

@@ -27,7 +27,6 @@ the cluster (scancel stops them with a checkpoint).
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import logging
 import os
 import signal
@@ -77,15 +76,6 @@ def in_a_worker() -> bool:
     there, one after another: they handle stop signals as the basic launcher's do). The sweep's process is the
     one whose SIGTERM handler is a StopJobsFirst; a worker starts with Python's own."""
     return not isinstance(getattr(signal.getsignal(signal.SIGTERM), "__self__", None), StopJobsFirst)
-
-
-def start_processes_as_anywhere() -> None:
-    """In a joblib (loky) worker the default start method is loky's, which a job's own processes cannot use:
-    a DataLoader's workers failed ("'Process' object has no attribute 'env'") and torch's spawned DDP workers
-    too ("cannot find context for 'loky'"). The job's processes start the platform's way, as anywhere else."""
-    standard = multiprocessing.get_all_start_methods()
-    if multiprocessing.get_start_method(allow_none=True) not in (None, *standard):
-        multiprocessing.set_start_method(standard[0], force=True)  # the first is the platform's default
 
 
 def ignore_stop_signals() -> None:

@@ -38,7 +38,7 @@ def test_one_reading_decides_the_wait_policy_and_the_threads_and_the_log_says_bo
     monkeypatch.setattr(cores, "usable_cores", lambda: 2)
     monkeypatch.setenv(cores.WAIT_POLICY_ENV, "unset below")
     monkeypatch.delenv(cores.WAIT_POLICY_ENV)
-    monkeypatch.delitem(sys.modules, "torch")  # as the command starts
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # as the command starts
     cores.command_start_reading.cache_clear()
     cores.openmp_wait_note.cache_clear()
     try:
@@ -53,7 +53,7 @@ def test_one_reading_decides_the_wait_policy_and_the_threads_and_the_log_says_bo
                                             "sleep): 2.0 of 2 cores were free when the command started")
         cores.openmp_wait_note.cache_clear()
         monkeypatch.setenv(cores.WAIT_POLICY_ENV, "ACTIVE")
-        assert cores.openmp_wait_note() == "OpenMP waits: OMP_WAIT_POLICY=ACTIVE, from the environment"
+        assert cores.openmp_wait_note().startswith("OpenMP waits: OMP_WAIT_POLICY=ACTIVE, from the environment")
     finally:
         cores.command_start_reading.cache_clear()
         cores.openmp_wait_note.cache_clear()

@@ -271,8 +271,17 @@ def test_a_field_of_the_wrong_type_leaves_its_run_out_as_damaged_not_the_report(
     assert f"skipped {tmp_path / 'runs' / 'run0'}: summary.json says {field}: {str(value)[:40]!r}, not {what}: " \
            "left out as damaged" in account
     assert pd.read_csv(tmp_path / "out" / "table.csv")["n"].tolist() == [2]
-    again = report([tmp_path / "out" / "runs.csv"], tmp_path / "again")  # its runs.csv reads back whole
-    assert pd.read_csv(tmp_path / "again" / "table.csv")["n"].tolist() == [2], again
+
+
+def test_text_that_is_not_unicode_leaves_its_run_out_not_the_report(tmp_path):
+    """JSON's "\\ud800" reads as a lone surrogate: writing runs.csv then failed, ending the whole report."""
+    for seed in range(3):
+        run = fake_run(tmp_path / "runs" / f"run{seed}", seed=seed)
+    (run / "summary.json").write_text((run / "summary.json").read_text().replace('"completed"', '"completed", '
+                                                                                  '"note": "\\ud800"', 1))
+    account = report([tmp_path / "runs"], tmp_path / "out")
+    assert f"skipped {run}: summary.json holds text that is not Unicode" in account
+    assert pd.read_csv(tmp_path / "out" / "table.csv")["n"].tolist() == [2]
 
 
 @pytest.mark.parametrize("column, value, why", [

@@ -234,10 +234,12 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_cifar1
 
 @pytest.mark.slow
 def test_a_full_disk_at_a_write_keeps_the_earlier_files_and_the_run_resumes(tiny_cifar10, tmp_path, straight):
-    run_dir = tmp_path / "run"
-    args = [*BUDGET, f"data.root={tiny_cifar10}", f"hydra.run.dir={run_dir}"]
+    """In Hydra's default outputs/DATE/TIME folder: the message gives the command that resumes (the same command
+    alone would start a new run), and running exactly that resumes to the uninterrupted metrics."""
+    args = [*BUDGET, f"data.root={tiny_cifar10}"]
     result = run_train(*args, cwd=tmp_path, env={FAIL_WRITE_ENV: "checkpoint.pt:2"})
     assert result.returncode == 2
+    run_dir = next(tmp_path.glob("outputs/*/*"))
     assert f"could not write {run_dir / 'checkpoint.pt'} (No space left on device)" in result.stderr
     assert "Traceback" not in result.stderr
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] == 4  # the first one, whole
@@ -245,9 +247,11 @@ def test_a_full_disk_at_a_write_keeps_the_earlier_files_and_the_run_resumes(tiny
     assert not list(run_dir.glob("*.tmp"))
     line = next(line for line in result.stderr.splitlines() if "to resume from its last checkpoint: " in line)
     words = shlex.split(line.split("to resume from its last checkpoint: ", 1)[1])
-    assert words[:3] == ["python", "-m", "resnet_cifar.train"] and words[3:] == args, words  # it names the folder
-    train_in_process(*args[:-1], run_dir=run_dir)  # that command, once there is room again
+    assert words[:3] == ["python", "-m", "resnet_cifar.train"] and words[3:] == [*args, f"hydra.run.dir={run_dir}"]
+    resumed = run_train(*words[3:], cwd=tmp_path)  # that command, once there is room again
+    assert resumed.returncode == 0 and "resuming from" in resumed.stderr, resumed.stderr
     assert numbers(read_metrics(run_dir)) == straight
+    assert len(list(tmp_path.glob("outputs/*/*"))) == 1  # no second run started
 
 
 def test_an_output_folder_that_cannot_exist_is_refused_before_anything_is_written(tiny_cifar10, tmp_path):

@@ -288,11 +288,13 @@ def test_a_cell_that_lost_every_seed_keeps_its_row_and_its_missing_comparisons_a
     for seed in range(4):
         write_run(root / f"arch=plain,depth=56,seed={seed}", ["arch=plain", "depth=56", f"seed={seed}"], 0.0,
                   status="diverged")
-    account = report([root], tmp_path / "out", question="compare=arch,trend=depth")
-    line = ("not compared: depth=56, arch=plain lost all 4 of its seeds (failed or diverged): the question's "
-            "comparisons of it (arch, depth) were not made and the family was tested without them")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    account = report([root], tmp_path / "out", readme=readme, question="compare=arch,trend=depth")
+    line = ("not compared: depth=56, arch=plain lost all 4 of its seeds (failed or diverged); the question's arch "
+            "at depth=56; the trend with depth at arch=plain: tested without it, or not at all where nothing was left")
     assert line in account
-    assert line in (tmp_path / "out" / "comparisons.md").read_text()
+    assert line in (tmp_path / "out" / "comparisons.md").read_text() and line in readme.read_text()
     table = pd.read_csv(tmp_path / "out" / "table.csv")
     lost_cell = table[(table["arch"] == "plain") & (table["depth"] == 56)].iloc[0]
     assert (lost_cell.n, lost_cell.lost) == (0, 4) and pd.isna(lost_cell["mean"])
