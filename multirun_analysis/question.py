@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from typing import Callable
 
 import pandas as pd
 
@@ -119,7 +120,8 @@ def _numeric(values) -> bool:
     return True
 
 
-def checked(question: Question, keys: list[str], done: pd.DataFrame, asked_here: bool) -> list[str]:
+def checked(question: Question, keys: list[str], done: pd.DataFrame, asked_here: bool,
+            lost: Callable[[dict], int] = lambda setting: 0) -> list[str]:
     """What of the question these runs cannot answer. Asked on the command line (`asked_here`), a factor they do
     not have, a trend of a factor whose values are not numbers, or a pair that names an unknown key or no run
     is a QuestionError; declared by a preset, it is a line the report shows (these runs may be a part of the
@@ -152,5 +154,8 @@ def checked(question: Question, keys: list[str], done: pd.DataFrame, asked_here:
             for key, value in side.items():
                 chosen = chosen[chosen[key].astype(str) == str(value)]
             if chosen.empty:
-                raise QuestionError(f"--pair: no finished run has {', '.join(f'{label(k)}={v}' for k, v in side.items())}")
+                named = ", ".join(f"{label(k)}={v}" for k, v in side.items())
+                gone = lost(side)  # seeds that failed or diverged: the reason, where that is the reason
+                raise QuestionError(f"--pair: no finished run has {named}" + (
+                    f" (all {gone} of its seeds failed or diverged)" if gone else ""))
     return notes

@@ -191,7 +191,7 @@ def report(paths: list[Path], out: Path, readme: Path | None = None, data_root: 
     asked_here = asked is not None
     asked = asked or question_of(runs)
     try:  # before a file is written: a question these runs cannot answer, asked here, is one line
-        unanswered = checked(asked, keys, completed, asked_here)
+        unanswered = checked(asked, keys, completed, asked_here, comparisons.Lost(runs, keys))
     except QuestionError as e:
         raise ReportError(str(e)) from None
     try:

@@ -302,6 +302,10 @@ def test_a_cell_that_lost_every_seed_keeps_its_row_and_its_missing_comparisons_a
     markdown = (tmp_path / "out" / "table.md").read_text()
     assert "| 56 | plain |  |  |  |  | 0 | 4 |" in markdown and "nan" not in markdown
     assert "depth=56 arch=plain" not in account.split("seeds to add")[-1]  # no seeds planned for it
+    from multirun_analysis.report import ReportError
+    with pytest.raises(ReportError, match=r"--pair: no finished run has arch=plain, depth=56 \(all 4 of its seeds "
+                                          r"failed or diverged\)"):
+        report([root], tmp_path / "named", pairs=["arch=plain,depth=56 vs arch=resnet,depth=56"])
 
 
 @pytest.mark.slow
