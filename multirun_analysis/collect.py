@@ -115,9 +115,9 @@ def _is_text(value: object) -> bool:
     return isinstance(value, str)
 
 
-# the other fields of a run's record the report reads: (the test, what it must be); a blank is fine
 UNKNOWN_STATUS = "unknown"  # a summary.json that names no status
 STATUSES = (*(s.value for s in Status), UNKNOWN_STATUS)
+# the other fields of a run's record the report reads: (the test, what it must be); a blank is fine
 FIELD_TYPES = {"status": (lambda v: isinstance(v, str) and v in STATUSES, f"one of {', '.join(STATUSES)}"),
                "params": (_count, "a whole number >= 0"),
                "wall_time_s": (lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0"),
@@ -321,11 +321,14 @@ def finished(runs: pd.DataFrame) -> pd.Series:
     return runs["finished"].fillna(False).astype(bool)
 
 
+def order_key(value) -> tuple:
+    """Numbers as numbers (20 before 100), then text: the order of legends, pairs and the table's rows."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
 def in_order(values) -> list:
-    """Distinct values, numbers as numbers (20 before 100), then text; what legends and pairs follow."""
-    def key(value):
-        try:
-            return (0, float(value), "")
-        except (TypeError, ValueError):
-            return (1, 0.0, str(value))
-    return sorted(pd.unique(pd.Series(list(values)).dropna()), key=key)
+    """Distinct values in order_key's order; what legends and pairs follow."""
+    return sorted(pd.unique(pd.Series(list(values)).dropna()), key=order_key)

@@ -22,9 +22,11 @@ def hidden(c: str) -> bool:
 
 
 def visible(c: str) -> str:
-    """A hidden character as the escape that names it: \\x1b, \\u202e, \\U000e0001."""
+    """A character as the escape that names it, the same in a shell word (bash's $'...') and in text:
+    \\xHH for ASCII (a byte), \\uHHHH and \\UHHHHHHHH for the rest (a character: \\xe9 would be a byte,
+    not é): \\x1b, \\u202e, \\U000e0001."""
     code = ord(c)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def inline(value: object) -> str:
@@ -48,19 +50,12 @@ def _shell_safe(word: str) -> bool:
 
 def shell_word(word: str) -> str:
     """One shell word on one line, as bash reads it back: shlex's quoting where the word is printable, else
-    bash's $'...' with every character but ASCII letters, digits and a few signs as an escape: \\xHH for
-    ASCII (a byte), \\uHHHH and \\UHHHHHHHH for the rest (a character: \\xe9 would be a byte, not é). A
+    bash's $'...' with every character but ASCII letters, digits and a few signs as its escape (visible). A
     newline in a value cannot end the command, start another, or close the fenced block it is shown in."""
     if _shell_safe(word):
         return shlex.quote(word)
-    escaped = "".join(c if (c.isalnum() and c.isascii()) or c in " =,._+-/:@%[]()" else _bash_escape(c)
-                      for c in word)
+    escaped = "".join(c if (c.isalnum() and c.isascii()) or c in " =,._+-/:@%[]()" else visible(c) for c in word)
     return f"$'{escaped}'"
-
-
-def _bash_escape(c: str) -> str:
-    code = ord(c)
-    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def fenced(lines: list[str], info: str = "") -> str:

@@ -22,7 +22,7 @@ from resnet_cifar.config import (
 from resnet_cifar.hydra_setup import compose_run
 from resnet_cifar.run_spec import composed_run_config
 
-from .collect import ARCH, FLOATS, finished, flatten_config
+from .collect import ARCH, FLOATS, finished, flatten_config, order_key
 from .escape import inline
 from .stats import equivalence, mean_intervals, seeds_for_precision
 from resnet_cifar.filesystem import write_frame
@@ -120,10 +120,16 @@ def reference_sources(table: pd.DataFrame) -> list[str]:
     return sources
 
 
+def _lost_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame | None:
+    """The runs that failed or diverged, where there are any and they have every key (else None)."""
+    lost = runs[runs["status"].isin([Status.failed, Status.diverged])]
+    return None if lost.empty or not all(k in lost for k in keys) else lost
+
+
 def lost_seeds(runs: pd.DataFrame, keys: list[str]) -> dict[tuple, int]:
     """Per cell (its keys' values as text): the seeds that failed or diverged, an outcome of that setting."""
-    lost = runs[runs["status"].isin([Status.failed, Status.diverged])]
-    if lost.empty or not all(k in lost for k in keys):
+    lost = _lost_runs(runs, keys)
+    if lost is None:
         return {}
     counted = lost.groupby([lost[k].astype(str) for k in keys], dropna=False)
     draws = [c for c in lost.columns if is_under(c, SEED_KEYS)]  # a seed lost twice (two folders) counts once
@@ -132,20 +138,13 @@ def lost_seeds(runs: pd.DataFrame, keys: list[str]) -> dict[tuple, int]:
             for values, group in counted}
 
 
-def _lost_cells(runs: pd.DataFrame, keys: list[str]):
-    lost = runs[runs["status"].isin([Status.failed, Status.diverged])]
-    if lost.empty or not all(k in lost for k in keys):
+def _lost_cells(runs: pd.DataFrame, keys: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """(the keys' values, the runs) of each cell with seeds that failed or diverged."""
+    lost = _lost_runs(runs, keys)
+    if lost is None:
         return []
     return [(values if isinstance(values, tuple) else (values,), group)
             for values, group in lost.groupby(keys, dropna=False, sort=True)]
-
-
-def _order(value):
-    """The table's row order: numbers as numbers, then text (as groupby sorted the finished cells)."""
-    try:
-        return (0, float(value), "")
-    except (TypeError, ValueError):
-        return (1, 0.0, str(value))
 
 
 def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: float = DEFAULT_PRECISION,
@@ -183,13 +182,13 @@ def aggregate(runs: pd.DataFrame, factors: list[str], recipe: dict, precision: f
                      "seeds": sorted(group["seed"].dropna().astype(int)) if "seed" in group else [],
                      "overrides": group["overrides"].iloc[0] if "overrides" in group else None,
                      "runs": list(group["run"])})
-    counted = {tuple(str(v) for v in row[:len(keys)]) for row in (tuple(r.values()) for r in rows)}
+    counted = {tuple(str(row[k]) for k in keys) for row in rows}
     for values, group in _lost_cells(runs, keys):
         if tuple(str(v) for v in values) not in counted:  # every seed lost: a row that says so, no mean
             rows.append({**dict(zip(keys, values)), "lost": lost.get(tuple(str(v) for v in values), 0), "n": 0,
                          "ci_method": "", "params": group["params"].iloc[0] if "params" in group else float("nan"),
                          "seeds": [], "runs": list(group["run"])})
-    rows.sort(key=lambda row: tuple(_order(row[k]) for k in keys))
+    rows.sort(key=lambda row: tuple(order_key(row[k]) for k in keys))
     table = pd.DataFrame(rows, columns=[*keys, *CELL_COLUMNS, "params", "val_error", "paper_error", "vs_paper_low",
                                         "vs_paper_high", "paper_verdict", "seeds", "overrides", "runs"])
     table["accuracy"] = 100.0 - table["mean"]

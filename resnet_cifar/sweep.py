@@ -236,6 +236,11 @@ def job_state(run_dir: Path, config: dict | None = None) -> JobState:
     return JobState.resume if (run_dir / CHECKPOINT_FILE).exists() else JobState.new
 
 
+def _trial_line(folder: Path, summary: dict) -> str:
+    """A trial of a search as its end lists it: its folder, status and error."""
+    return f"  {folder}: {summary.get('status')}: {summary.get('error', '')}"
+
+
 class SweepAccount(Callback):
     """Prints 'N done, M to resume, K new' before a multirun and the jobs that did not complete after it: a job
     refused because its folder holds a run of another config is one of them, whatever that run's status."""
@@ -246,7 +251,7 @@ class SweepAccount(Callback):
         self.trials_in: Path | None = None  # the sweep folder of a sweeper that draws its own jobs
         self.trials_planned: int | None = None  # its n_trials, where its study starts empty (no storage)
         self.trials_run: list[Path] = []  # this search's trials that ended in this process (the basic launcher)
-        self.sweep_pid = os.getpid()
+        self.sweep_pid: int | None = None  # the process that started the search (on_multirun_start)
         self.ended = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -282,8 +287,7 @@ class SweepAccount(Callback):
         folders = sorted(p for p in self.trials_in.iterdir() if os.path.lexists(p / SUMMARY_FILE)) \
             if self.trials_in is not None and self.trials_in.is_dir() else []
         summaries = {folder: job_summary(folder) for folder in folders}
-        return [f"  {folder}: {s.get('status')}: {s.get('error', '')}" for folder, s in summaries.items()
-                if not says_finished(s, s.get("max_iters"))]
+        return [_trial_line(folder, s) for folder, s in summaries.items() if not says_finished(s, s.get("max_iters"))]
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         """After a search's last trial, when not one of its trials completed: the trials with why, and exit
@@ -301,7 +305,7 @@ class SweepAccount(Callback):
             return
         self.ended = True
         log.error("not one trial of the search completed, so it has no best parameters; the trials:\n%s",
-                  "\n".join(f"  {folder}: {s.get('status')}: {s.get('error', '')}" for folder, s in summaries.items()))
+                  "\n".join(_trial_line(folder, s) for folder, s in summaries.items()))
         sys.exit(1)
 
     def _list_failed_trials_if_not_ended(self) -> None:
